@@ -7,3 +7,26 @@ os.environ["XLA_FLAGS"] = (
 ).strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+    """One TFDS data_dir for the whole session; embedded sets are built into it on first use."""
+    return str(tmp_path_factory.mktemp("tfds"))
+
+
+def tiny_config(name: str, data_dir: str, **overrides):
+    """configs/<name>.py:tiny pointed at the session data_dir, with dotted overrides."""
+    from cascade import configs
+
+    config = configs.load(f"{name}:tiny")
+    config.data.data_dir = data_dir
+    for dotted, value in overrides.items():
+        section, _, key = dotted.rpartition(".")
+        target = config
+        for part in section.split(".") if section else ():
+            target = target[part]
+        target[key] = value
+    return config

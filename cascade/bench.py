@@ -1,0 +1,104 @@
+"""Benchmark a stage's training step (and its extra kernels) from a config; one JSON line each.
+
+    python -m cascade.bench --config=configs/base.py:bench
+    python -m cascade.bench --config=configs/latent_dit.py:bench
+    python -m cascade.bench --config=configs/video_vae.py:bench
+
+Fields: name, device, params, flops_per_step (XLA cost analysis of the compiled
+step), step_time_s (median after warm-up), achieved_gflops, peak_matmul_gflops
+(measured on this machine), mfu, peak_memory_bytes. The step is the real
+training step of the trainer (forward, backward, AdamW, EMA, finite guard).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from typing import Any  # noqa: E402
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import ml_collections  # noqa: E402
+from absl import app, flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from cascade import benchmarking, parallel  # noqa: E402
+from cascade.stages import build_stage  # noqa: E402
+from cascade.stages.common import count_params  # noqa: E402
+from cascade.train_state import init_state, make_optimizer, make_train_step, model_graphdef  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Stage config with a preset, e.g. configs/base.py:bench.", lock_config=True
+)
+_ITERS = flags.DEFINE_integer("iters", 5, "Timed iterations (median reported).")
+_WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed iterations after compilation.")
+
+
+def synthetic_batch(spec: dict[str, jax.ShapeDtypeStruct], key: jax.Array) -> dict[str, jax.Array]:
+    """Random inputs matching a stage's batch spec (videos in [-1, 1], labels 0)."""
+    batch = {}
+    for i, (name, s) in enumerate(sorted(spec.items())):
+        k = jax.random.fold_in(key, i)
+        if jnp.issubdtype(s.dtype, jnp.floating):
+            batch[name] = jax.random.uniform(k, s.shape, s.dtype, -1.0, 1.0)
+        else:
+            batch[name] = jnp.zeros(s.shape, s.dtype)
+    return batch
+
+
+def bench_config(
+    config: ml_collections.ConfigDict, *, warmup: int = 2, iters: int = 5
+) -> list[dict[str, Any]]:
+    """Benchmark records for a stage config: its train step, plus the stage's extra kernels."""
+    stage = build_stage(config)
+    mesh = parallel.make_mesh(config.mesh)
+    tx = make_optimizer(config.train)
+    state = jax.jit(lambda k: init_state(stage, tx, k))(jax.random.key(config.seed))
+    params = count_params(state["params"])
+    step = jax.jit(make_train_step(stage, model_graphdef(stage), tx, seed=0, ema_decay=0.999))
+    batch = synthetic_batch(stage.batch_spec(config.train.batch_size), jax.random.key(1))
+    peak = benchmarking.matmul_peak_gflops()
+    records = []
+    with mesh:
+        records.append(
+            benchmarking.benchmark_compiled(
+                step,
+                (state, batch),
+                name=f"{stage.name}/train_step[{config.preset}]",
+                params=params,
+                warmup=warmup,
+                iters=iters,
+                peak_gflops=peak,
+            )
+        )
+        extra = getattr(stage, "bench_functions", None)
+        for name, fn, args in extra(state["params"]) if extra else ():
+            records.append(
+                benchmarking.benchmark_compiled(
+                    jax.jit(fn),
+                    args,
+                    name=f"{stage.name}/{name}[{config.preset}]",
+                    params=params,
+                    warmup=warmup,
+                    iters=iters,
+                    peak_gflops=peak,
+                )
+            )
+    for record in records:
+        record["batch_size"] = config.train.batch_size
+    return records
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    if _CONFIG.value is None:
+        raise app.UsageError("--config is required, e.g. --config=configs/base.py:bench")
+    for record in bench_config(_CONFIG.value, warmup=_WARMUP.value, iters=_ITERS.value):
+        print(json.dumps(record), flush=True)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,91 @@
+"""Measurement helpers shared by every benchmark: FLOPs, step time, peak, MFU.
+
+Speed is measured here, never in tests. Every number comes from the compiled
+XLA executable (cost analysis) or a wall clock around `block_until_ready`.
+"""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+
+def compiled_flops(compiled: Any) -> float:
+    """FLOPs XLA counts for one call of a compiled executable (`jit(f).lower(..).compile()`)."""
+    analysis = compiled.cost_analysis()
+    if isinstance(analysis, (list, tuple)):  # older JAX returned one dict per device
+        analysis = analysis[0] if analysis else {}
+    return float((analysis or {}).get("flops", 0.0))
+
+
+def median_seconds(
+    fn: Callable[..., Any], args: Sequence[Any], warmup: int = 2, iters: int = 5
+) -> float:
+    """Median wall time of `fn(*args)` after `warmup` calls, synchronised on the outputs."""
+    for _ in range(warmup):
+        jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def matmul_peak_gflops(n: int = 2048, dtype: Any = jnp.float32, iters: int = 5) -> float:
+    """Measured (not datasheet) matmul throughput of the default device in GFLOP/s."""
+    key_a, key_b = jax.random.split(jax.random.key(0))
+    a = jax.random.normal(key_a, (n, n), dtype)
+    b = jax.random.normal(key_b, (n, n), dtype)
+    matmul = jax.jit(jnp.matmul)
+    seconds = median_seconds(matmul, (a, b), warmup=2, iters=iters)
+    return 2.0 * n**3 / seconds / 1e9
+
+
+def peak_memory_bytes() -> int:
+    """Peak device memory if the backend reports it (GPU/TPU), else the process peak RSS (CPU)."""
+    stats = jax.local_devices()[0].memory_stats() or {}
+    if "peak_bytes_in_use" in stats:
+        return int(stats["peak_bytes_in_use"])
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # Linux reports KiB
+
+
+def benchmark_compiled(
+    jitted: Callable[..., Any],
+    args: Sequence[Any],
+    *,
+    name: str,
+    params: int,
+    warmup: int = 2,
+    iters: int = 5,
+    peak_gflops: float | None = None,
+) -> dict[str, Any]:
+    """Compile `jitted` for `args`, time it, and return the benchmark JSON fields.
+
+    `jitted` must not donate its inputs (the same args are reused every call).
+    Fields: name, device, params, flops_per_step, step_time_s (median),
+    achieved_gflops, peak_matmul_gflops, mfu, peak_memory_bytes.
+    """
+    compiled = jitted.lower(*args).compile()
+    flops = compiled_flops(compiled)
+    seconds = median_seconds(compiled, args, warmup=warmup, iters=iters)
+    peak = peak_gflops if peak_gflops is not None else matmul_peak_gflops()
+    achieved = flops / seconds / 1e9
+    return {
+        "name": name,
+        "device": jax.devices()[0].device_kind,
+        "num_devices": jax.device_count(),
+        "params": int(params),
+        "flops_per_step": flops,
+        "step_time_s": seconds,
+        "achieved_gflops": achieved,
+        "peak_matmul_gflops": peak,
+        "mfu": achieved / peak if peak else 0.0,
+        "peak_memory_bytes": peak_memory_bytes(),
+    }

@@ -1,0 +1,181 @@
+"""Input pipeline: deterministic, host-sharded, resumable batches of clips.
+
+Order of the examples a host sees. Let n be the number of clips per host (the
+split's clips divided evenly over hosts, remainder dropped) and b the per-host
+batch size (`batch_size`: what this host yields; the global batch is b times
+process_count). The host reads an endless
+stream of positions p = 0, 1, 2, ...; position p is clip
+`perm_e(p mod n)` of epoch e = p div n, where perm_e is a pseudo-random
+permutation derived only from (seed, e, process index); batch k is positions
+[k b, (k + 1) b). Batches may straddle an epoch boundary; every epoch still
+visits each clip exactly once. Hence batch k of a run started at `start_step=k`
+equals batch k of a fresh run, and starting at step k costs nothing: the
+permutation is computed per index (`tf.random.experimental.index_shuffle`), and
+clips are read by index from ArrayRecord files.
+
+Data sets stored without random access (e.g. a real TFDS set prepared as
+TFRecord) fall back to streaming: each epoch is the host's shard shuffled with a
+buffer of `data_cfg.shuffle_buffer` seeded by (seed, epoch); resuming still
+gives the same batches but reads (and drops) the clips of the current epoch
+before the start position.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import jax
+import tensorflow as tf
+
+from cascade.data import loading
+
+_ENDLESS = 2**62
+
+
+def _epoch_seed(seed: int, epoch: tf.Tensor, process_index: int) -> tf.Tensor:
+    """A stateless [2] seed for (seed, epoch, process index)."""
+    s = tf.constant([seed, 0], tf.int64)
+    s = tf.random.experimental.stateless_fold_in(s, tf.cast(epoch, tf.int64))
+    return tf.random.experimental.stateless_fold_in(s, tf.constant(process_index, tf.int64))
+
+
+def _to_model_format(batch: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    """uint8 video -> float32 in [-1, 1]; label -> int32; other features unchanged."""
+    video = tf.cast(batch["video"], tf.float32) / 127.5 - 1.0
+    return {**batch, "video": video, "label": tf.cast(batch["label"], tf.int32)}
+
+
+def make_dataset(
+    data_cfg: Any,
+    *,
+    split: str,
+    batch_size: int,
+    seed: int,
+    start_step: int = 0,
+    process_index: int | None = None,
+    process_count: int | None = None,
+    repeat: bool = True,
+    shuffle: bool = True,
+    drop_remainder: bool = True,
+) -> tf.data.Dataset:
+    """The tf.data.Dataset behind `batch_iterator` (same arguments)."""
+    pi = jax.process_index() if process_index is None else int(process_index)
+    pc = jax.process_count() if process_count is None else int(process_count)
+    if not 0 <= pi < pc:
+        raise ValueError(f"process_index={pi} must be in [0, process_count={pc}).")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    local_bs = int(batch_size)
+    source = loading.open_source(data_cfg, split)
+    n = source.num_examples // pc
+    if n < 1 or (drop_remainder and not repeat and n < local_bs):
+        raise ValueError(
+            f"{source.name!r} split {split!r} has {source.num_examples} clips: too few for "
+            f"{pc} process(es) with a per-process batch of {local_bs}."
+        )
+    start = int(start_step) * local_bs
+    if not repeat and start >= n:
+        raise ValueError(f"start_step={start_step} is past the single epoch of {n} clips.")
+
+    if source.random_access:
+        positions = tf.data.Dataset.range(start, _ENDLESS if repeat else n)
+
+        def clip_index(p):
+            epoch, i = p // n, p % n
+            if shuffle:
+                i = tf.random.experimental.index_shuffle(i, _epoch_seed(seed, epoch, pi), n - 1)
+            return i * pc + pi  # host pi owns clips pi, pi + pc, pi + 2 pc, ...
+
+        ds = source.gather(positions.map(clip_index))
+    else:
+        ds = _streaming(source, data_cfg, seed, start, n, pi, pc, repeat, shuffle)
+    ds = ds.batch(local_bs, drop_remainder=drop_remainder)
+    ds = ds.map(_to_model_format, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    options = tf.data.Options()
+    options.deterministic = True
+    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def _streaming(source, data_cfg, seed, start, n, pi, pc, repeat, shuffle) -> tf.data.Dataset:
+    """Epochs of the host's shard, each shuffled with a (seed, epoch) buffer."""
+    base = source.dataset(shard_index=pi, num_shards=pc)
+    card = int(base.cardinality())
+    n = card if card > 0 else n
+    buffer = int(loading.cfg_get(data_cfg, "shuffle_buffer", 1024))
+
+    def epoch_ds(epoch):
+        if not shuffle:
+            return base
+        return base.shuffle(buffer, seed=_epoch_seed(seed, epoch, pi)[0])
+
+    first = start // n
+    epochs = tf.data.Dataset.range(first, _ENDLESS if repeat else first + 1)
+    return epochs.flat_map(epoch_ds).skip(start - first * n)
+
+
+def batch_iterator(
+    data_cfg: Any,
+    *,
+    split: str,
+    batch_size: int,
+    seed: int,
+    start_step: int = 0,
+    process_index: int | None = None,
+    process_count: int | None = None,
+    repeat: bool = True,
+    shuffle: bool = True,
+    drop_remainder: bool = True,
+) -> Iterator[dict[str, Any]]:
+    """Batches of clips as numpy arrays, for this host.
+
+    Args:
+      data_cfg: data config (name, data_dir, frames, resolution, num_train, num_test,
+        shuffle_buffer; see `cascade.data.loading`).
+      split: 'train' or 'test'.
+      batch_size: clips per batch on this host (the per-process batch; the global
+        batch is batch_size * process_count, e.g. train.batch_size // process_count).
+      seed: shuffling seed; the stream is a pure function of it.
+      start_step: index of the first batch (to resume a run).
+      process_index, process_count: host sharding (default: jax's).
+      repeat: endless epochs (True) or one pass over the split (False).
+      shuffle: per-epoch permutation (True) or stored order (False).
+      drop_remainder: drop a final partial batch (only matters with repeat=False).
+    Yields:
+      {"video": float32 [B, T, H, W, C] in [-1, 1], "label": int32 [B], ...extra
+      features of the data set (e.g. "states", "positions") with a leading B}.
+    """
+    ds = make_dataset(
+        data_cfg,
+        split=split,
+        batch_size=batch_size,
+        seed=seed,
+        start_step=start_step,
+        process_index=process_index,
+        process_count=process_count,
+        repeat=repeat,
+        shuffle=shuffle,
+        drop_remainder=drop_remainder,
+    )
+    yield from ds.as_numpy_iterator()
+
+
+def to_device(batch: Any, sharding: Any) -> Any:
+    """Places a host-local batch on devices as global jax Arrays.
+
+    Args:
+      batch: pytree of numpy arrays, leading axis = this host's part of the batch.
+      sharding: one `jax.sharding.Sharding` for every leaf (e.g.
+        NamedSharding(mesh, P(("data", "fsdp")))), or a pytree of them matching
+        `batch`. The global batch is the concatenation of all hosts' batches.
+    Returns:
+      The same pytree of jax.Array with leading axis = global batch size.
+    """
+    if isinstance(sharding, jax.sharding.Sharding):
+        return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
+    return jax.tree.map(
+        lambda s, x: jax.make_array_from_process_local_data(s, x),
+        sharding,
+        batch,
+        is_leaf=lambda s: isinstance(s, jax.sharding.Sharding),
+    )

@@ -1,0 +1,184 @@
+"""Cost accounting: parameters, XLA-counted FLOPs of training and sampling, wall time.
+
+FLOPs come from XLA's cost analysis of the compiled program (`compiled_flops`), with
+two corrections that make them honest totals:
+
+* Loops: XLA's cost analysis counts a while-loop body once, whatever the trip count
+  (a 10-step `lax.fori_loop` of a matmul reports the FLOPs of one matmul). Samplers are
+  loops, so `xla_flops` walks the jaxpr and adds (trip count x body) for every `scan`
+  (static-bound `fori_loop`s become scans); `while` loops with a data-dependent trip
+  count cannot be counted and are reported in `loops_counted_once`.
+* Sharding: arguments are lowered as unsharded shapes, so the number is the global
+  FLOPs of one call. If the function itself pins shardings (sharding constraints), XLA
+  compiles an SPMD program and reports per-device FLOPs; these are multiplied by the
+  number of devices (which counts replicated work, e.g. a data-parallel optimizer
+  update, once per device).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.extend as jex
+import numpy as np
+from flax import nnx
+
+from cascade.benchmarking import compiled_flops, median_seconds
+
+
+def count_params(model_or_tree: Any) -> int:
+    """Number of parameter scalars of an NNX module (its `nnx.Param`s) or of any pytree
+    of arrays (an `nnx.State`, a params dict, `jax.ShapeDtypeStruct`s)."""
+    tree = (
+        nnx.state(model_or_tree, nnx.Param)
+        if isinstance(model_or_tree, nnx.Module)
+        else model_or_tree
+    )
+    return int(sum(np.prod(leaf.shape) for leaf in jax.tree.leaves(tree) if hasattr(leaf, "shape")))
+
+
+def abstract(args: Any) -> Any:
+    """Arrays -> unsharded `jax.ShapeDtypeStruct`s (for lowering without data or devices)."""
+    return jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype) if hasattr(x, "dtype") else x, args
+    )
+
+
+def xla_flops(fn: Callable[..., Any], *args: Any) -> dict[str, float]:
+    """Loop-aware XLA FLOPs of one call `fn(*args)` (arrays or ShapeDtypeStructs).
+
+    Returns dict(flops=total, xla_flops=XLA's raw count, loops_counted_once=number of
+    while loops whose trip count is unknown).
+    """
+    structs = abstract(args)
+    raw = _flops_of_compiled(jax.jit(fn).lower(*structs).compile())
+    closed = jax.make_jaxpr(fn)(*structs)
+    correction, unknown = _loop_correction(closed.jaxpr)
+    return {"flops": raw + correction, "xla_flops": raw, "loops_counted_once": unknown}
+
+
+def training_cost(
+    step_fn: Callable[..., Any],
+    args: Sequence[Any],
+    *,
+    num_steps: int,
+    batch_size: int | None = None,
+) -> dict[str, float]:
+    """FLOPs of one training step (forward + backward + update) and of a whole run.
+
+    `step_fn(*args)` is the (pure) train step; `num_steps` the run length.
+    Returns flops_per_step, num_steps, total_flops (= per step x steps, the step being
+    identical every iteration) and flops_per_example when `batch_size` is given.
+    """
+    counted = xla_flops(step_fn, *args)
+    out = {
+        "flops_per_step": counted["flops"],
+        "num_steps": int(num_steps),
+        "total_flops": counted["flops"] * num_steps,
+        "loops_counted_once": counted["loops_counted_once"],
+    }
+    if batch_size:
+        out["flops_per_example"] = counted["flops"] / batch_size
+    return out
+
+
+def sampling_cost(
+    sampler: Callable[..., Any],
+    args: Sequence[Any],
+    *,
+    num_videos: int,
+    time_it: bool = True,
+    warmup: int = 1,
+    iters: int = 3,
+) -> dict[str, float]:
+    """FLOPs and wall time of one sampler call that generates `num_videos` videos.
+
+    `sampler(*args)` must be jax-traceable (e.g. a closure over the model calling
+    `cascade.diffusion.samplers.sample`). Wall time is the median over `iters` calls of
+    the jitted sampler after `warmup` calls (compilation excluded).
+    """
+    counted = xla_flops(sampler, *args)
+    out = {
+        "num_videos": int(num_videos),
+        "flops_per_call": counted["flops"],
+        "flops_per_video": counted["flops"] / num_videos,
+        "loops_counted_once": counted["loops_counted_once"],
+    }
+    if time_it:
+        seconds = median_seconds(jax.jit(sampler), tuple(args), warmup=warmup, iters=iters)
+        out.update(seconds_per_call=seconds, seconds_per_video=seconds / num_videos)
+    return out
+
+
+def pipeline_sampling_cost(
+    stages: Sequence[tuple[str, Callable[..., Any], Sequence[Any]]],
+    *,
+    num_videos: int,
+    time_it: bool = True,
+    warmup: int = 1,
+    iters: int = 3,
+) -> dict[str, Any]:
+    """Sampling cost of a chain of stages: a cascade (base -> TSR -> SSR) or the
+    single-stage path (latent DiT -> VAE decode); a single stage is a chain of one.
+
+    `stages` is [(name, sampler, example_args)], each sampler generating the same
+    `num_videos` videos from its (example) conditioning. Per-stage costs and totals
+    (flops_per_video, seconds_per_video) are returned.
+    """
+    per_stage = {}
+    for name, sampler, args in stages:
+        per_stage[name] = sampling_cost(
+            sampler, args, num_videos=num_videos, time_it=time_it, warmup=warmup, iters=iters
+        )
+    out: dict[str, Any] = {
+        "stages": per_stage,
+        "num_videos": int(num_videos),
+        "flops_per_video": sum(s["flops_per_video"] for s in per_stage.values()),
+    }
+    if time_it:
+        out["seconds_per_video"] = sum(s["seconds_per_video"] for s in per_stage.values())
+    return out
+
+
+def _flops_of_compiled(compiled: Any) -> float:
+    """Global FLOPs: XLA reports per-device FLOPs for SPMD-partitioned programs."""
+    shardings = jax.tree.leaves(compiled.input_shardings) + jax.tree.leaves(
+        compiled.output_shardings
+    )
+    devices = max((s.num_devices for s in shardings), default=1)
+    return compiled_flops(compiled) * devices
+
+
+def _closed_flops(closed: jex.core.ClosedJaxpr) -> float:
+    structs = [jax.ShapeDtypeStruct(v.aval.shape, v.aval.dtype) for v in closed.jaxpr.invars]
+    return _flops_of_compiled(jax.jit(jex.core.jaxpr_as_fun(closed)).lower(*structs).compile())
+
+
+def _loop_correction(jaxpr: jex.core.Jaxpr) -> tuple[float, int]:
+    """FLOPs XLA's count misses in `jaxpr` (loop bodies counted once), and the number of
+    while loops left counted once."""
+    extra, unknown = 0.0, 0
+    for eqn in jaxpr.eqns:
+        name = eqn.primitive.name
+        if name == "scan":
+            body: jex.core.ClosedJaxpr = eqn.params["jaxpr"]
+            length = int(eqn.params["length"])
+            unroll = eqn.params.get("unroll", 1)
+            # XLA's loop holds `unroll` copies of the body (all of them when fully unrolled).
+            copies = length if unroll is True else max(1, min(int(unroll), length))
+            body_xla = _closed_flops(body)
+            inner, inner_unknown = _loop_correction(body.jaxpr)
+            extra += length * (body_xla + inner) - copies * body_xla
+            unknown += inner_unknown
+        elif name == "while":
+            unknown += 1
+            for sub in jex.core.jaxprs_in_params(eqn.params):
+                unknown += _loop_correction(sub)[1]
+        elif name != "cond":  # jit / remat / custom_jvp / custom_vjp bodies run once
+            for sub in jex.core.jaxprs_in_params(eqn.params):
+                sub_extra, sub_unknown = _loop_correction(sub)
+                extra += sub_extra
+                unknown += sub_unknown
+    return extra, unknown

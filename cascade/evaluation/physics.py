@@ -1,0 +1,418 @@
+"""Physical plausibility of bouncing_shapes videos (real or generated).
+
+Pipeline, per clip:
+1. Segment: every pixel goes to the nearest of {background, occluder grey, palette
+   colours}; a pixel farther than `color_threshold` (RGB, 0-255) from all of them is
+   background. Ground-truth frames are segmented exactly; generated frames approximately.
+2. Observe: per frame and palette colour, the largest 8-connected component with at
+   least `min_pixels` pixels is the object of that colour: its centroid, its shape (nearest
+   template of (area / r^2, bounding-box fill) rendered by the builder's own rasteriser)
+   and whether it is *clean* (touches neither the occluder nor another object, so its
+   centroid is the true centre up to rasterisation). Further components of the same
+   colour count as extra objects.
+3. Track by colour (colours are distinct within a clip) and score:
+   (a) ballistic_rmse: RMS residual (px) of constant-gravity fits, y = c + v t + g t^2 / 2
+       with the builder's g and x = c + v t, on runs of clean frames split wherever a
+       bounce is possible (near the floor or a wall); gravity_estimate: g fitted freely.
+   (b) teleports: steps longer than the fastest physically possible motion.
+   (c) permanence_violations: objects that vanish in the open, never come back from
+       behind the occluder (in time for their speed), appear from nowhere, or come back
+       with another shape or colour.
+   (d) color_changes (an object continues with another colour, in the open or behind
+       the occluder) and shape_constancy (fraction of clean frames with the object's
+       majority shape).
+   (e) count_changes / count_stability: frames where the number of objects (visible or
+       legitimately behind the occluder) changes.
+
+Ground-truth clips score ballistic_rmse ~ 0.1-0.2 px (rasterisation), 0 teleports, 0
+violations, 0 colour changes, shape constancy 1, count stability 1.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from cascade.data.builders import bouncing_shapes as bs
+
+_EIGHT = np.ones((3, 3), bool)
+
+
+def to_rgb255(videos: np.ndarray) -> np.ndarray:
+    """uint8, or float in [-1, 1], [B, T, H, W, 3] -> float32 in [0, 255]."""
+    videos = np.asarray(videos)
+    if videos.dtype == np.uint8:
+        return videos.astype(np.float32)
+    return (np.clip(videos.astype(np.float32), -1, 1) + 1.0) * 127.5
+
+
+def segment(video: np.ndarray, color_threshold: float = 100.0) -> np.ndarray:
+    """One clip [T, H, W, 3] (0-255) -> int8 labels [T, H, W]: palette index, -1 for
+    background (or no colour within `color_threshold`), -2 for the occluder."""
+    refs = np.concatenate([bs.PALETTE, bs.BACKGROUND[None], bs.OCCLUDER_COLOR[None]]).astype(
+        np.float32
+    )
+    ids = np.concatenate([np.arange(len(bs.PALETTE)), [-1, -2]])
+    x = video.reshape(-1, 3)
+    labels = np.full(x.shape[0], -1, np.int64)
+    # Fast path: pixels that are exactly a reference colour (all of a ground-truth frame).
+    q = np.rint(x).astype(np.int64)
+    keys = (q[:, 0] * 256 + q[:, 1]) * 256 + q[:, 2]
+    ref_keys = (refs[:, 0].astype(np.int64) * 256 + refs[:, 1]) * 256 + refs[:, 2]
+    order = np.argsort(ref_keys)
+    pos = np.clip(np.searchsorted(ref_keys[order], keys), 0, len(refs) - 1)
+    exact = (ref_keys[order][pos] == keys) & (np.abs(x - q) < 1e-3).all(-1)
+    labels[exact] = ids[order][pos[exact]]
+    rest = x[~exact].astype(np.float32)
+    if rest.size:  # nearest reference colour, within the threshold
+        d2 = (rest * rest).sum(1, keepdims=True) - 2.0 * rest @ refs.T + (refs * refs).sum(1)
+        nearest = ids[d2.argmin(-1)]
+        labels[~exact] = np.where(d2.min(-1) <= color_threshold**2, nearest, -1)
+    return labels.reshape(video.shape[:-1]).astype(np.int8)
+
+
+@functools.lru_cache(maxsize=8)
+def shape_templates(resolution: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and spread of the (area / r^2, bbox fill) descriptor of each shape, measured on
+    the builder's rasteriser at random sub-pixel positions: ([S, 2], [2])."""
+    rng = np.random.default_rng(0)
+    r = bs.scaled_constants(resolution)["radius"]
+    centre = resolution / 2.0
+    descriptors = []
+    for sid in range(len(bs.SHAPES)):
+        pos = rng.uniform(centre - 1, centre + 1, (64, 1, 2)).astype(np.float32)
+        masks = bs.shape_masks(pos, np.array([sid]), resolution)[:, 0]
+        descriptors.append(np.stack([_describe(m, r) for m in masks]))
+    descriptors = np.stack(descriptors)  # [S, 64, 2]
+    return descriptors.mean(1), descriptors.std(axis=(0, 1)) + 1e-6
+
+
+def _describe(mask: np.ndarray, radius: float) -> np.ndarray:
+    rows, cols = np.nonzero(mask)
+    area = rows.size
+    box = (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)
+    return np.array([area / radius**2, area / box])
+
+
+def observe(labels: np.ndarray, min_pixels: int | None = None) -> dict[str, np.ndarray]:
+    """Per-frame object observations of one segmented clip [T, H, W].
+
+    Returns [T, P] arrays (P = palette size): present, clean, area, shape (-1 unknown),
+    extra (number of further components), and centroid [T, P, 2] (y, x), NaN if absent.
+    """
+    t_len, res = labels.shape[0], labels.shape[1]
+    r = bs.scaled_constants(res)["radius"]
+    means, spread = shape_templates(res)
+    if min_pixels is None:  # 30% of the smallest shape's area (the triangle's)
+        min_pixels = max(2, int(0.3 * means[:, 0].min() * r**2))
+    p_len = len(bs.PALETTE)
+    out = {
+        "present": np.zeros((t_len, p_len), bool),
+        "clean": np.zeros((t_len, p_len), bool),
+        "area": np.zeros((t_len, p_len), np.int64),
+        "shape": np.full((t_len, p_len), -1, np.int64),
+        "extra": np.zeros((t_len, p_len), np.int64),
+        "centroid": np.full((t_len, p_len, 2), np.nan),
+    }
+    for t in range(t_len):
+        frame = labels[t]
+        occluder_near = ndimage.binary_dilation(frame == -2, _EIGHT)
+        for p in np.unique(frame[frame >= 0]):
+            comps, n = ndimage.label(frame == p, _EIGHT)
+            sizes = np.bincount(comps.ravel())[1:]
+            big = np.flatnonzero(sizes >= min_pixels)
+            if big.size == 0:
+                continue
+            main = comps == big[np.argmax(sizes[big])] + 1
+            others_near = ndimage.binary_dilation((frame >= 0) & (frame != p), _EIGHT)
+            rows, cols = np.nonzero(main)
+            clean = not (occluder_near[main].any() or others_near[main].any())
+            out["present"][t, p] = True
+            out["clean"][t, p] = clean
+            out["area"][t, p] = rows.size
+            out["extra"][t, p] = big.size - 1
+            out["centroid"][t, p] = rows.mean(), cols.mean()
+            if clean:
+                d = (_describe(main, r) - means) / spread
+                out["shape"][t, p] = int(np.argmin((d**2).sum(-1)))
+    return out
+
+
+def physics_metrics(
+    videos: np.ndarray, *, color_threshold: float = 100.0, min_pixels: int | None = None
+) -> dict[str, np.ndarray]:
+    """Physics sub-metrics of bouncing_shapes videos [B, T, H, W, 3] (uint8 or [-1, 1]).
+
+    Returns per-clip arrays [B]: ballistic_rmse (px, NaN when no fit), gravity_estimate
+    (px/frame^2, NaN when no fit), teleports, permanence_violations, color_changes,
+    shape_constancy (NaN when no clean frame), count_changes, count_stability,
+    num_objects. Average with `summarize`.
+    """
+    videos = to_rgb255(videos)
+    if videos.ndim != 5 or videos.shape[-1] != 3:
+        raise ValueError(f"expected RGB videos [B, T, H, W, 3], got {videos.shape}")
+    rows = []
+    for video in videos:
+        obs = observe(segment(video, color_threshold), min_pixels)
+        rows.append(_score_clip(obs, video.shape[1]))
+    return {key: np.array([row[key] for row in rows]) for key in rows[0]}
+
+
+def summarize(per_clip: dict[str, np.ndarray]) -> dict[str, float]:
+    """Means over clips (NaN-aware) of `physics_metrics`' output, for a metrics JSON."""
+    return {key: float(np.nanmean(value)) for key, value in per_clip.items()}
+
+
+class _Limits:
+    """Physical limits at a resolution, from the builder's constants."""
+
+    def __init__(self, res: int):
+        c = bs.scaled_constants(res)
+        self.radius, self.gravity = c["radius"], c["gravity"]
+        self.lo, self.hi = bs.arena(res)
+        self.occluder = bs.occluder_box(res)  # (y0, x0, y1, x1), rows y0..y1-1
+        vx_max = bs.SPEED_X_RANGE[1] * c["scale"]
+        vy0_max = max(abs(v) for v in bs.SPEED_Y_RANGE) * c["scale"]
+        vy_max = np.sqrt(vy0_max**2 + 2 * self.gravity * (self.hi - self.lo))
+        self.vx_max = vx_max
+        self.vx_min = bs.SPEED_X_RANGE[0] * c["scale"] * bs.RESTITUTION**2
+        self.max_step = float(np.hypot(vx_max, vy_max))
+        self.tolerance = 1.5  # px of rasterisation jitter on a clean centroid
+
+    def near_occluder(self, pos: np.ndarray) -> bool:
+        y0, x0, y1, x1 = self.occluder
+        m = self.radius + self.vx_max + 1.0
+        return bool(x0 - m <= pos[1] <= x1 - 1 + m and y0 - m <= pos[0] <= y1 - 1 + m)
+
+    def hidden_frames(self, vx: float) -> float:
+        """Longest plausible time hidden (behind the occluder) at horizontal speed vx."""
+        width = self.occluder[3] - self.occluder[1] + 2 * self.radius
+        return 1.25 * width / max(abs(vx), self.vx_min) + 2.0
+
+
+def _score_clip(obs: dict[str, np.ndarray], res: int) -> dict[str, Any]:
+    lim = _Limits(res)
+    t_len = obs["present"].shape[0]
+    colors = np.flatnonzero(obs["present"].any(0))
+    fits = [_ballistic_fit(obs, p, lim) for p in colors]
+    ss = sum(f[0] for f in fits)
+    dof = sum(f[1] for f in fits)
+    gravity = _gravity_fit([seg for f in fits for seg in f[2]])
+    teleports = sum(_teleports(obs, p, lim) for p in colors)
+    events = _permanence(obs, colors, lim, t_len)
+    constancy = []
+    for p in colors:
+        shapes = obs["shape"][:, p][obs["shape"][:, p] >= 0]
+        if shapes.size:
+            constancy.append(np.mean(shapes == np.bincount(shapes).argmax()))
+    alive = events["alive"] + obs["extra"].sum(1)
+    count_changes = int((np.diff(alive) != 0).sum())
+    return {
+        "ballistic_rmse": float(np.sqrt(ss / dof)) if dof > 0 else np.nan,
+        "gravity_estimate": gravity,
+        "teleports": int(teleports),
+        "permanence_violations": int(events["violations"]),
+        "color_changes": int(events["color_changes"]),
+        "shape_constancy": float(np.mean(constancy)) if constancy else np.nan,
+        "count_changes": count_changes,
+        "count_stability": 1.0 - count_changes / max(t_len - 1, 1),
+        "num_objects": int(events["objects"]),
+    }
+
+
+def _segments(obs: dict[str, np.ndarray], p: int, lim: _Limits) -> list[np.ndarray]:
+    """Runs of consecutive clean frames of colour p, split where a bounce may happen."""
+    clean, c = obs["clean"][:, p], obs["centroid"][:, p]
+    segments, current = [], []
+    for t in np.flatnonzero(clean):
+        if current and (t != current[-1] + 1 or _bounce_possible(c[current[-1]], c[t], lim)):
+            segments.append(np.array(current))
+            current = []
+        current.append(t)
+    if current:
+        segments.append(np.array(current))
+    return [s for s in segments if s.size >= 3]
+
+
+def _bounce_possible(a: np.ndarray, b: np.ndarray, lim: _Limits) -> bool:
+    """Between positions a and b (one frame apart), could the floor or a wall be hit?
+
+    A step longer than physically possible is no bounce: it stays in the fit."""
+    if np.linalg.norm(b - a) > lim.max_step + lim.tolerance:
+        return False
+    margin = np.abs(b - a) + 1.0
+    floor = max(a[0], b[0]) >= lim.hi - margin[0]
+    walls = min(a[1], b[1]) <= lim.lo + margin[1] or max(a[1], b[1]) >= lim.hi - margin[1]
+    return bool(floor or walls)
+
+
+def _ballistic_fit(obs, p, lim) -> tuple[float, int, list]:
+    """Sum of squared residuals and degrees of freedom of the fixed-gravity fits."""
+    ss, dof, segs = 0.0, 0, []
+    for seg in _segments(obs, p, lim):
+        tau = (seg - seg[0]).astype(np.float64)
+        pos = obs["centroid"][seg, p]
+        design = np.stack([np.ones_like(tau), tau], 1)
+        target_y = pos[:, 0] - 0.5 * lim.gravity * tau**2
+        for target in (target_y, pos[:, 1]):
+            coef = np.linalg.lstsq(design, target, rcond=None)[0]
+            ss += float(((design @ coef - target) ** 2).sum())
+        dof += 2 * (seg.size - 2)
+        segs.append((tau, pos[:, 0]))
+    return ss, dof, segs
+
+
+def _gravity_fit(segs: list[tuple[np.ndarray, np.ndarray]]) -> float:
+    """Least-squares g shared by all segments, each with its own offset and speed."""
+    if sum(tau.size - 2 for tau, _ in segs) < 1:
+        return np.nan
+    n = sum(tau.size for tau, _ in segs)
+    design = np.zeros((n, 2 * len(segs) + 1))
+    target = np.zeros(n)
+    row = 0
+    for i, (tau, y) in enumerate(segs):
+        sl = slice(row, row + tau.size)
+        design[sl, 2 * i], design[sl, 2 * i + 1], design[sl, -1] = 1.0, tau, 0.5 * tau**2
+        target[sl] = y
+        row += tau.size
+    return float(np.linalg.lstsq(design, target, rcond=None)[0][-1])
+
+
+def _teleports(obs, p, lim) -> int:
+    """Steps between successive observations longer than physically possible."""
+    frames = np.flatnonzero(obs["present"][:, p])
+    c, clean = obs["centroid"][:, p], obs["clean"][:, p]
+    count = 0
+    for a, b in zip(frames[:-1], frames[1:], strict=True):
+        # A partly hidden object's centroid can sit up to a radius off its centre.
+        tol = lim.tolerance if clean[a] and clean[b] else lim.tolerance + lim.radius
+        count += np.linalg.norm(c[b] - c[a]) > (b - a) * lim.max_step + tol
+    return count
+
+
+def _runs(present: np.ndarray) -> list[tuple[int, int]]:
+    edges = np.diff(np.concatenate([[0], present.astype(np.int8), [0]]))
+    return list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) - 1, strict=True))
+
+
+def _velocity(obs, p: int, run: tuple[int, int], at_end: bool) -> np.ndarray:
+    """(vy, vx) per frame from the last (or first) two observations of a run, preferring
+    clean ones (a partly hidden object's centroid moves slower than the object)."""
+    start, end = run
+    frames = np.arange(start, end + 1)
+    clean = frames[obs["clean"][frames, p]]
+    frames = clean if clean.size >= 2 else frames
+    if frames.size < 2:
+        return np.zeros(2)
+    a, b = (frames[-2], frames[-1]) if at_end else (frames[0], frames[1])
+    track = obs["centroid"][:, p]
+    return (track[b] - track[a]) / (b - a)
+
+
+def _majority_shape(obs, p, t0, t1) -> int:
+    shapes = obs["shape"][t0 : t1 + 1, p]
+    shapes = shapes[shapes >= 0]
+    return int(np.bincount(shapes).argmax()) if shapes.size else -1
+
+
+def _explained(obs, p, frames: np.ndarray, predicted: np.ndarray, lim: _Limits) -> bool:
+    """Could colour p be hidden at `frames` (predicted positions [F, 2]): behind the
+    occluder, or under another object drawn over it?"""
+    c, present = obs["centroid"], obs["present"]
+    for t, pos in zip(frames, predicted, strict=True):
+        pos = np.array([np.clip(pos[0], lim.lo, lim.hi), pos[1]])
+        if lim.near_occluder(pos):
+            continue
+        others = present[t] & (np.arange(present.shape[1]) != p)
+        dist = np.linalg.norm(c[t, others] - pos, axis=-1)
+        if not (dist <= 2 * lim.radius + lim.tolerance).any():
+            return False
+    return True
+
+
+def _permanence(obs, colors, lim: _Limits, t_len: int) -> dict[str, Any]:
+    """Object permanence (c), colour changes (d) and the alive-object count (e).
+
+    Every gap in a colour's presence must be explained by hiding (behind the occluder
+    or under another object, along the interpolated path, for no longer than its speed
+    allows); so must the frames before its first and after its last appearance
+    (extrapolated). A last exit and a first entry of two colours that fit one object
+    (same place within a frame, or through the occluder at the right time and side) are
+    one object that changed colour.
+    """
+    c = obs["centroid"]
+    violations, color_changes = 0, 0
+    alive = np.zeros(t_len, np.int64)
+    exits, entries, spans = [], [], {}
+    for p in colors:
+        runs = _runs(obs["present"][:, p])
+        birth, death = int(runs[0][0]), int(runs[-1][1])
+        if birth > 0:
+            v = _velocity(obs, p, runs[0], at_end=False)
+            frames = np.arange(birth)
+            predicted = c[birth, p] + v * (frames - birth)[:, None]
+            ok = birth <= lim.hidden_frames(v[1]) and _explained(obs, p, frames, predicted, lim)
+            entries.append({"p": p, "t": birth, "pos": c[birth, p], "ok": ok})
+            birth = 0 if ok else birth
+        for (s0, e0), (s1, e1) in zip(runs[:-1], runs[1:], strict=True):
+            frames = np.arange(e0 + 1, s1)
+            w = ((frames - e0) / (s1 - e0))[:, None]
+            predicted = (1 - w) * c[e0, p] + w * c[s1, p]
+            vx = (c[s1, p, 1] - c[e0, p, 1]) / (s1 - e0)
+            if frames.size <= lim.hidden_frames(vx) and _explained(obs, p, frames, predicted, lim):
+                before, after = _majority_shape(obs, p, s0, e0), _majority_shape(obs, p, s1, e1)
+                violations += before >= 0 and after >= 0 and before != after
+            else:  # flickered, vanished in the open or stayed hidden too long
+                violations += 1
+                alive[e0 + 1 : s1] -= 1
+        if death < t_len - 1:
+            v = _velocity(obs, p, runs[-1], at_end=True)
+            frames = np.arange(death + 1, t_len)
+            predicted = c[death, p] + v * (frames - death)[:, None]
+            ok = frames.size <= lim.hidden_frames(v[1]) and _explained(
+                obs, p, frames, predicted, lim
+            )
+            exits.append({"p": p, "t": death + 1, "pos": c[death, p], "v": v, "ok": ok})
+            death = t_len - 1 if ok else death
+        spans[p] = [birth, death]
+
+    for ex in exits:
+        for en in entries:
+            if en.get("paired") or en["p"] == ex["p"]:
+                continue
+            dt = en["t"] - ex["t"]
+            in_open = (
+                abs(dt) <= 1
+                and np.linalg.norm(en["pos"] - ex["pos"]) <= 2 * lim.max_step + lim.tolerance
+            )
+            if in_open or _through_occluder(ex, en, lim):
+                color_changes += 1
+                violations += not in_open  # came back from the occluder as another object
+                ex["paired"] = en["paired"] = True
+                spans[ex["p"]][1] = min(spans[ex["p"]][1], en["t"] - 1)
+                spans[en["p"]][0] = en["t"]
+                break
+    # Unexplained and unpaired: vanished / never came back, or appeared from nowhere.
+    violations += sum(not e["ok"] and not e.get("paired") for e in exits + entries)
+    for birth, death in spans.values():
+        alive[birth : death + 1] += 1
+    return {
+        "violations": violations,
+        "color_changes": color_changes,
+        "alive": alive,
+        "objects": len(colors) - color_changes,
+    }
+
+
+def _through_occluder(ex: dict, en: dict, lim: _Limits) -> bool:
+    """Does an entry continue an exit behind the occluder: the far side in the direction
+    of motion, at about the time the exit's horizontal speed takes to cross?"""
+    if not (lim.near_occluder(ex["pos"]) and lim.near_occluder(en["pos"])):
+        return False
+    vx = ex["v"][1]
+    if abs(vx) < 1e-6 or np.sign(en["pos"][1] - ex["pos"][1]) != np.sign(vx):
+        return False
+    return 0 <= en["t"] - ex["t"] <= lim.hidden_frames(vx)

@@ -1,0 +1,411 @@
+"""Building blocks of the video U-Net, written for speed on CPU as well as accelerators.
+
+Every video tensor is `[B, T, H, W, C]`. Spatial operations (space-only 1x3x3 convs,
+group norm, spatial attention) fold time into batch and run as 2D NHWC ops: XLA's
+2D convolution is 2-3x faster than its 5D one on CPU, and per-frame statistics keep
+frames independent (what joint image-video training needs). Temporal operations build
+their time neighbourhood by shifting frames onto the channel axis, so a 3x3x3 conv is
+one 2D conv over 3C input channels and a temporal conv is one matmul; the same shift
+lets an `image_mask` cut every link to an independent image frame exactly.
+
+Parameters are float32; `dtype` is the compute dtype (activations and kernels are cast
+at use, normalisation statistics and softmax stay in float32).
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from jax import lax
+
+_NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+def logsnr_to_unit(logsnr: jax.Array) -> jax.Array:
+    """Map log-SNR to the cosine-schedule time in (0, 1): t = atan(exp(-lambda/2)) / (pi/2).
+
+    Bounded and monotone, so Fourier features of it are well scaled for any log-SNR.
+    """
+    logsnr = jnp.clip(jnp.asarray(logsnr, jnp.float32), -20.0, 20.0)
+    return jnp.arctan(jnp.exp(-0.5 * logsnr)) / (0.5 * math.pi)
+
+
+def fourier_embedding(
+    x: jax.Array, dim: int, *, scale: float = 1000.0, max_period: float = 10000.0
+) -> jax.Array:
+    """Sinusoidal features of a scalar per example: x [B] -> [B, dim] (sin half, cos half)."""
+    if dim % 2:
+        raise ValueError(f"fourier_embedding dim must be even, got {dim}")
+    half = dim // 2
+    freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)
+    args = (scale * jnp.asarray(x, jnp.float32))[:, None] * freqs[None, :]
+    return jnp.concatenate([jnp.sin(args), jnp.cos(args)], axis=-1)
+
+
+def _fan_in_init(key: jax.Array, shape: tuple[int, ...], fan_in: int, scale: float = 1.0):
+    """Variance-scaling (fan-in, uniform) init: keeps activations O(1) through swish nets."""
+    limit = scale * math.sqrt(3.0 / fan_in)
+    return jax.random.uniform(key, shape, jnp.float32, -limit, limit)
+
+
+def _zero_or_init(rngs: nnx.Rngs, shape, fan_in: int, zero: bool) -> nnx.Param:
+    if zero:
+        return nnx.Param(jnp.zeros(shape, jnp.float32))
+    return nnx.Param(_fan_in_init(rngs.params(), shape, fan_in))
+
+
+class Dense(nnx.Module):
+    """Linear map over the last axis: [..., in] -> [..., out]."""
+
+    def __init__(
+        self, din: int, dout: int, *, rngs: nnx.Rngs, dtype: str = "float32", zero_init=False
+    ):
+        self.kernel = _zero_or_init(rngs, (din, dout), din, zero_init)
+        self.bias = nnx.Param(jnp.zeros((dout,), jnp.float32))
+        self.dtype = jnp.dtype(dtype)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        # A 2D [rows, in] matmul: XLA:CPU runs its backward ~3x faster than a 5D dot_general.
+        kernel = self.kernel[...].astype(self.dtype)
+        y = jnp.dot(x.astype(self.dtype).reshape(-1, x.shape[-1]), kernel)
+        return (y + self.bias[...].astype(self.dtype)).reshape(*x.shape[:-1], kernel.shape[-1])
+
+
+class GroupNorm(nnx.Module):
+    """Per-frame group norm of [B, T, H, W, C]: statistics over (H, W, C/groups) in float32.
+
+    Per-frame (not per-clip) statistics keep frames independent, so independent image
+    frames in a joint image-video batch never influence video frames through the norm.
+    """
+
+    def __init__(self, channels: int, groups: int, *, eps: float = 1e-6, dtype: str = "float32"):
+        if channels % groups:
+            raise ValueError(f"GroupNorm: channels {channels} not divisible by groups {groups}")
+        self.scale = nnx.Param(jnp.ones((channels,), jnp.float32))
+        self.bias = nnx.Param(jnp.zeros((channels,), jnp.float32))
+        self.groups, self.eps, self.dtype = groups, eps, jnp.dtype(dtype)
+
+    def __call__(
+        self, x: jax.Array, scale: jax.Array | None = None, shift: jax.Array | None = None
+    ) -> jax.Array:
+        """x [B, T, H, W, C] (or [N, H, W, C]); optional FiLM scale, shift [B, C]: y*(1+scale)+shift."""
+        *lead, h, w, c = x.shape
+        g = self.groups
+        # Per-channel moments over the contiguous H*W axis first, then per group: XLA:CPU
+        # reduces this layout ~10x faster (forward + backward) than reducing over
+        # (H, W, C/groups) of a [.., H, W, groups, C/groups] view.
+        xf = x.astype(jnp.float32).reshape(*lead, h * w, c)
+        m1 = jnp.mean(xf, axis=-2).reshape(*lead, g, c // g).mean(-1)
+        m2 = jnp.mean(jnp.square(xf), axis=-2).reshape(*lead, g, c // g).mean(-1)
+        inv = lax.rsqrt(jnp.maximum(m2 - jnp.square(m1), 0.0) + self.eps)
+        # Fold normalisation and affine into one per-(frame, channel) scale and shift.
+        a = jnp.repeat(inv, c // g, axis=-1) * self.scale[...]
+        b = self.bias[...] - jnp.repeat(m1, c // g, axis=-1) * a
+        if scale is not None:  # FiLM folded into the same per-(frame, channel) affine map
+            film = (1.0 + scale.astype(jnp.float32))[:, None, :]
+            a, b = a * film, b * film + shift.astype(jnp.float32)[:, None, :]
+        y = x.astype(jnp.float32) * a[..., None, None, :] + b[..., None, None, :]
+        return y.astype(self.dtype)
+
+
+class SpaceConv(nnx.Module):
+    """Space-only (1 x k x k) convolution of [B, T, H, W, C]: a 2D NHWC conv on [B*T, H, W, C].
+
+    `stride=2` halves H and W (padding 1 each side, so even sizes halve exactly).
+    """
+
+    def __init__(
+        self,
+        cin: int,
+        cout: int,
+        *,
+        rngs: nnx.Rngs,
+        kernel_size: int = 3,
+        stride: int = 1,
+        dtype: str = "float32",
+        zero_init: bool = False,
+    ):
+        k = kernel_size
+        self.kernel = _zero_or_init(rngs, (k, k, cin, cout), k * k * cin, zero_init)
+        self.bias = nnx.Param(jnp.zeros((cout,), jnp.float32))
+        self.stride, self.dtype = stride, jnp.dtype(dtype)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        b, t, h, w, c = x.shape
+        k = self.kernel.shape[0]
+        pad = ((k // 2, k // 2), (k // 2, k // 2))
+        y = lax.conv_general_dilated(
+            x.astype(self.dtype).reshape(b * t, h, w, c),
+            self.kernel[...].astype(self.dtype),
+            (self.stride, self.stride),
+            pad,
+            dimension_numbers=_NHWC,
+        )
+        y = y + self.bias[...].astype(self.dtype)
+        return y.reshape(b, t, *y.shape[1:])
+
+
+def temporal_links(image_mask: jax.Array | None) -> tuple[jax.Array, jax.Array] | None:
+    """Which frame pairs (t-1, t) are linked: None (all) or ([B, T] prev_ok, [B, T] next_ok).
+
+    A link between neighbouring frames exists only if neither is an image frame.
+    """
+    if image_mask is None:
+        return None
+    video = ~image_mask.astype(bool)
+    pair = video[:, 1:] & video[:, :-1]  # [B, T-1]: frames t and t+1 are both video frames
+    false = jnp.zeros_like(video[:, :1])
+    prev_ok = jnp.concatenate([false, pair], axis=1)  # frame t may read t-1
+    next_ok = jnp.concatenate([pair, false], axis=1)  # frame t may read t+1
+    return prev_ok, next_ok
+
+
+def shift_frames(x: jax.Array, links: tuple[jax.Array, jax.Array] | None) -> jax.Array:
+    """[B, T, H, W, C] -> [B, T, H, W, 3C] = (x[t-1], x[t], x[t+1]) with zero padding in time.
+
+    With `links` (from `temporal_links`) a neighbour is zeroed where the link is cut.
+    """
+    zero = jnp.zeros_like(x[:, :1])
+    prev = jnp.concatenate([zero, x[:, :-1]], axis=1)
+    nxt = jnp.concatenate([x[:, 1:], zero], axis=1)
+    if links is not None:
+        prev_ok, next_ok = links
+        prev = jnp.where(prev_ok[:, :, None, None, None], prev, 0)
+        nxt = jnp.where(next_ok[:, :, None, None, None], nxt, 0)
+    return jnp.concatenate([prev, x, nxt], axis=-1)
+
+
+class TemporalConv(nnx.Module):
+    """Temporal (3 x 1 x 1) convolution of [B, T, H, W, C] as one matmul over 3C channels."""
+
+    def __init__(
+        self, cin: int, cout: int, *, rngs: nnx.Rngs, dtype: str = "float32", zero_init=False
+    ):
+        self.kernel = _zero_or_init(rngs, (3, cin, cout), 3 * cin, zero_init)
+        self.bias = nnx.Param(jnp.zeros((cout,), jnp.float32))
+        self.dtype = jnp.dtype(dtype)
+
+    def __call__(self, x: jax.Array, links=None) -> jax.Array:
+        xs = shift_frames(x.astype(self.dtype), links)
+        kernel = self.kernel[...].astype(self.dtype).reshape(-1, self.kernel.shape[-1])
+        return jnp.dot(xs, kernel) + self.bias[...].astype(self.dtype)
+
+
+class Conv3D(nnx.Module):
+    """Full 3x3x3 convolution of [B, T, H, W, C], 'same' padding.
+
+    Computed as a 2D 3x3 conv over the time-shifted stack [x[t-1], x[t], x[t+1]] (3C
+    channels): mathematically identical to the 5D conv and 2-3x faster on CPU.
+    Kernel layout is (kt, kh, kw, Cin, Cout), as lax's DHWIO.
+    """
+
+    def __init__(
+        self, cin: int, cout: int, *, rngs: nnx.Rngs, dtype: str = "float32", zero_init=False
+    ):
+        self.kernel = _zero_or_init(rngs, (3, 3, 3, cin, cout), 27 * cin, zero_init)
+        self.bias = nnx.Param(jnp.zeros((cout,), jnp.float32))
+        self.dtype = jnp.dtype(dtype)
+
+    def __call__(self, x: jax.Array, links=None) -> jax.Array:
+        b, t, h, w, c = x.shape
+        xs = shift_frames(x.astype(self.dtype), links).reshape(b * t, h, w, 3 * c)
+        kt, kh, kw, cin, cout = self.kernel.shape
+        # (kt, kh, kw, I, O) -> (kh, kw, kt*I, O), matching the channel order of shift_frames.
+        kernel = jnp.transpose(self.kernel[...], (1, 2, 0, 3, 4)).reshape(kh, kw, kt * cin, cout)
+        y = lax.conv_general_dilated(
+            xs, kernel.astype(self.dtype), (1, 1), ((1, 1), (1, 1)), dimension_numbers=_NHWC
+        )
+        return (y + self.bias[...].astype(self.dtype)).reshape(b, t, h, w, cout)
+
+
+def upsample_nearest(x: jax.Array) -> jax.Array:
+    """[B, T, H, W, C] -> [B, T, 2H, 2W, C] by nearest-neighbour repetition."""
+    b, t, h, w, c = x.shape
+    x = jnp.broadcast_to(x[:, :, :, None, :, None, :], (b, t, h, 2, w, 2, c))
+    return x.reshape(b, t, 2 * h, 2 * w, c)
+
+
+def relative_position_bucket(
+    relative_position: jax.Array, num_buckets: int = 32, max_distance: int = 128
+) -> jax.Array:
+    """T5 bidirectional buckets of (key - query) positions: exact near 0, logarithmic far away."""
+    num_buckets //= 2
+    ret = (relative_position > 0).astype(jnp.int32) * num_buckets
+    n = jnp.abs(relative_position)
+    max_exact = num_buckets // 2
+    is_small = n < max_exact
+    val_large = max_exact + (
+        jnp.log(jnp.maximum(n, 1).astype(jnp.float32) / max_exact)
+        / math.log(max_distance / max_exact)
+        * (num_buckets - max_exact)
+    ).astype(jnp.int32)
+    val_large = jnp.minimum(val_large, num_buckets - 1)
+    return ret + jnp.where(is_small, n, val_large)
+
+
+class RelativePositionBias(nnx.Module):
+    """Learned per-head bias for temporal attention, a function of (key - query) frame offset."""
+
+    def __init__(
+        self, num_heads: int, *, rngs: nnx.Rngs, num_buckets: int = 32, max_distance: int = 128
+    ):
+        self.embedding = nnx.Param(
+            0.02 * jax.random.normal(rngs.params(), (num_buckets, num_heads))
+        )
+        self.num_buckets, self.max_distance = num_buckets, max_distance
+
+    def __call__(self, frames: int) -> jax.Array:
+        """Bias [1, heads, T, T] (query t, key s)."""
+        pos = jnp.arange(frames)
+        buckets = relative_position_bucket(
+            pos[None, :] - pos[:, None], self.num_buckets, self.max_distance
+        )
+        return jnp.transpose(self.embedding[...][buckets], (2, 0, 1))[None]
+
+
+def temporal_attention_mask(image_mask: jax.Array) -> jax.Array:
+    """[B, T] image flags -> [B, 1, T, T] bool: video frames see video frames, images only self."""
+    img = image_mask.astype(bool)
+    frames = img.shape[1]
+    video = ~img
+    allowed = video[:, :, None] & video[:, None, :]
+    allowed = allowed | jnp.eye(frames, dtype=bool)[None]
+    return allowed[:, None]
+
+
+class SpatialAttention(nnx.Module):
+    """Residual self-attention over H*W positions of each frame (frames as batch)."""
+
+    def __init__(
+        self, channels: int, num_heads: int, groups: int, *, rngs: nnx.Rngs, dtype="float32"
+    ):
+        if channels % num_heads:
+            raise ValueError(f"attention: channels {channels} not divisible by heads {num_heads}")
+        self.norm = GroupNorm(channels, groups, dtype=dtype)
+        self.qkv = Dense(channels, 3 * channels, rngs=rngs, dtype=dtype)
+        self.out = Dense(channels, channels, rngs=rngs, dtype=dtype, zero_init=True)
+        self.num_heads = num_heads
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        b, t, h, w, c = x.shape
+        n = self.num_heads
+        qkv = self.qkv(self.norm(x)).reshape(b * t, h * w, 3, n, c // n)
+        y = jax.nn.dot_product_attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2])
+        return x + self.out(y.reshape(b, t, h, w, c)).astype(x.dtype)
+
+
+class TemporalAttention(nnx.Module):
+    """Residual self-attention over the T frames at each pixel, with relative position bias.
+
+    `image_mask` [B, T] (True = independent image frame) restricts image frames to attend
+    only to themselves and hides them from video frames.
+    """
+
+    def __init__(
+        self, channels: int, num_heads: int, groups: int, *, rngs: nnx.Rngs, dtype="float32"
+    ):
+        if channels % num_heads:
+            raise ValueError(f"attention: channels {channels} not divisible by heads {num_heads}")
+        self.norm = GroupNorm(channels, groups, dtype=dtype)
+        self.qkv = Dense(channels, 3 * channels, rngs=rngs, dtype=dtype)
+        self.out = Dense(channels, channels, rngs=rngs, dtype=dtype, zero_init=True)
+        self.rel_bias = RelativePositionBias(num_heads, rngs=rngs)
+        self.num_heads = num_heads
+
+    def __call__(self, x: jax.Array, image_mask: jax.Array | None = None) -> jax.Array:
+        b, t, h, w, c = x.shape
+        n = self.num_heads
+        qkv = self.qkv(self.norm(x)).reshape(b, t, h * w, 3 * c)
+        # Sequences along time: [B, HW, T, 3C] -> [B*HW, T, 3, heads, dh].
+        qkv = jnp.swapaxes(qkv, 1, 2).reshape(b * h * w, t, 3, n, c // n)
+        bias = self.rel_bias(t).astype(qkv.dtype)
+        mask = None
+        if image_mask is not None:
+            m = temporal_attention_mask(image_mask)  # [B, 1, T, T]
+            mask = jnp.broadcast_to(m[:, None], (b, h * w, 1, t, t)).reshape(b * h * w, 1, t, t)
+        y = jax.nn.dot_product_attention(
+            qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], bias=bias, mask=mask
+        )
+        y = jnp.swapaxes(y.reshape(b, h * w, t, c), 1, 2).reshape(b, t, h, w, c)
+        return x + self.out(y).astype(x.dtype)
+
+
+def dropout(x: jax.Array, rate: float, rng: jax.Array | None) -> jax.Array:
+    """Inverted dropout with an explicit key; identity when rng is None or rate == 0."""
+    if rng is None or rate == 0.0:
+        return x
+    keep = jax.random.bernoulli(rng, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), jnp.zeros((), x.dtype))
+
+
+class ResBlock(nnx.Module):
+    """Residual block conditioned on an embedding [B, E] (added, or FiLM scale/shift).
+
+    norm -> swish -> conv -> (+emb | *(1+scale)+shift after norm) -> norm -> swish ->
+    dropout -> conv (zero init), plus a 1x1 skip when channels change. `conv` is
+    "space" (1x3x3), "space+temporal" (1x3x3 then a residual 3x1x1) or "3d" (3x3x3).
+    """
+
+    def __init__(
+        self,
+        cin: int,
+        cout: int,
+        emb_dim: int,
+        *,
+        groups: int,
+        conv: str,
+        scale_shift: bool,
+        dropout: float,
+        rngs: nnx.Rngs,
+        dtype: str = "float32",
+    ):
+        if conv not in ("space", "space+temporal", "3d"):
+            raise ValueError(f"ResBlock conv must be space, space+temporal or 3d, got {conv!r}")
+        make = Conv3D if conv == "3d" else SpaceConv
+        self.norm1 = GroupNorm(cin, groups, dtype=dtype)
+        self.conv1 = make(cin, cout, rngs=rngs, dtype=dtype)
+        self.emb = Dense(emb_dim, 2 * cout if scale_shift else cout, rngs=rngs, dtype=dtype)
+        self.norm2 = GroupNorm(cout, groups, dtype=dtype)
+        self.conv2 = make(cout, cout, rngs=rngs, dtype=dtype, zero_init=True)
+        if conv == "space+temporal":
+            # (2+1)D factorisation: each space conv followed by a residual temporal conv,
+            # zero-initialised so the block starts as its per-frame 2D counterpart.
+            self.tconv1 = TemporalConv(cout, cout, rngs=rngs, dtype=dtype, zero_init=True)
+            self.tconv2 = TemporalConv(cout, cout, rngs=rngs, dtype=dtype, zero_init=True)
+        else:
+            self.tconv1 = self.tconv2 = None
+        self.skip = Dense(cin, cout, rngs=rngs, dtype=dtype) if cin != cout else None
+        self.conv_kind, self.scale_shift, self.rate = conv, scale_shift, dropout
+
+    def _conv(self, conv, tconv, h, links):
+        if self.conv_kind == "3d":
+            return conv(h, links)
+        h = conv(h)
+        if tconv is not None:
+            h = h + tconv(h, links)
+        return h
+
+    def __call__(
+        self,
+        x: jax.Array,
+        emb: jax.Array,
+        links=None,
+        dropout_rng: jax.Array | None = None,
+    ) -> jax.Array:
+        """x [B, T, H, W, Cin], emb [B, E] (already swish-activated) -> [B, T, H, W, Cout]."""
+        h = nnx.swish(self.norm1(x))
+        h = self._conv(self.conv1, self.tconv1, h, links)
+        e = self.emb(emb)  # [B, C] or [B, 2C]
+        if self.scale_shift:
+            scale, shift = jnp.split(e, 2, axis=-1)
+            h = self.norm2(h, scale, shift)
+        else:  # add on a [B, T*H*W, C] view (fast backward reduction on CPU)
+            b, t, hh, ww, c = h.shape
+            h = self.norm2((h.reshape(b, -1, c) + e[:, None, :]).reshape(h.shape))
+        h = dropout(nnx.swish(h), self.rate, dropout_rng)
+        h = self._conv(self.conv2, self.tconv2, h, links)
+        skip = x if self.skip is None else self.skip(x)
+        return skip.astype(h.dtype) + h

@@ -1,0 +1,98 @@
+"""The base stage: a few low-resolution frames generated from noise (and a class label).
+
+Its training clips are views of the stored clips: a random window of
+`frames * frame_stride` frames, every `frame_stride`-th kept, box-downsampled
+to `resolution`. Optional extra independent images from other clips
+(VDM joint image-video training) are appended on the time axis and masked in
+temporal attention.
+"""
+
+from __future__ import annotations
+
+import jax
+import ml_collections
+import numpy as np
+
+from cascade.configs import ConfigError, ensure_divisible
+from cascade.data import views
+from cascade.stages.common import Batch, Shape
+from cascade.stages.gaussian import GaussianStage
+
+
+def view_section(frames: int, resolution: int, frame_stride: int = 1) -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict(
+        {
+            "frames": frames,  # frames this stage generates
+            "resolution": resolution,  # their height = width
+            "frame_stride": frame_stride,  # temporal sub-sampling of the stored clip
+            "channels": 1,
+            "extra_images": 0,  # independent images per clip for joint image-video training
+        }
+    )
+
+
+def clip_view(
+    clips: np.ndarray,
+    view: ml_collections.ConfigDict,
+    data: ml_collections.ConfigDict,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """[B,T,H,W,C] stored clips -> [B,view.frames,view.resolution,view.resolution,C]."""
+    span = view.frames * view.frame_stride
+    if span > clips.shape[1]:
+        raise ConfigError(
+            f"config.view: frames={view.frames} x frame_stride={view.frame_stride} = {span} "
+            f"frames, but stored clips have only {clips.shape[1]} (config.data.frames)."
+        )
+    ensure_divisible(
+        clips.shape[2], view.resolution, "config.data.resolution / config.view.resolution"
+    )
+    window = views.random_window(clips, span, rng)
+    video = views.temporal_subsample(window, view.frame_stride)
+    return views.spatial_downsample(video, clips.shape[2] // view.resolution)
+
+
+class BaseStage(GaussianStage):
+    name = "base"
+
+    def __init__(self, config: ml_collections.ConfigDict):
+        super().__init__(config)
+        v = config.view
+        if (
+            self.model_config.in_channels != v.channels
+            or self.model_config.out_channels != v.channels
+        ):
+            raise ConfigError(
+                f"config.model: in_channels={self.model_config.in_channels} and out_channels="
+                f"{self.model_config.out_channels} must both equal config.view.channels={v.channels}."
+            )
+
+    @property
+    def output_shape(self) -> Shape:
+        v = self.config.view
+        return (v.frames, v.resolution, v.resolution, v.channels)
+
+    def batch_spec(self, batch_size: int) -> dict:
+        spec = super().batch_spec(batch_size)
+        extra = self.config.view.extra_images
+        if extra:
+            t, h, w, c = self.output_shape
+            spec["video"] = jax.ShapeDtypeStruct((batch_size, t + extra, h, w, c), np.float32)
+            spec["image_mask"] = jax.ShapeDtypeStruct((batch_size, t + extra), np.bool_)
+        return spec
+
+    def make_batch(self, clips: Batch, rng: np.random.Generator) -> Batch:
+        v = self.config.view
+        video = clip_view(clips["video"], v, self.config.data, rng)
+        batch = {"video": video, "label": clips["label"].astype(np.int32)}
+        if v.extra_images:
+            images = views.extra_images(clips["video"], v.extra_images, rng)
+            images = views.spatial_downsample(images, clips["video"].shape[2] // v.resolution)
+            batch["video"] = np.concatenate([video, images], axis=1)
+            mask = np.zeros((len(video), v.frames + v.extra_images), bool)
+            mask[:, v.frames :] = True
+            batch["image_mask"] = mask
+        return batch
+
+    def conditioning(self, batch: Batch, key: jax.Array, *, train: bool):
+        return None, None

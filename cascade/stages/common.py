@@ -1,0 +1,99 @@
+"""What every stage is: a network, an objective, the views it trains on, a sampler.
+
+A stage never touches devices, checkpoints or files: the trainer and the
+runners do. `make_batch` runs on the host in numpy (views of the raw clips,
+seeded per step so a resumed run sees the same batches); `loss` and `sample`
+are pure JAX functions of an NNX model and an explicit key.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+
+Batch = dict[str, Any]
+Shape = tuple[int, int, int, int]  # (frames, height, width, channels)
+
+
+class ShapeMismatchError(ValueError):
+    """A batch or a chained stage whose shape disagrees with the config."""
+
+
+class Stage(abc.ABC):
+    """Base class: subclasses set `name` and implement the abstract methods."""
+
+    name: str = ""
+
+    def __init__(self, config: ml_collections.ConfigDict):
+        self.config = config
+
+    @abc.abstractmethod
+    def build_model(self, rngs: nnx.Rngs) -> nnx.Module:
+        """The network with freshly initialised parameters."""
+
+    @abc.abstractmethod
+    def make_batch(self, clips: Batch, rng: np.random.Generator) -> Batch:
+        """Training pair(s) from raw clips `video` [B,T,H,W,C] in [-1,1] (host, numpy)."""
+
+    @abc.abstractmethod
+    def loss(self, model: nnx.Module, batch: Batch, key: jax.Array) -> tuple[jax.Array, dict]:
+        """Scalar training loss and a dict of scalar metrics."""
+
+    @abc.abstractmethod
+    def sample(self, model: nnx.Module, key: jax.Array, cond: Batch) -> jax.Array:
+        """Generate outputs [B, *output_shape] given conditioning `cond` (see `cond_spec`)."""
+
+    @property
+    @abc.abstractmethod
+    def output_shape(self) -> Shape:
+        """(frames, height, width, channels) of what `sample` produces."""
+
+    @property
+    def input_shape(self) -> Shape | None:
+        """(frames, height, width, channels) of the video this stage is conditioned on, if any."""
+        return None
+
+    def batch_spec(self, batch_size: int) -> dict[str, jax.ShapeDtypeStruct]:
+        """Shapes/dtypes `loss` expects; used to validate batches and to benchmark."""
+        spec = {"video": jax.ShapeDtypeStruct((batch_size, *self.output_shape), jnp.float32)}
+        spec["label"] = jax.ShapeDtypeStruct((batch_size,), jnp.int32)
+        if self.input_shape is not None:
+            spec["cond"] = jax.ShapeDtypeStruct((batch_size, *self.input_shape), jnp.float32)
+        return spec
+
+    def cond_from_batch(self, batch: Batch) -> Batch:
+        """The part of a training/test batch that `sample` conditions on."""
+        cond = {"label": batch["label"]}
+        if "cond" in batch:
+            cond["cond"] = batch["cond"]
+        return cond
+
+    def check_batch(self, batch: Batch) -> None:
+        """Refuse a batch whose shapes disagree with the stage config, naming both."""
+        for key, spec in self.batch_spec(len(batch["video"])).items():
+            if key not in batch:
+                raise ShapeMismatchError(
+                    f"{self.name}: batch has no {key!r} (expects {spec.shape})."
+                )
+            got = tuple(np.shape(batch[key]))
+            if got != tuple(spec.shape):
+                raise ShapeMismatchError(
+                    f"{self.name}: batch[{key!r}] has shape {got} but the config expects "
+                    f"{tuple(spec.shape)} [B,T,H,W,C]. Check config.view / config.model against "
+                    "config.data (frames, resolution, channels)."
+                )
+
+
+def count_params(model_or_state: Any) -> int:
+    state = (
+        nnx.state(model_or_state, nnx.Param)
+        if isinstance(model_or_state, nnx.Module)
+        else model_or_state
+    )
+    return int(sum(np.prod(x.shape) for x in jax.tree.leaves(state)))

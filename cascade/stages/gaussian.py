@@ -1,0 +1,177 @@
+"""Gaussian-diffusion stages in log-SNR (VDM / Imagen Video): the shared objective and sampler.
+
+The base stage and both super-resolution stages differ only in what the
+network is conditioned on; that is the `conditioning` hook. Everything else
+(time sampling, the forward process, the loss weighting, classifier-free
+guidance, the sampler) lives here once.
+"""
+
+from __future__ import annotations
+
+import abc
+import functools
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from flax import nnx
+
+from cascade.configs import ConfigError, build_dataclass, check_choice
+from cascade.diffusion import gaussian, guidance, samplers, schedules
+from cascade.models.unet3d import UNet3D, UNetConfig
+from cascade.stages.common import Batch, Stage
+
+
+def diffusion_section(
+    parametrization: str = "eps", loss: str = "eps_mse"
+) -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict(
+        {
+            "schedule": "cosine",
+            "logsnr_min": -20.0,
+            "logsnr_max": 20.0,
+            "schedule_shift": 1.0,  # resolution shift of the cosine schedule (1 = none)
+            "parametrization": parametrization,
+            "loss": loss,
+            "label_dropout": 0.1,  # classifier-free guidance training (0 = off)
+        }
+    )
+
+
+def sample_section(steps: int = 128) -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict(
+        {
+            "sampler": "ddpm",  # ddpm (ancestral) | ddim
+            "steps": steps,
+            "eta": 0.0,  # DDIM stochasticity
+            "gamma": 0.3,  # VDM ancestral variance interpolation
+            "guidance_scale": 0.0,  # classifier-free guidance w (0 = conditional only)
+            "clip_x0": True,
+        }
+    )
+
+
+class GaussianStage(Stage, abc.ABC):
+    """A U-Net trained with a Gaussian diffusion objective; subclasses add conditioning."""
+
+    def __init__(self, config: ml_collections.ConfigDict):
+        super().__init__(config)
+        d = config.diffusion
+        check_choice(d.parametrization, gaussian.PARAMETRIZATIONS, "diffusion.parametrization")
+        check_choice(d.loss, gaussian.WEIGHTINGS, "diffusion.loss")
+        check_choice(d.schedule, tuple(schedules.SCHEDULES), "diffusion.schedule")
+        check_choice(config.sample.sampler, samplers.SAMPLERS, "sample.sampler")
+        self.model_config: UNetConfig = build_dataclass(UNetConfig, config.model, "model")
+        size = self.model_config.image_size
+        if size != self.network_size:
+            raise ConfigError(
+                f"config.model.image_size={size} but this {self.name} network sees "
+                f"{self.network_size}x{self.network_size} frames (config.view / config.sr.crop)."
+            )
+        self.schedule = schedules.get_schedule(
+            d.schedule, logsnr_min=d.logsnr_min, logsnr_max=d.logsnr_max, shift=d.schedule_shift
+        )
+
+    @property
+    def network_size(self) -> int:
+        """Height = width of the frames the network is trained on."""
+        return self.config.view.resolution
+
+    # -- hooks -------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def conditioning(
+        self, batch: Batch, key: jax.Array, *, train: bool
+    ) -> tuple[jax.Array | None, jax.Array | None]:
+        """(channels to concatenate to z_t [B,T,H,W,Cc] or None, aug_logsnr [B] or None)."""
+
+    # -- network ------------------------------------------------------------------------------
+    def build_model(self, rngs: nnx.Rngs) -> nnx.Module:
+        return UNet3D(self.model_config, rngs=rngs)
+
+    @property
+    def null_label(self) -> int:
+        return self.model_config.num_classes
+
+    def _labels(self, batch: Batch) -> jax.Array | None:
+        if self.model_config.num_classes <= 0:
+            return None
+        return batch["label"].astype(jnp.int32)
+
+    def _network(self, model, z, logsnr, cond, aug_logsnr, label, **kwargs):
+        x_in = z if cond is None else jnp.concatenate([z, cond.astype(z.dtype)], axis=-1)
+        return model(x_in, logsnr, label=label, aug_logsnr=aug_logsnr, **kwargs)
+
+    # -- objective ----------------------------------------------------------------------------
+    def loss(self, model: nnx.Module, batch: Batch, key: jax.Array) -> tuple[jax.Array, dict]:
+        x = batch["video"]
+        b = x.shape[0]
+        k_t, k_eps, k_label, k_cond, k_drop = jax.random.split(key, 5)
+        t = schedules.uniform_t(k_t, b)  # low-discrepancy (VDM)
+        logsnr = self.schedule(t)
+        eps = jax.random.normal(k_eps, x.shape, x.dtype)
+        z = gaussian.q_sample(x, eps, logsnr)
+        label = self._labels(batch)
+        if label is not None and self.config.diffusion.label_dropout > 0:
+            label = guidance.drop_labels(
+                label, self.config.diffusion.label_dropout, k_label, self.null_label
+            )
+        cond, aug_logsnr = self.conditioning(batch, k_cond, train=True)
+        out = self._network(
+            model,
+            z,
+            logsnr,
+            cond,
+            aug_logsnr,
+            label,
+            image_mask=batch.get("image_mask"),
+            deterministic=False,
+            dropout_rng=k_drop,
+        )
+        per_example = gaussian.diffusion_loss(
+            out.astype(jnp.float32),
+            x,
+            eps,
+            logsnr,
+            self.config.diffusion.parametrization,
+            self.config.diffusion.loss,
+        )
+        loss = jnp.mean(per_example)
+        return loss, {"loss": loss}
+
+    # -- sampling -----------------------------------------------------------------------------
+    def sample(
+        self, model: nnx.Module, key: jax.Array, cond: Batch, *, steps: int | None = None
+    ) -> jax.Array:
+        s = self.config.sample
+        b = cond["label"].shape[0]
+        k_cond, k_sample = jax.random.split(key)
+        cond_channels, aug_logsnr = self.conditioning(cond, k_cond, train=False)
+        label = self._labels(cond)
+
+        def denoise(z, logsnr, label):
+            return self._network(model, z, logsnr, cond_channels, aug_logsnr, label).astype(
+                jnp.float32
+            )
+
+        if label is not None and s.guidance_scale > 0:
+            denoise_fn = guidance.cfg_denoise_fn(
+                denoise,
+                s.guidance_scale,
+                self.null_label,
+                label,
+                parametrization=self.config.diffusion.parametrization,
+            )
+        else:
+            denoise_fn = functools.partial(denoise, label=label)
+        return samplers.sample(
+            denoise_fn,
+            (b, *self.output_shape),
+            k_sample,
+            steps=steps or s.steps,
+            sampler=s.sampler,
+            eta=s.eta,
+            gamma=s.gamma,
+            schedule=self.schedule,
+            parametrization=self.config.diffusion.parametrization,
+            clip_x0=s.clip_x0,
+        )

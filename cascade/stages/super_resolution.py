@@ -1,0 +1,201 @@
+"""Temporal and spatial super-resolution stages (Imagen Video / Make-A-Video).
+
+Both generate a target clip conditioned on a lower-rate or lower-resolution
+version of it. The conditioning clip is put on the target grid (frame
+repetition or linear interpolation in time, bilinear in space) and
+concatenated to z_t on channels. Noise conditioning augmentation (Cascaded
+Diffusion Models): in training the conditioning clip is corrupted by the
+forward process at a random level and the network is told that level; at
+sampling a fixed level from config is used.
+"""
+
+from __future__ import annotations
+
+import abc
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from cascade.configs import ConfigError, check_choice, ensure_divisible
+from cascade.data import views
+from cascade.diffusion import gaussian
+from cascade.stages.base import clip_view, view_section
+from cascade.stages.common import Batch, Shape
+from cascade.stages.gaussian import GaussianStage
+
+TEMPORAL_UPSAMPLERS = ("repeat", "linear")
+
+
+def sr_section(factor: int, upsample: str) -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict(
+        {
+            "factor": factor,  # k (temporal: frames x k) or s (spatial: height, width x s)
+            "upsample": upsample,  # temporal: repeat | linear ; spatial: bilinear
+            "noise_aug": True,  # noise conditioning augmentation on the low-res clip
+            "aug_max_t": 0.5,  # training: aug level t ~ U(0, aug_max_t) on the schedule
+            "sample_aug_t": 0.1,  # sampling: fixed aug level
+            "crop": 0,  # spatial SR: train on random crops of this size (0 = full frames)
+        }
+    )
+
+
+def temporal_upsample(cond: jax.Array, factor: int, mode: str) -> jax.Array:
+    """[B,T,H,W,C] -> [B,T*factor,H,W,C]; frame i of the input sits at output frame i*factor."""
+    if mode == "repeat":
+        return jnp.repeat(cond, factor, axis=1)
+    t_low = cond.shape[1]
+    pos = jnp.arange(t_low * factor) / factor
+    i0 = jnp.floor(pos).astype(jnp.int32)
+    i1 = jnp.minimum(i0 + 1, t_low - 1)
+    w = (pos - i0).reshape(1, -1, 1, 1, 1)
+    return (1.0 - w) * cond[:, i0] + w * cond[:, i1]
+
+
+def spatial_upsample(cond: jax.Array, factor: int) -> jax.Array:
+    """Bilinear [B,T,h,w,C] -> [B,T,h*factor,w*factor,C] (half-pixel centres, like box down)."""
+    b, t, h, w, c = cond.shape
+    return jax.image.resize(cond, (b, t, h * factor, w * factor, c), "bilinear")
+
+
+class SuperResolutionStage(GaussianStage):
+    """Shared by both SR kinds; `kind` decides the grid and how conditioning is upsampled."""
+
+    kind = ""
+
+    def __init__(self, config: ml_collections.ConfigDict):
+        super().__init__(config)
+        v, sr = config.view, config.sr
+        if sr.factor < 2:
+            raise ConfigError(f"config.sr.factor must be >= 2, got {sr.factor}.")
+        expected_in = 2 * v.channels
+        if (
+            self.model_config.in_channels != expected_in
+            or self.model_config.out_channels != v.channels
+        ):
+            raise ConfigError(
+                f"config.model: a {self.name} U-Net sees z_t and the upsampled conditioning "
+                f"concatenated, so in_channels must be {expected_in} and out_channels "
+                f"{v.channels}; got {self.model_config.in_channels} and "
+                f"{self.model_config.out_channels}."
+            )
+        if sr.noise_aug and not self.model_config.use_aug_cond:
+            raise ConfigError(
+                "config.sr.noise_aug=True needs config.model.use_aug_cond=True so the network "
+                "is told the augmentation level."
+            )
+
+    @property
+    def output_shape(self) -> Shape:
+        v = self.config.view
+        return (v.frames, v.resolution, v.resolution, v.channels)
+
+    @abc.abstractmethod
+    def upsample(self, cond: jax.Array) -> jax.Array:
+        """Put the conditioning clip [B, *input_shape] on the target grid [B, *output_shape]."""
+
+    def conditioning(self, batch: Batch, key: jax.Array, *, train: bool):
+        sr = self.config.sr
+        up = self.upsample(batch["cond"].astype(jnp.float32))
+        if not sr.noise_aug:
+            return up, None
+        b = up.shape[0]
+        k_t, k_eps = jax.random.split(key)
+        if train:
+            t_aug = jax.random.uniform(k_t, (b,), maxval=sr.aug_max_t)
+        else:
+            t_aug = jnp.full((b,), sr.sample_aug_t)
+        aug_logsnr = self.schedule(t_aug)
+        noisy = gaussian.q_sample(up, jax.random.normal(k_eps, up.shape), aug_logsnr)
+        return noisy, aug_logsnr
+
+
+class TemporalSRStage(SuperResolutionStage):
+    """frames/k low-rate frames -> frames frames at the same resolution."""
+
+    name = "temporal_sr"
+
+    def __init__(self, config):
+        super().__init__(config)
+        check_choice(config.sr.upsample, TEMPORAL_UPSAMPLERS, "sr.upsample")
+        ensure_divisible(
+            config.view.frames, config.sr.factor, "config.view.frames / config.sr.factor"
+        )
+
+    @property
+    def input_shape(self) -> Shape:
+        t, h, w, c = self.output_shape
+        return (t // self.config.sr.factor, h, w, c)
+
+    def upsample(self, cond):
+        return temporal_upsample(cond, self.config.sr.factor, self.config.sr.upsample)
+
+    def make_batch(self, clips: Batch, rng: np.random.Generator) -> Batch:
+        target = clip_view(clips["video"], self.config.view, self.config.data, rng)
+        cond = views.temporal_subsample(target, self.config.sr.factor)
+        return {"video": target, "cond": cond, "label": clips["label"].astype(np.int32)}
+
+
+class SpatialSRStage(SuperResolutionStage):
+    """Same frames, height and width x s. Fully convolutional: trains on crops, samples full size."""
+
+    name = "spatial_sr"
+
+    def __init__(self, config):
+        super().__init__(config)
+        check_choice(config.sr.upsample, ("bilinear",), "sr.upsample")
+        s, res, crop = config.sr.factor, config.view.resolution, config.sr.crop
+        ensure_divisible(res, s, "config.view.resolution / config.sr.factor")
+        if crop:
+            ensure_divisible(crop, s, "config.sr.crop / config.sr.factor")
+            if crop > res:
+                raise ConfigError(f"config.sr.crop={crop} exceeds config.view.resolution={res}.")
+
+    @property
+    def input_shape(self) -> Shape:
+        t, h, w, c = self.output_shape
+        s = self.config.sr.factor
+        return (t, h // s, w // s, c)
+
+    @property
+    def network_size(self) -> int:
+        return self.config.sr.crop or self.config.view.resolution
+
+    def batch_spec(self, batch_size: int) -> dict:
+        spec = super().batch_spec(batch_size)
+        crop, s = self.config.sr.crop, self.config.sr.factor
+        if crop:
+            t, _, _, c = self.output_shape
+            spec["video"] = jax.ShapeDtypeStruct((batch_size, t, crop, crop, c), jnp.float32)
+            spec["cond"] = jax.ShapeDtypeStruct(
+                (batch_size, t, crop // s, crop // s, c), jnp.float32
+            )
+        return spec
+
+    def upsample(self, cond):
+        return spatial_upsample(cond, self.config.sr.factor)
+
+    def make_batch(self, clips: Batch, rng: np.random.Generator) -> Batch:
+        s, crop = self.config.sr.factor, self.config.sr.crop
+        target = clip_view(clips["video"], self.config.view, self.config.data, rng)
+        if crop:
+            # Crop on the low-res grid so target and conditioning stay aligned.
+            cells = target.shape[2] // s
+            y, x = rng.integers(0, cells - crop // s + 1, size=2) * s
+            target = target[:, :, y : y + crop, x : x + crop]
+        cond = views.spatial_downsample(target, s)
+        return {"video": target, "cond": cond, "label": clips["label"].astype(np.int32)}
+
+
+def build_super_resolution(config: ml_collections.ConfigDict) -> SuperResolutionStage:
+    return TemporalSRStage(config) if config.stage == "temporal_sr" else SpatialSRStage(config)
+
+
+__all__ = [
+    "TemporalSRStage",
+    "SpatialSRStage",
+    "build_super_resolution",
+    "view_section",
+    "sr_section",
+]

@@ -1,0 +1,212 @@
+"""One trainer for every stage: mesh, shardings, EMA, orbax, logs, resume.
+
+    trainer = Trainer(config, workdir)
+    state = trainer.train()
+
+Resuming is automatic: a workdir that holds checkpoints continues from the
+newest readable one, and because both the data order and the step's random
+key are functions of (seed, step), the resumed run is the uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from tqdm import tqdm
+
+from cascade import parallel
+from cascade.checkpoints import Checkpointer
+from cascade.configs import ConfigError
+from cascade.data import pipeline
+from cascade.metrics_log import MetricsLog
+from cascade.sampling import Sampler
+from cascade.stages import build_stage
+from cascade.train_state import (
+    TrainState,
+    init_state,
+    make_optimizer,
+    make_train_step,
+    model_graphdef,
+)
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training stopped after repeated non-finite losses or gradients."""
+
+
+def config_to_dict(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    return json.loads(config.to_json_best_effort())
+
+
+def host_batch_rng(seed: int, step: int) -> np.random.Generator:
+    """The host-side randomness of a step (views, windows): a function of (seed, step, host)."""
+    return np.random.default_rng([seed, step, jax.process_index()])
+
+
+class Trainer:
+    """Builds everything a stage needs to train on a mesh and runs the loop."""
+
+    def __init__(self, config: ml_collections.ConfigDict, workdir: str | Path, devices=None):
+        self.config = config
+        self.workdir = Path(workdir).expanduser()
+        self.stage = build_stage(config)
+        self.mesh = parallel.make_mesh(config.mesh, devices)
+        t = config.train
+        dp = parallel.data_parallel_size(self.mesh)
+        if t.batch_size % dp or t.batch_size % jax.process_count():
+            raise ConfigError(
+                f"config.train.batch_size={t.batch_size} must be divisible by the {dp} "
+                f"data-parallel devices and the {jax.process_count()} hosts."
+            )
+        self.tx = make_optimizer(t)
+        self.graphdef = model_graphdef(self.stage)
+        self._init = functools.partial(init_state, self.stage, self.tx)
+        abstract = jax.eval_shape(self._init, jax.random.key(config.seed))
+        specs = parallel.param_specs(
+            abstract, self.mesh, [tuple(r) for r in config.mesh.rules], config.mesh.fsdp_min_size
+        )
+        self.state_shardings = parallel.shardings_for(specs, self.mesh)
+        self.abstract_state = jax.tree.map(
+            lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+            abstract,
+            self.state_shardings,
+        )
+        self.batch_sharding = parallel.batch_sharding(self.mesh)
+        step_fn = make_train_step(
+            self.stage,
+            self.graphdef,
+            self.tx,
+            seed=config.seed,
+            ema_decay=t.ema_decay,
+            param_shardings=self.state_shardings["params"],
+        )
+        self.train_step = jax.jit(
+            step_fn,
+            in_shardings=(self.state_shardings, self.batch_sharding),
+            out_shardings=(self.state_shardings, parallel.replicated(self.mesh)),
+            donate_argnums=0,
+        )
+        self.checkpointer = Checkpointer(
+            self.workdir, keep=t.keep_checkpoints, async_save=t.async_checkpointing
+        )
+        self.sampler = Sampler(self.stage, self.graphdef, self.mesh)
+
+    # -- state ----------------------------------------------------------------------------------
+    def fresh_state(self) -> TrainState:
+        init = jax.jit(self._init, out_shardings=self.state_shardings)
+        return init(jax.random.key(self.config.seed))
+
+    def restore_or_init(self) -> TrainState:
+        restored = self.checkpointer.restore_latest(self.abstract_state)
+        if restored is None:
+            return self.fresh_state()
+        step, state, _ = restored
+        print(f"Resuming {self.stage.name} from step {step} in {self.checkpointer.directory}")
+        return state
+
+    def save(self, state: TrainState, step: int) -> None:
+        meta = {"stage": self.stage.name, "step": step, "config": config_to_dict(self.config)}
+        self.checkpointer.save(step, state, meta, force=True)
+
+    # -- data -----------------------------------------------------------------------------------
+    def batches(self, start_step: int, split: str = "train"):
+        """Device batches for steps start_step, start_step + 1, ... (same as a fresh run's)."""
+        local = self.config.train.batch_size // jax.process_count()
+        clips = pipeline.batch_iterator(
+            self.config.data,
+            split=split,
+            batch_size=local,
+            seed=self.config.seed,
+            start_step=start_step,
+        )
+        for step, raw in enumerate(clips, start=start_step):
+            batch = self.stage.make_batch(raw, host_batch_rng(self.config.seed, step))
+            if step == start_step:
+                self.stage.check_batch(batch)
+            yield pipeline.to_device(batch, self.batch_sharding)
+
+    # -- loop -----------------------------------------------------------------------------------
+    def train(self, *, stop_after: int | None = None) -> TrainState:
+        """Train to config.train.steps (or stop early after `stop_after` steps, as a kill would)."""
+        t = self.config.train
+        state = self.restore_or_init()
+        start = int(jax.device_get(state["step"]))
+        if start >= t.steps:
+            print(f"{self.stage.name}: already trained to step {start} (train.steps={t.steps}).")
+            return state
+        writer = MetricsLog(self.workdir, enabled=jax.process_index() == 0)
+        writer.text("config", self.config.to_json_best_effort(indent=2), start)
+        bad_in_a_row = 0
+        last_saved = start
+        end = t.steps if stop_after is None else min(t.steps, start + stop_after)
+        bar = tqdm(
+            total=t.steps,
+            initial=start,
+            desc=f"train {self.stage.name}",
+            disable=jax.process_index() != 0,
+            dynamic_ncols=True,
+        )
+        tick = time.perf_counter()
+        try:
+            batches = self.batches(start)
+            for step in range(start, end):
+                state, metrics = self.train_step(state, next(batches))
+                metrics = jax.device_get(metrics)
+                done = step + 1
+                if not bool(metrics["finite"]):
+                    bad_in_a_row += 1
+                    print(
+                        f"WARNING: step {done}: non-finite loss/gradient "
+                        f"(loss={metrics['loss']}); update skipped."
+                    )
+                    if bad_in_a_row >= t.max_nonfinite_steps:
+                        raise NonFiniteLossError(
+                            f"{self.stage.name}: {bad_in_a_row} consecutive non-finite losses up to "
+                            f"step {done}. No bad update was applied and the last checkpoint (step "
+                            f"{last_saved}) in {self.checkpointer.directory} is intact. Lower "
+                            "config.train.learning_rate, enable config.train.grad_clip, or check "
+                            "the data for NaNs, then rerun to resume."
+                        )
+                else:
+                    bad_in_a_row = 0
+                bar.update(1)
+                if done % t.log_every == 0 or done == end:
+                    now = time.perf_counter()
+                    scalars = {k: float(v) for k, v in metrics.items() if k != "finite"}
+                    scalars["steps_per_s"] = t.log_every / max(now - tick, 1e-9)
+                    tick = now
+                    writer.scalars(scalars, done)
+                    bar.set_postfix(loss=f"{scalars['loss']:.4f}")
+                if done % t.checkpoint_every == 0 or done == t.steps:
+                    self.save(state, done)
+                    last_saved = done
+                if t.sample_every and done % t.sample_every == 0 and done < t.steps:
+                    self.write_samples(state, done, writer)
+            if end == t.steps and t.num_samples > 0:
+                self.write_samples(state, end, writer)
+        finally:
+            bar.close()
+            self.checkpointer.wait()
+            writer.close()
+        return state
+
+    def write_samples(self, state: TrainState, step: int, writer: MetricsLog) -> Path:
+        """Sample with the EMA weights, conditioned on test clips; write GIF/MP4/grid + TB image."""
+        cond = self.sampler.test_conditioning(self.config, self.config.train.num_samples)
+        videos = self.sampler.sample(
+            state["ema_params"], cond, jax.random.key(self.config.seed + step)
+        )
+        out = self.workdir / "samples"
+        path = self.sampler.write(videos, out, f"step_{step:07d}")
+        writer.video_grid("samples", videos, step)
+        return path

@@ -1,0 +1,118 @@
+"""The train state of any stage and the pure, jittable training step.
+
+The state is a plain dict pytree {step, params, opt_state, ema_params} whose
+`params` are the NNX parameter State of the stage's network. The step merges
+the network from (graphdef, params) inside a plain `jax.jit` (cheaper per call
+than `nnx.jit`), applies AdamW with warmup and clipping, refuses non-finite
+updates (the state is kept as it was), and updates the EMA weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from flax import nnx
+
+from cascade.configs import check_choice
+from cascade.stages.common import Batch, Stage
+
+TrainState = dict[str, Any]
+
+
+def make_optimizer(train: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    check_choice(train.lr_schedule, ("constant", "cosine"), "train.lr_schedule")
+    warmup = max(int(train.warmup_steps), 0)
+    if train.lr_schedule == "cosine":
+        lr = optax.warmup_cosine_decay_schedule(
+            0.0, train.learning_rate, max(warmup, 1), max(int(train.steps), warmup + 1)
+        )
+    else:
+        lr = optax.join_schedules(
+            [
+                optax.linear_schedule(0.0, train.learning_rate, max(warmup, 1)),
+                optax.constant_schedule(train.learning_rate),
+            ],
+            [max(warmup, 1)],
+        )
+    parts = []
+    if train.grad_clip > 0:
+        parts.append(optax.clip_by_global_norm(train.grad_clip))
+    parts.append(optax.adamw(lr, b1=train.b1, b2=train.b2, weight_decay=train.weight_decay))
+    return optax.chain(*parts)
+
+
+def model_graphdef(stage: Stage) -> nnx.GraphDef:
+    """The network's static structure, without allocating parameters."""
+    return nnx.split(nnx.eval_shape(lambda: stage.build_model(nnx.Rngs(0))))[0]
+
+
+def init_state(stage: Stage, tx: optax.GradientTransformation, key: jax.Array) -> TrainState:
+    """Fresh network, optimizer state and EMA copy. Use under jax.eval_shape / jit."""
+    model = stage.build_model(nnx.Rngs(params=key, dropout=jax.random.fold_in(key, 1)))
+    rest = nnx.state(model, nnx.Not(nnx.Param))
+    if jax.tree.leaves(rest):
+        # Stateful variables (RNG counters, batch statistics) would not be checkpointed.
+        raise TypeError(
+            f"{type(model).__name__} holds non-parameter state {jax.tree.map(jnp.shape, rest)}; "
+            "networks must take randomness as explicit arguments (e.g. dropout_rng)."
+        )
+    params = nnx.state(model)
+    return {
+        "step": jnp.zeros((), jnp.int32),
+        "params": params,
+        "opt_state": tx.init(params),
+        "ema_params": jax.tree.map(jnp.copy, params),
+    }
+
+
+def merge_model(graphdef: nnx.GraphDef, params: Any) -> nnx.Module:
+    """Rebuild the network from its graph and parameters."""
+    return nnx.merge(graphdef, params)
+
+
+def make_train_step(
+    stage: Stage,
+    graphdef: nnx.GraphDef,
+    tx: optax.GradientTransformation,
+    *,
+    seed: int,
+    ema_decay: float,
+    param_shardings: Any = None,
+) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]:
+    """Pure step(state, batch) -> (state, metrics); the step's key is fold_in(seed, step)."""
+    base_key = jax.random.key(seed)
+
+    def step_fn(state: TrainState, batch: Batch):
+        key = jax.random.fold_in(base_key, state["step"])
+
+        def loss_fn(params):
+            model = merge_model(graphdef, params)
+            return stage.loss(model, batch, key)
+
+        (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+        if param_shardings is not None:  # keep gradients sharded like the parameters
+            grads = jax.lax.with_sharding_constraint(grads, param_shardings)
+        grad_norm = optax.global_norm(grads)
+        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+        params = optax.apply_updates(state["params"], updates)
+        # EMA with the usual warm start: early steps track the weights closely.
+        step = state["step"]
+        decay = jnp.minimum(ema_decay, (1.0 + step) / (10.0 + step))
+        ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state["ema_params"], params)
+        # Finite loss and gradients are not enough: a bad learning rate makes NaN updates.
+        finite = (
+            jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(optax.global_norm(updates))
+        )
+        proposed = {"step": step + 1, "params": params, "opt_state": opt_state, "ema_params": ema}
+        # A non-finite update is refused: weights, moments and EMA stay as they were.
+        kept = dict(state, step=step + 1)
+        new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), proposed, kept)
+        metrics = dict(metrics, grad_norm=grad_norm, finite=finite)
+        return new_state, metrics
+
+    return step_fn

@@ -1,0 +1,90 @@
+"""Loading a trained stage from its workdir: config from the checkpoint, EMA weights onto a mesh.
+
+The cascade runner, the latent DiT (which needs its VAE), distillation (which
+needs its teacher) and `--mode=sample|evaluate` all start here, so a workdir
+is all one needs to name a trained stage.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from jax.sharding import Mesh
+
+from cascade import parallel
+from cascade.checkpoints import CheckpointError, require_checkpoint
+from cascade.sampling import Sampler
+from cascade.stages import build_stage
+from cascade.stages.common import Batch, Stage
+from cascade.train_state import init_state, make_optimizer, merge_model, model_graphdef
+
+
+@dataclasses.dataclass
+class TrainedStage:
+    """A stage with restored weights (EMA by default), ready to sample."""
+
+    config: ml_collections.ConfigDict
+    stage: Stage
+    graphdef: Any
+    params: Any
+    step: int
+    workdir: Path
+    sampler: Sampler
+
+    def model(self):
+        return merge_model(self.graphdef, self.params)
+
+    def sample(self, cond: Batch, key: jax.Array, steps: int | None = None) -> np.ndarray:
+        return self.sampler.sample(self.params, cond, key, steps=steps)
+
+
+def config_from_checkpoint(workdir: str | Path) -> ml_collections.ConfigDict:
+    """The config a stage was trained with, as stored in its newest checkpoint."""
+    meta = require_checkpoint(workdir).restore_meta()
+    if not meta or "config" not in meta:
+        raise CheckpointError(
+            f"The checkpoint in {Path(workdir)} has no stored config (metadata missing or "
+            "unreadable). Retrain the stage or pass its config explicitly."
+        )
+    return ml_collections.ConfigDict(meta["config"])
+
+
+def load_trained(
+    workdir: str | Path,
+    config: ml_collections.ConfigDict | None = None,
+    *,
+    mesh: Mesh | None = None,
+    ema: bool = True,
+) -> TrainedStage:
+    """Restore the newest readable checkpoint of `workdir` (falls back past corrupt ones)."""
+    workdir = Path(workdir).expanduser()
+    ckpt = require_checkpoint(workdir)
+    config = config if config is not None else config_from_checkpoint(workdir)
+    stage = build_stage(config)
+    mesh = mesh or parallel.make_mesh(config.mesh)
+    tx = make_optimizer(config.train)
+    abstract = jax.eval_shape(lambda k: init_state(stage, tx, k), jax.random.key(0))
+    specs = parallel.param_specs(
+        abstract, mesh, [tuple(r) for r in config.mesh.rules], config.mesh.fsdp_min_size
+    )
+    shardings = parallel.shardings_for(specs, mesh)
+    target = jax.tree.map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
+    )
+    restored = ckpt.restore_latest(target)
+    if restored is None:
+        raise CheckpointError(
+            f"Every checkpoint in {ckpt.directory} failed to restore (moved aside as corrupt-*). "
+            "Retrain the stage."
+        )
+    step, state, _ = restored
+    graphdef = model_graphdef(stage)
+    params = state["ema_params" if ema else "params"]
+    return TrainedStage(
+        config, stage, graphdef, params, step, workdir, Sampler(stage, graphdef, mesh)
+    )

