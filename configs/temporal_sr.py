@@ -33,6 +33,7 @@ def _config() -> ml_collections.ConfigDict:
         channel_mults=(1, 2, 2),
         num_res_blocks=2,
         attn_resolutions=(),
+        mid_attention=False,
         temporal_mixing="temporal_conv",
         num_classes=0,
         use_aug_cond=True,

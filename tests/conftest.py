@@ -30,3 +30,12 @@ def tiny_config(name: str, data_dir: str, **overrides):
             target = target[part]
         target[key] = value
     return config
+
+
+# Identical computations compiled by several tests (e.g. trainers built from one config)
+# compile once per session: XLA executables are cached on disk.
+os.environ.setdefault(
+    "JAX_COMPILATION_CACHE_DIR", os.path.join(os.path.dirname(__file__), "..", ".jax_cache")
+)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")

@@ -243,13 +243,19 @@ def _blur(videos, sigma):
 
 
 def _shuffle(videos, fraction, rng):
-    """Permute a random subset (`fraction`) of each clip's frames among themselves."""
+    """Randomly permute a random subset (`fraction`) of each clip's frames; none stays."""
     out = videos.copy()
     t = videos.shape[1]
     for clip in out:
         chosen = np.sort(rng.choice(t, size=max(2, int(round(fraction * t))), replace=False))
-        clip[chosen] = clip[np.roll(chosen, 1)]  # a cyclic shift: no frame stays put
+        perm = chosen
+        while (perm == chosen).any():
+            perm = rng.permutation(chosen)
+        clip[chosen] = clip[perm]
     return out
+
+
+NUM_CLIPS = 6
 
 
 @pytest.fixture(scope="module")
@@ -258,7 +264,7 @@ def digit_clips():
 
     def clips(split, seed):
         rng = np.random.default_rng(seed)
-        videos = [render_clip(rng, 16, 64, split)["video"] for _ in range(8)]
+        videos = [render_clip(rng, 16, 64, split)["video"] for _ in range(NUM_CLIPS)]
         return np.stack(videos).astype(np.float32) / 127.5 - 1.0
 
     return clips("train", 0), clips("test", 1)
@@ -266,32 +272,34 @@ def digit_clips():
 
 @pytest.mark.slow
 def test_fvd_sanity_on_moving_digits(digit_clips, params):
-    """8 clips per side (64 I3D forwards at ~1.2 s): features cached per corruption."""
+    """6 clips per side, 48 I3D forwards (~1.2 s each on 2 idle cores), features cached.
+
+    Corruptions are applied to the test clips and compared with the same clean clips,
+    so sampling noise (large at N = 6) cancels and level 0 is exactly 0.
+    """
     train, test = digit_clips
-    protocol = fvd.FVDProtocol(num_videos=8, batch_size=8)
+    protocol = fvd.FVDProtocol(num_videos=NUM_CLIPS, batch_size=NUM_CLIPS)
     extractor = fvd.I3DFeatureExtractor(protocol, params=params)
-    ref = extractor(train)
-    clean = extractor(test)
-    assert ref.shape == (8, 400)
+    ref, clean = extractor(train), extractor(test)
+    assert ref.shape == (NUM_CLIPS, 400)
     assert fvd.fvd_from_features(clean, clean, protocol)["fvd"] == pytest.approx(0.0, abs=1e-6)
-    # The same inputs give the same number.
-    np.testing.assert_array_equal(extractor(test), clean)
-    base = fvd.fvd_from_features(ref, clean, protocol)
-    assert base["protocol"]["num_videos"] == 8
+    np.testing.assert_array_equal(extractor(test[:2]), clean[:2])  # same inputs, same number
+    real = fvd.fvd_from_features(ref, clean, protocol)
+    assert real["protocol"]["num_videos"] == NUM_CLIPS
 
     rng = np.random.default_rng(0)
     noise = rng.normal(size=test.shape).astype(np.float32)
     corruptions = {
-        "noise": [np.clip(test + s * noise, -1, 1) for s in (0.1, 0.4)],
+        "noise": [np.clip(test + s * noise, -1, 1) for s in (0.05, 0.2)],
         "blur": [_blur(test, s) for s in (1.0, 3.0)],
         "shuffle": [_shuffle(test, f, np.random.default_rng(1)) for f in (0.25, 1.0)],
     }
-    table = {"none": base["fvd"]}
+    table = {"train vs test": real["fvd"]}
     for name, levels in corruptions.items():
-        scores = [base["fvd"]] + [
-            fvd.fvd_from_features(ref, extractor(v), protocol)["fvd"] for v in levels
-        ]
+        feats = [extractor(v) for v in levels]
+        scores = [0.0] + [fvd.fvd_from_features(clean, f, protocol)["fvd"] for f in feats]
         table[name] = scores[1:]
-        assert scores == sorted(scores), (name, scores)
-        assert scores[-1] > 1.5 * scores[0], (name, scores)
-    print("FVD(train, test) and corrupted test:", table)
+        assert scores == sorted(scores) and scores[1] > 10.0, (name, scores)
+        # Real test vs real train is closer than train vs the strongest corruption.
+        assert real["fvd"] < fvd.fvd_from_features(ref, feats[-1], protocol)["fvd"], name
+    print("FVD table:", table)

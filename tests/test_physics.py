@@ -153,3 +153,46 @@ def test_injected_defects_score_worse(truth, corrupted, kind, metric, worse):
         assert np.nanmean(bad) < np.nanmean(clean) - 0.03
     summary = physics.summarize(corrupted[kind])
     assert set(summary) == set(truth) and all(isinstance(v, float) for v in summary.values())
+
+
+def _occlusions(min_clips=6):
+    """Clips whose object k hides fully behind the occluder at t_in (<= 10) and comes
+    back before the end: (clip, k, t_in)."""
+    found = []
+    for seed in range(1000, 1400):
+        clip = bs.render_chunk([np.random.default_rng(seed)], FRAMES, RES)[0]
+        vis = clip["states"]["visible"]
+        for k in np.flatnonzero(clip["states"]["present"]):
+            hide = np.flatnonzero(vis[:-1, k] & ~vis[1:, k]) + 1
+            back = np.flatnonzero(~vis[:-1, k] & vis[1:, k]) + 1
+            if hide.size == 1 and 3 <= hide[0] <= 10 and back.size == 1 and back[0] < FRAMES - 3:
+                found.append((clip, int(k), int(hide[0])))
+                break
+        if len(found) == min_clips:
+            return found
+    raise AssertionError("not enough occlusion clips")
+
+
+def test_permanence_behind_the_occluder():
+    """An object that never comes back, or comes back in another colour, is flagged;
+    the same clips untouched are not."""
+    cases = _occlusions()
+    clean, gone, swapped = [], [], []
+    for clip, k, t_in in cases:
+        st = clip["states"]
+        clean.append(clip["video"])
+        shape = st["shape"].copy()
+        shape[k] = -1
+        video = clip["video"].copy()
+        video[t_in:] = _render(st, shape=shape)[t_in:]
+        gone.append(video)
+        color = st["color"].copy()
+        color[k] = next(c for c in range(len(bs.PALETTE)) if c not in st["color"])
+        video = clip["video"].copy()
+        video[t_in:] = _render(st, color=color)[t_in:]
+        swapped.append(video)
+    clean, gone, swapped = (physics.physics_metrics(np.stack(v)) for v in (clean, gone, swapped))
+    assert clean["permanence_violations"].sum() == 0 and clean["color_changes"].sum() == 0
+    assert (gone["permanence_violations"] >= 1).all(), gone["permanence_violations"]
+    assert (swapped["permanence_violations"] >= 1).all(), swapped["permanence_violations"]
+    assert (swapped["color_changes"] >= 1).all(), swapped["color_changes"]

@@ -116,6 +116,7 @@ def observe(labels: np.ndarray, min_pixels: int | None = None) -> dict[str, np.n
         "shape": np.full((t_len, p_len), -1, np.int64),
         "extra": np.zeros((t_len, p_len), np.int64),
         "centroid": np.full((t_len, p_len, 2), np.nan),
+        "x_range": np.full((t_len, p_len, 2), np.nan),  # leftmost, rightmost column
     }
     for t in range(t_len):
         frame = labels[t]
@@ -135,6 +136,7 @@ def observe(labels: np.ndarray, min_pixels: int | None = None) -> dict[str, np.n
             out["area"][t, p] = rows.size
             out["extra"][t, p] = big.size - 1
             out["centroid"][t, p] = rows.mean(), cols.mean()
+            out["x_range"][t, p] = cols.min(), cols.max()
             if clean:
                 d = (_describe(main, r) - means) / spread
                 out["shape"][t, p] = int(np.argmin((d**2).sum(-1)))
@@ -189,7 +191,9 @@ class _Limits:
 
     def hidden_frames(self, vx: float) -> float:
         """Longest plausible time hidden (behind the occluder) at horizontal speed vx."""
-        width = self.occluder[3] - self.occluder[1] + 2 * self.radius
+        # Below `min_pixels` visible pixels an object counts as gone: that happens over
+        # about the occluder's width (less the object's, plus the partly visible parts).
+        width = self.occluder[3] - self.occluder[1] + 2.0
         return 1.25 * width / max(abs(vx), self.vx_min) + 2.0
 
 
@@ -298,18 +302,26 @@ def _runs(present: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) - 1, strict=True))
 
 
-def _velocity(obs, p: int, run: tuple[int, int], at_end: bool) -> np.ndarray:
-    """(vy, vx) per frame from the last (or first) two observations of a run, preferring
-    clean ones (a partly hidden object's centroid moves slower than the object)."""
+def _velocity(obs, p: int, run: tuple[int, int], at_end: bool, lim: _Limits) -> np.ndarray:
+    """(vy, vx) per frame at the end (or start) of a run.
+
+    From the last two clean observations if there are two; else from the edge facing
+    away from the occluder, which stays in view while the object slides behind it (a
+    partly hidden object's centroid moves slower than the object)."""
     start, end = run
     frames = np.arange(start, end + 1)
     clean = frames[obs["clean"][frames, p]]
-    frames = clean if clean.size >= 2 else frames
     if frames.size < 2:
         return np.zeros(2)
-    a, b = (frames[-2], frames[-1]) if at_end else (frames[0], frames[1])
     track = obs["centroid"][:, p]
-    return (track[b] - track[a]) / (b - a)
+    if clean.size >= 2:
+        a, b = (clean[-2], clean[-1]) if at_end else (clean[0], clean[1])
+        return (track[b] - track[a]) / (b - a)
+    a, b = (end - 1, end) if at_end else (start, start + 1)
+    centre = (lim.occluder[1] + lim.occluder[3] - 1) / 2
+    side = 0 if track[b, 1] < centre else 1
+    edge = obs["x_range"][:, p, side]
+    return np.array([track[b, 0] - track[a, 0], edge[b] - edge[a]])
 
 
 def _majority_shape(obs, p, t0, t1) -> int:
@@ -351,7 +363,7 @@ def _permanence(obs, colors, lim: _Limits, t_len: int) -> dict[str, Any]:
         runs = _runs(obs["present"][:, p])
         birth, death = int(runs[0][0]), int(runs[-1][1])
         if birth > 0:
-            v = _velocity(obs, p, runs[0], at_end=False)
+            v = _velocity(obs, p, runs[0], at_end=False, lim=lim)
             frames = np.arange(birth)
             predicted = c[birth, p] + v * (frames - birth)[:, None]
             ok = birth <= lim.hidden_frames(v[1]) and _explained(obs, p, frames, predicted, lim)
@@ -369,7 +381,7 @@ def _permanence(obs, colors, lim: _Limits, t_len: int) -> dict[str, Any]:
                 violations += 1
                 alive[e0 + 1 : s1] -= 1
         if death < t_len - 1:
-            v = _velocity(obs, p, runs[-1], at_end=True)
+            v = _velocity(obs, p, runs[-1], at_end=True, lim=lim)
             frames = np.arange(death + 1, t_len)
             predicted = c[death, p] + v * (frames - death)[:, None]
             ok = frames.size <= lim.hidden_frames(v[1]) and _explained(

@@ -185,6 +185,11 @@ def _gated_add(x: jax.Array, h: jax.Array, gate: jax.Array) -> jax.Array:
     return (x.reshape(b, -1, d) + gate[:, None, :] * h.reshape(b, -1, d)).reshape(x.shape)
 
 
+def _materialize(x: jax.Array, pred: jax.Array) -> jax.Array:
+    """Identity XLA cannot fuse through (a conditional), forwards and backwards."""
+    return jax.lax.cond(pred, lambda a: a, lambda a: a, x)
+
+
 def _dropout(x: jax.Array, rate: float, rng: jax.Array | None) -> jax.Array:
     if rate == 0.0 or rng is None:
         return x
@@ -363,9 +368,13 @@ class LatentDiT(nnx.Module):
 
         if cfg.remat:
             run_block = nnx.remat(run_block)
+        pred = jnp.isfinite(t[0])
         keys = [None] * cfg.depth if rng is None else list(jax.random.split(rng, cfg.depth))
         for block, key in zip(self.blocks, keys, strict=True):
-            h = run_block(block, h, mod, cos, sin, key)
+            # Materialise the residual stream (and its gradient) once per block: otherwise XLA
+            # fuses the cheap residual adds into every consumer and recomputes the whole stream
+            # in each block (quadratic in depth; ~40% of the CPU step time at depth 12).
+            h = _materialize(run_block(block, h, mod, cos, sin, key), pred)
 
         shift, scale = jnp.split(self.final_ada(nnx.silu(c)), 2, axis=-1)
         out = self.final(_modulate(h, shift, scale))  # [B*L, pt*ph*pw*C]

@@ -305,10 +305,14 @@ class UNet3D(nnx.Module):
         if x.ndim != 5:
             raise ValueError(f"UNet3D expects x [B, T, H, W, C], got shape {x.shape}")
         b, t, h, w, c = x.shape
-        if c != cfg.in_channels or h != cfg.image_size or w != cfg.image_size:
+        # Any size the down path divides works: attention carries no positional table, so
+        # spatial SR can train on crops and sample whole frames (image_size names the levels).
+        multiple = 2 ** (len(cfg.channel_mults) - 1)
+        size_ok = h % multiple == 0 and w % multiple == 0
+        if c != cfg.in_channels or not size_ok:
             raise ValueError(
-                f"UNet3D built for [*, *, {cfg.image_size}, {cfg.image_size}, "
-                f"{cfg.in_channels}] (image_size, in_channels), got x shape {x.shape}"
+                f"UNet3D needs x [B, T, H, W, {cfg.in_channels}] with H, W divisible by "
+                f"{multiple} (2 ** (levels - 1)); got x shape {x.shape}"
             )
         if image_mask is not None and tuple(image_mask.shape) != (b, t):
             raise ValueError(f"image_mask must be [B, T] = {(b, t)}, got {image_mask.shape}")

@@ -59,14 +59,14 @@ class VideoVAEStage(Stage):
 
     def loss(self, model, batch: Batch, key: jax.Array):
         recon, mean, logvar = model(batch["video"], key)
-        l = self.config.loss
+        cfg = self.config.loss
         return vae_loss(
             recon.astype(jnp.float32),
             batch["video"],
             mean,
             logvar,
-            recon=l.recon,
-            kl_weight=l.kl_weight,
+            recon=cfg.recon,
+            kl_weight=cfg.kl_weight,
         )
 
     def sample(self, model, key: jax.Array, cond: Batch, *, steps: int | None = None) -> jax.Array:
