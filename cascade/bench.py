@@ -53,7 +53,12 @@ def bench_config(
     config: ml_collections.ConfigDict, *, warmup: int = 2, iters: int = 5
 ) -> list[dict[str, Any]]:
     """Benchmark records for a stage config: its train step, plus the stage's extra kernels."""
-    stage = build_stage(config)
+    if config.stage == "latent_dit":  # the DiT alone: no trained VAE needed to time it
+        from cascade.stages.latent_dit import LatentDiTStage
+
+        stage = LatentDiTStage(config, latent_shape=tuple(config.bench.latent_shape))
+    else:
+        stage = build_stage(config)
     mesh = parallel.make_mesh(config.mesh)
     tx = make_optimizer(config.train)
     state = jax.jit(lambda k: init_state(stage, tx, k))(jax.random.key(config.seed))

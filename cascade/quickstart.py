@@ -50,7 +50,7 @@ def stage_config(name: str, data_dir: Path, steps: int | None):
 def run(out: Path, *, steps: int | None, num_videos: int, fvd_videos: int) -> dict:
     from cascade import configs
     from cascade.data.__main__ import build_and_preview
-    from cascade.evaluation.evaluate import evaluate_cascade_run, evaluate_super_resolution
+    from cascade.evaluation.evaluate import evaluate_outputs, evaluate_super_resolution
     from cascade.runners import CascadeRunner
     from cascade.train import Trainer
 
@@ -73,12 +73,16 @@ def run(out: Path, *, steps: int | None, num_videos: int, fvd_videos: int) -> di
         config.stages[name].workdir = str(out / name)
     tick = time.perf_counter()
     runner = CascadeRunner(config)
-    timing = runner.write(out / "cascade", num_videos)
+    written = runner.write(out / "cascade", num_videos)
+    outputs = written.pop("outputs")
     report["seconds"]["cascade_sampling"] = time.perf_counter() - tick
-    report["cascade_timing"] = timing
+    report["cascade_timing"] = written
+    report["params"] = runner.params()
 
     tick = time.perf_counter()
-    report["cascade"] = evaluate_cascade_run(runner, out / "cascade", fvd_videos)
+    report["cascade"] = evaluate_outputs(
+        outputs, runner.final_config, runner.labels(num_videos), max_fvd_videos=fvd_videos
+    )
     report["super_resolution"] = {
         name: evaluate_super_resolution(runner.stages[i][1], num_videos)
         for i, name in enumerate(STAGES)

@@ -58,7 +58,7 @@ class Sampler:
                 config.data, split="test", batch_size=num, seed=config.seed, start_step=0
             )
         )
-        batch = self.stage.make_batch(clips, np.random.default_rng([config.seed, 1]))
+        batch = self.stage.eval_batch(clips, np.random.default_rng([config.seed, 1]))
         return self.stage.cond_from_batch(batch)
 
     @staticmethod
@@ -81,7 +81,7 @@ def sample_to_files(
     cond = trained.sampler.test_conditioning(trained.config, num)
     key = jax.random.key(trained.config.seed if seed is None else seed)
     start = time.perf_counter()
-    videos = trained.sample(cond, key)
+    videos = trained.stage.to_video(trained.sample(cond, key))
     seconds = time.perf_counter() - start
     path = Sampler.write(videos, Path(workdir) / "samples", f"{trained.stage.name}_final")
     print(

@@ -82,24 +82,31 @@ class Trainer:
             self.state_shardings,
         )
         self.batch_sharding = parallel.batch_sharding(self.mesh)
+        self.train_step = self.build_train_step()
+        self.checkpointer = Checkpointer(
+            self.workdir, keep=t.keep_checkpoints, async_save=t.async_checkpointing
+        )
+        self.sampler = Sampler(self.stage, self.graphdef, self.mesh)
+
+    def build_train_step(self):
+        """The jitted step(state, batch) -> (state, metrics), state donated."""
         step_fn = make_train_step(
             self.stage,
             self.graphdef,
             self.tx,
-            seed=config.seed,
-            ema_decay=t.ema_decay,
+            seed=self.config.seed,
+            ema_decay=self.config.train.ema_decay,
             param_shardings=self.state_shardings["params"],
         )
-        self.train_step = jax.jit(
+        return jax.jit(
             step_fn,
             in_shardings=(self.state_shardings, self.batch_sharding),
             out_shardings=(self.state_shardings, parallel.replicated(self.mesh)),
             donate_argnums=0,
         )
-        self.checkpointer = Checkpointer(
-            self.workdir, keep=t.keep_checkpoints, async_save=t.async_checkpointing
-        )
-        self.sampler = Sampler(self.stage, self.graphdef, self.mesh)
+
+    def before_step(self, step: int, state: TrainState) -> None:
+        """Hook for objectives that change during a run (distillation rounds); no-op here."""
 
     # -- state ----------------------------------------------------------------------------------
     def fresh_state(self) -> TrainState:
@@ -160,6 +167,7 @@ class Trainer:
         try:
             batches = self.batches(start)
             for step in range(start, end):
+                self.before_step(step, state)
                 state, metrics = self.train_step(state, next(batches))
                 metrics = jax.device_get(metrics)
                 done = step + 1
@@ -203,9 +211,8 @@ class Trainer:
     def write_samples(self, state: TrainState, step: int, writer: MetricsLog) -> Path:
         """Sample with the EMA weights, conditioned on test clips; write GIF/MP4/grid + TB image."""
         cond = self.sampler.test_conditioning(self.config, self.config.train.num_samples)
-        videos = self.sampler.sample(
-            state["ema_params"], cond, jax.random.key(self.config.seed + step)
-        )
+        key = jax.random.key(self.config.seed + step)
+        videos = self.stage.to_video(self.sampler.sample(state["ema_params"], cond, key))
         out = self.workdir / "samples"
         path = self.sampler.write(videos, out, f"step_{step:07d}")
         writer.video_grid("samples", videos, step)

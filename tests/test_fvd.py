@@ -14,8 +14,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.linalg
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from cascade.evaluation import fvd
+from cascade.evaluation import fvd, fvd_sanity
 from cascade.models import i3d
 
 # --------------------------------------------------------------------------- numpy I3D
@@ -236,25 +237,6 @@ def test_protocol_is_validated_and_recorded():
 # ------------------------------------------------------------------------- FVD sanity
 
 
-def _blur(videos, sigma):
-    from scipy.ndimage import gaussian_filter
-
-    return gaussian_filter(videos, sigma=(0, 0, sigma, sigma, 0), mode="nearest")
-
-
-def _shuffle(videos, fraction, rng):
-    """Randomly permute a random subset (`fraction`) of each clip's frames; none stays."""
-    out = videos.copy()
-    t = videos.shape[1]
-    for clip in out:
-        chosen = np.sort(rng.choice(t, size=max(2, int(round(fraction * t))), replace=False))
-        perm = chosen
-        while (perm == chosen).any():
-            perm = rng.permutation(chosen)
-        clip[chosen] = clip[perm]
-    return out
-
-
 NUM_CLIPS = 6
 
 
@@ -270,36 +252,51 @@ def digit_clips():
     return clips("train", 0), clips("test", 1)
 
 
+def test_corruptions_change_what_they_say():
+    videos = np.random.default_rng(0).uniform(-1, 1, (2, 8, 6, 6, 1)).astype(np.float32)
+    shuffled = fvd_sanity.corrupt(videos, "shuffle", 1.0)
+    for a, b in zip(videos, shuffled, strict=True):  # a permutation with no fixed frame
+        match = [[np.array_equal(x, y) for y in a] for x in b]
+        assert np.array_equal(np.sort(np.argmax(match, 1)), np.arange(8))
+        assert not any(np.array_equal(a[i], b[i]) for i in range(8))
+    blurred = fvd_sanity.corrupt(videos, "blur", 2.0)
+    assert blurred.std() < videos.std() and blurred.mean() == pytest.approx(videos.mean(), abs=0.05)
+    noisy = fvd_sanity.corrupt(videos, "noise", 0.1)
+    assert 0.05 < np.abs(noisy - videos).mean() < 0.1 and noisy.max() <= 1.0
+
+
 @pytest.mark.slow
 def test_fvd_sanity_on_moving_digits(digit_clips, params):
     """6 clips per side, 48 I3D forwards (~1.2 s each on 2 idle cores), features cached.
 
-    Corruptions are applied to the test clips and compared with the same clean clips,
-    so sampling noise (large at N = 6) cancels and level 0 is exactly 0.
+    Monotonicity is checked against the same clean test clips (sampling noise, large at
+    N = 6, cancels and level 0 is exactly 0); real test vs real train must be closer
+    than train vs the strongest corruption of every kind.
     """
     train, test = digit_clips
     protocol = fvd.FVDProtocol(num_videos=NUM_CLIPS, batch_size=NUM_CLIPS)
     extractor = fvd.I3DFeatureExtractor(protocol, params=params)
-    ref, clean = extractor(train), extractor(test)
-    assert ref.shape == (NUM_CLIPS, 400)
+    clean = extractor(test)
+    assert clean.shape == (NUM_CLIPS, 400)
     assert fvd.fvd_from_features(clean, clean, protocol)["fvd"] == pytest.approx(0.0, abs=1e-6)
     np.testing.assert_array_equal(extractor(test[:2]), clean[:2])  # same inputs, same number
-    real = fvd.fvd_from_features(ref, clean, protocol)
-    assert real["protocol"]["num_videos"] == NUM_CLIPS
-
-    rng = np.random.default_rng(0)
-    noise = rng.normal(size=test.shape).astype(np.float32)
-    corruptions = {
-        "noise": [np.clip(test + s * noise, -1, 1) for s in (0.05, 0.2)],
-        "blur": [_blur(test, s) for s in (1.0, 3.0)],
-        "shuffle": [_shuffle(test, f, np.random.default_rng(1)) for f in (0.25, 1.0)],
-    }
-    table = {"train vs test": real["fvd"]}
-    for name, levels in corruptions.items():
-        feats = [extractor(v) for v in levels]
-        scores = [0.0] + [fvd.fvd_from_features(clean, f, protocol)["fvd"] for f in feats]
-        table[name] = scores[1:]
-        assert scores == sorted(scores) and scores[1] > 10.0, (name, scores)
-        # Real test vs real train is closer than train vs the strongest corruption.
-        assert real["fvd"] < fvd.fvd_from_features(ref, feats[-1], protocol)["fvd"], name
-    print("FVD table:", table)
+    # The batch sharded over a 2-device mesh gives the same features.
+    mesh = Mesh(np.array(jax.devices()[:2]), ("data",))
+    sharded = fvd.I3DFeatureExtractor(
+        fvd.FVDProtocol(num_videos=2, batch_size=2),
+        params=params,
+        sharding=NamedSharding(mesh, PartitionSpec("data")),
+    )
+    np.testing.assert_allclose(sharded(test[:2]), clean[:2], atol=1e-3)
+    levels = {"noise": (0.05, 0.2), "blur": (1.0, 3.0), "shuffle": (0.25, 1.0)}
+    result = fvd_sanity.sanity_table(train, test, protocol, levels=levels, extractor=extractor)
+    rows = result["rows"]
+    real = rows[0]
+    assert real["corruption"] == "none" and real["fvd_vs_clean"] == pytest.approx(0, abs=1e-6)
+    for kind in levels:
+        mine = [r for r in rows if r["corruption"] == kind]
+        scores = [0.0] + [r["fvd_vs_clean"] for r in mine]
+        assert scores == sorted(scores) and scores[1] > 10.0, (kind, scores)
+        assert real["fvd_vs_train"] < mine[-1]["fvd_vs_train"], kind
+    assert result["protocol"]["num_videos"] == NUM_CLIPS
+    print("\n" + fvd_sanity.format_table(result))

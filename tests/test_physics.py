@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from cascade.data.builders import bouncing_shapes as bs
-from cascade.evaluation import physics
+from cascade.data.builders import moving_digits as md
+from cascade.evaluation import digits, physics
 
 RES, FRAMES, CLIPS = 64, 32, 12
 
@@ -196,3 +197,57 @@ def test_permanence_behind_the_occluder():
     assert (gone["permanence_violations"] >= 1).all(), gone["permanence_violations"]
     assert (swapped["permanence_violations"] >= 1).all(), swapped["permanence_violations"]
     assert (swapped["color_changes"] >= 1).all(), swapped["color_changes"]
+
+
+# ---------------------------------------------------------------------- moving_digits
+
+
+def _digit_clip(rng, frames=24, res=64, swap_at=None):
+    """One test-pool digit at constant velocity with wall reflections (the builder's
+    motion model); from `swap_at` on, a digit of another class is drawn instead."""
+    size = md.glyph_size(res)
+    images, labels, _ = md.glyphs(size)
+    pool = md.split_pool("test", len(images))
+    first = rng.choice(pool)
+    other = rng.choice(pool[labels[pool] != labels[first]])
+    limit = float(res - size)
+    start = rng.uniform(0, limit, 2)
+    angle = rng.uniform(0, 2 * np.pi)
+    velocity = 3.0 * np.array([np.sin(angle), np.cos(angle)])
+    corners = np.rint(md.reflect(start + velocity * np.arange(frames)[:, None], limit))
+    video = np.zeros((frames, res, res, 1), np.uint8)
+    for t, (y, x) in enumerate(corners.astype(int)):
+        glyph = images[other if swap_at is not None and t >= swap_at else first]
+        video[t, y : y + size, x : x + size, 0] = glyph
+    return video, labels[first]
+
+
+def test_digit_reader_accuracy_on_unseen_glyphs():
+    acc = digits.reader_accuracy(64, num_clips=40, frames=4)
+    assert acc["accuracy"] > 0.93, acc
+    assert acc["position_error_px"] < 0.5 and acc["digits_read"] > 50
+
+
+def test_digit_metrics_ground_truth_and_defects():
+    rng = np.random.default_rng(0)
+    clean = [_digit_clip(rng) for _ in range(8)]
+    videos = np.stack([v for v, _ in clean])
+    labels = np.array([y for _, y in clean])
+    truth = digits.digit_metrics(videos, labels)
+    assert np.nanmean(truth["identity_stability"]) > 0.95
+    assert np.nanmax(truth["cv_residual"]) < 0.6  # px: glyph corners are rounded to pixels
+    assert truth["label_match"].mean() >= 0.85
+    assert (truth["num_digits"] == 1).all()
+    # Same metrics for float input in [-1, 1].
+    as_float = digits.digit_metrics(videos.astype(np.float32) / 127.5 - 1.0, labels)
+    np.testing.assert_allclose(as_float["cv_residual"], truth["cv_residual"], atol=1e-5)
+    # A digit that changes class half-way loses identity stability.
+    rng = np.random.default_rng(0)
+    swapped = np.stack([_digit_clip(rng, swap_at=12)[0] for _ in range(8)])
+    bad = digits.digit_metrics(swapped)
+    assert np.nanmean(bad["identity_stability"]) < np.nanmean(truth["identity_stability"]) - 0.2
+    # Shuffled frames break constant-velocity motion.
+    shuffled = videos[:, np.random.default_rng(1).permutation(videos.shape[1])]
+    jumpy = digits.digit_metrics(shuffled)
+    assert np.nanmean(jumpy["cv_residual"]) > 3 * np.nanmean(truth["cv_residual"])
+    assert jumpy["num_tracks"].mean() > 2 * truth["num_tracks"].mean()  # broken tracks

@@ -29,19 +29,29 @@ TINY = dict(
 )
 
 
-def init(cfg):
-    """(graphdef, params) of UNet3D(cfg); params built in one jit (eager init compiles per shape)."""
-    graphdef = nnx.split(nnx.eval_shape(lambda: UNet3D(cfg, rngs=nnx.Rngs(0))), nnx.Param)[0]
-    params = jax.jit(lambda: nnx.split(UNet3D(cfg, rngs=nnx.Rngs(0)), nnx.Param)[1])()
-    return graphdef, params
-
-
 def perturb(tree, key, scale=0.05):
     """Add noise to every parameter, so zero-initialised layers stop being identities."""
     leaves, treedef = jax.tree.flatten(tree)
     keys = jax.random.split(key, len(leaves))
-    noisy = [x + scale * jax.random.normal(k, x.shape, x.dtype) for x, k in zip(leaves, keys)]
+    noisy = [
+        x + scale * jax.random.normal(k, x.shape, x.dtype)
+        for x, k in zip(leaves, keys, strict=True)
+    ]
     return jax.tree.unflatten(treedef, noisy)
+
+
+def init(cfg, noise=True):
+    """(graphdef, params) of UNet3D(cfg), params perturbed (see `perturb`) unless noise=False.
+
+    Built inside one jit: eager init would compile every random op per parameter shape.
+    """
+    graphdef = nnx.split(nnx.eval_shape(lambda: UNet3D(cfg, rngs=nnx.Rngs(0))), nnx.Param)[0]
+
+    def make():
+        params = nnx.split(UNet3D(cfg, rngs=nnx.Rngs(0)), nnx.Param)[1]
+        return perturb(params, jax.random.key(1)) if noise else params
+
+    return graphdef, jax.jit(make)()
 
 
 class Net:
@@ -49,10 +59,11 @@ class Net:
 
     def __init__(self, **overrides):
         self.cfg = UNetConfig(**{**TINY, **overrides})
-        graphdef, params = init(self.cfg)
-        self.params = perturb(params, jax.random.key(1))
-        bf16 = init(dataclasses.replace(self.cfg, dtype="bfloat16"))[0]
-        self.graphdefs = {"float32": graphdef, "bfloat16": bf16}
+        graphdef, self.params = init(self.cfg)
+        bf16 = nnx.eval_shape(
+            lambda: UNet3D(dataclasses.replace(self.cfg, dtype="bfloat16"), rngs=nnx.Rngs(0))
+        )
+        self.graphdefs = {"float32": graphdef, "bfloat16": nnx.split(bf16, nnx.Param)[0]}
 
         def apply(dtype, params, x, logsnr, label, aug, mask):
             net = nnx.merge(self.graphdefs[dtype], params)
@@ -205,33 +216,33 @@ def test_frame_independence_and_image_mask(net, video):
 def test_dropout_remat_and_gradients():
     cfg = UNetConfig(**{**TINY, "dropout": 0.2, "num_classes": 0, "use_aug_cond": False})
     graphdef, params = init(cfg)
-    remat_def = init(dataclasses.replace(cfg, remat=True))[0]
-    params = perturb(params, jax.random.key(1))
+    remat_def = nnx.split(
+        nnx.eval_shape(lambda: UNet3D(dataclasses.replace(cfg, remat=True), rngs=nnx.Rngs(0))),
+        nnx.Param,
+    )[0]
     x = jax.random.normal(jax.random.key(2), (B, T, S, S, C))
     logsnr = jnp.array([0.0, 1.0])
 
-    def loss(params, gdef, deterministic, key):
-        out = nnx.merge(gdef, params)(x, logsnr, deterministic=deterministic, dropout_rng=key)
+    def loss(params, gdef, key):
+        out = nnx.merge(gdef, params)(x, logsnr, deterministic=False, dropout_rng=key)
         return jnp.mean(out**2)
 
-    grad = jax.jit(jax.value_and_grad(loss), static_argnums=(1, 2))
-    key = jax.random.key(7)
-    l_eval, _ = grad(params, graphdef, True, None)
-    l_a, g_a = grad(params, graphdef, False, key)
-    l_b, g_b = grad(params, remat_def, False, key)
-    l_c, _ = grad(params, graphdef, False, jax.random.key(8))
-    assert l_a != l_eval and l_a != l_c  # dropout active and keyed
+    grad = jax.jit(jax.value_and_grad(loss), static_argnums=1)
+    l_a, g_a = grad(params, graphdef, jax.random.key(7))
+    l_b, g_b = grad(params, remat_def, jax.random.key(7))
+    l_c, _ = grad(params, graphdef, jax.random.key(8))
+    l_eval = jax.eval_shape(lambda p: loss(p, graphdef, None), params)  # traced only
+    assert l_a != l_c  # dropout active and keyed
     np.testing.assert_allclose(l_a, l_b, rtol=1e-6)  # remat: same value, same gradient
-    for a, b in zip(jax.tree.leaves(g_a), jax.tree.leaves(g_b)):
+    for a, b in zip(jax.tree.leaves(g_a), jax.tree.leaves(g_b), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
-    with pytest.raises(ValueError, match="dropout_rng"):
-        nnx.merge(graphdef, params)(x, logsnr, deterministic=False)
+    assert l_eval.shape == ()
 
 
 def test_overfits_a_fixed_batch():
     """A few hundred Adam steps on one fixed (z, logsnr) -> v problem: the loss falls 10x."""
     cfg = UNetConfig(**{**TINY, "num_classes": 0, "use_aug_cond": False})
-    graphdef, params = init(cfg)
+    graphdef, params = init(cfg, noise=False)
     keys = jax.random.split(jax.random.key(0), 2)
     x = jax.random.uniform(keys[0], (B, T, S, S, C), minval=-1, maxval=1)
     eps = jax.random.normal(keys[1], x.shape)
@@ -269,7 +280,7 @@ def test_overfits_a_fixed_batch():
         (dict(temporal_mixing="lstm"), "'attention', 'conv3d', 'temporal_conv', 'none'"),
         (dict(attn_resolutions=(3,)), "attn_resolutions"),
         (dict(temporal_attn_resolutions=(16,)), "temporal_attn_resolutions"),
-        (dict(image_size=6), "image_size"),
+        (dict(image_size=7), "image_size"),
         (dict(norm_groups=3), "norm_groups"),
         (dict(num_heads=3), "num_heads"),
         (dict(dtype="float64"), "dtype"),
@@ -289,13 +300,23 @@ def test_unknown_key_and_list_values():
 
 
 def test_bad_call_inputs():
-    model = UNet3D(UNetConfig(**{**TINY, "num_classes": 0}), rngs=nnx.Rngs(0))
+    cfg = UNetConfig(**{**TINY, "num_classes": 0, "dropout": 0.1})
+    graphdef, params = init(cfg, noise=False)
     x, logsnr = jnp.zeros((B, T, S, S, C)), jnp.zeros((B,))
+
+    def call(x, **kwargs):  # traced only: the errors are raised before any compute
+        return jax.eval_shape(lambda p: nnx.merge(graphdef, p)(x, logsnr, **kwargs), params)
+
+    assert call(x, aug_logsnr=logsnr).shape == x.shape
     with pytest.raises(ValueError, match="image_size"):
-        model(jnp.zeros((B, T, 2 * S, 2 * S, C)), logsnr, aug_logsnr=logsnr)
+        call(jnp.zeros((B, T, 2 * S, 2 * S, C)), aug_logsnr=logsnr)
+    with pytest.raises(ValueError, match="in_channels"):
+        call(jnp.zeros((B, T, S, S, C + 1)), aug_logsnr=logsnr)
     with pytest.raises(ValueError, match="num_classes=0"):
-        model(x, logsnr, label=jnp.zeros((B,), jnp.int32), aug_logsnr=logsnr)
+        call(x, label=jnp.zeros((B,), jnp.int32), aug_logsnr=logsnr)
     with pytest.raises(ValueError, match="aug_logsnr"):
-        model(x, logsnr)
+        call(x)
     with pytest.raises(ValueError, match="image_mask"):
-        model(x, logsnr, aug_logsnr=logsnr, image_mask=jnp.zeros((B, T + 1), bool))
+        call(x, aug_logsnr=logsnr, image_mask=jnp.zeros((B, T + 1), bool))
+    with pytest.raises(ValueError, match="dropout_rng"):
+        call(x, aug_logsnr=logsnr, deterministic=False)

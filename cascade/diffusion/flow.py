@@ -119,7 +119,9 @@ def _integrate(step, velocity_fn, shape, key, steps, shift, z_init, dtype):
         t, t_next = _times(i, n, shift, z.dtype)
         return step(velocity_fn, z, t, t_next).astype(z.dtype)
 
-    return jax.lax.fori_loop(0, n, body, z)
+    # A Python step count gives a static trip count: the loop lowers to a scan, whose
+    # FLOPs cost accounting can count; a traced count still compiles one loop for all.
+    return jax.lax.fori_loop(0, steps if isinstance(steps, int) else n, body, z)
 
 
 def euler_sample(

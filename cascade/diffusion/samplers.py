@@ -124,7 +124,9 @@ def sample(
             z_s = jnp.where(i == n - 1, pred["x0"].astype(z.dtype), z_s)
         return z_s.astype(z.dtype)
 
-    return jax.lax.fori_loop(0, n, body, z)
+    # A Python step count gives a static trip count: the loop lowers to a scan, whose
+    # FLOPs cost accounting can count; a traced count still compiles one loop for all.
+    return jax.lax.fori_loop(0, steps if isinstance(steps, int) else n, body, z)
 
 
 def ddim_invert(

@@ -3,11 +3,13 @@
 Used for super-resolution stages, the video VAE and conditional generation, where a
 generated clip has a pixel-aligned target.
 
-Value range: videos are float in [-1, 1] in this project, so `data_range` defaults to
-2.0 (the max - min of the signal). For [0, 1] data pass `data_range=1.0`; for uint8,
-255. PSNR and SSIM are invariant to an affine rescaling of both inputs as long as
-`data_range` is rescaled with them, so [-1, 1] with range 2 gives the same numbers as
-[0, 1] with range 1.
+Value range. PSNR depends only on differences, so `psnr` works on any range given its
+`data_range` (2.0 for [-1, 1]). SSIM's luminance term (2 mu_x mu_y + C1) / (mu_x^2 +
+mu_y^2 + C1) is *not* shift-invariant: it assumes non-negative intensities, and
+[-1, 1] data gives different (and incomparable) numbers than the same frames in
+[0, 1]. So `ssim` takes non-negative images ([0, 1] with data_range 1, or uint8 with
+255), and `frame_metrics` maps the project's [-1, 1] videos to [0, 1] first; its
+numbers equal `tf.image.ssim` / `skimage` (Gaussian) on [0, 1] frames.
 
 SSIM follows Wang et al. 2004 (and `tf.image.ssim`): 11 x 11 Gaussian window with
 sigma 1.5, K1 = 0.01, K2 = 0.03, statistics over the VALID window positions only (no
@@ -48,7 +50,7 @@ def ssim(
     pred: jax.Array,
     target: jax.Array,
     *,
-    data_range: float = 2.0,
+    data_range: float = 1.0,
     window: int = 11,
     sigma: float = 1.5,
     k1: float = 0.01,
@@ -57,6 +59,7 @@ def ssim(
 ) -> jax.Array:
     """Structural similarity over the last three axes [..., H, W, C] -> [...].
 
+    Images must be non-negative intensities ([0, 1] with data_range 1; uint8 with 255).
     With `return_map=True`, returns the SSIM map [..., H - window + 1, W - window + 1, C].
     """
     pred, target = _check(pred, target)
@@ -108,9 +111,10 @@ def ssim(
 
 
 def frame_metrics(
-    pred: jax.Array, target: jax.Array, *, data_range: float = 2.0
+    pred: jax.Array, target: jax.Array, *, value_range: tuple[float, float] = (-1.0, 1.0)
 ) -> dict[str, jax.Array]:
-    """PSNR and SSIM of videos [B, T, H, W, C] against ground truth.
+    """PSNR and SSIM of videos [B, T, H, W, C] against ground truth, both mapped from
+    `value_range` to [0, 1] (data range 1) first.
 
     Returns:
       psnr_frame, ssim_frame: [B, T] per frame.
@@ -120,8 +124,12 @@ def frame_metrics(
     """
     if pred.ndim != 5:
         raise ValueError(f"frame_metrics expects videos [B, T, H, W, C], got {pred.shape}")
-    psnr_frame = psnr(pred, target, data_range=data_range)
-    ssim_frame = ssim(pred, target, data_range=data_range)
+    lo, hi = value_range
+    pred, target = _check(pred, target)
+    pred = jnp.clip((pred - lo) / (hi - lo), 0.0, 1.0)
+    target = jnp.clip((target - lo) / (hi - lo), 0.0, 1.0)
+    psnr_frame = psnr(pred, target, data_range=1.0)
+    ssim_frame = ssim(pred, target, data_range=1.0)
     psnr_clip, ssim_clip = psnr_frame.mean(axis=1), ssim_frame.mean(axis=1)
     return {
         "psnr_frame": psnr_frame,

@@ -120,12 +120,9 @@ class UNetConfig:
                 "norm_groups",
                 f"{self.norm_groups} must divide base_channels ({self.base_channels})",
             )
-        heads_needed = [self.base_channels * m for m, r in zip(self.channel_mults, reachable)]
-        heads_needed = [
-            c
-            for c, r in zip(heads_needed, reachable)
-            if r in self.attn_resolutions or r in self.temporal_attn
-        ]
+        levels = zip(self.channel_mults, reachable, strict=True)
+        attn_res = set(self.attn_resolutions) | set(self.temporal_attn)
+        heads_needed = [self.base_channels * m for m, r in levels if r in attn_res]
         if self.mid_attention:
             heads_needed.append(self.base_channels * self.channel_mults[-1])
         bad = [c for c in heads_needed if c % self.num_heads]
@@ -220,7 +217,7 @@ class UNet3D(nnx.Module):
         skips, ch = [base], base
         down, up = [], []
         last = len(cfg.channel_mults) - 1
-        for level, (mult, res) in enumerate(zip(cfg.channel_mults, cfg.resolutions)):
+        for level, (mult, res) in enumerate(zip(cfg.channel_mults, cfg.resolutions, strict=True)):
             for _ in range(cfg.num_res_blocks):
                 down.append(self._block(ch, base * mult, res, rngs))
                 ch = base * mult
@@ -263,19 +260,13 @@ class UNet3D(nnx.Module):
         feats = fourier_embedding(logsnr_to_unit(logsnr), cfg.base_channels)
         emb = self.logsnr_mlp[1](nnx.swish(self.logsnr_mlp[0](feats)))
         if self.aug_mlp is not None:
-            if aug_logsnr is None:
-                raise ValueError("UNet3D: cfg.use_aug_cond=True needs aug_logsnr [B]")
             aug = jnp.broadcast_to(jnp.asarray(aug_logsnr, jnp.float32), (batch,))
             feats = fourier_embedding(logsnr_to_unit(aug), cfg.base_channels)
             emb = emb + self.aug_mlp[1](nnx.swish(self.aug_mlp[0](feats)))
-        elif aug_logsnr is not None:
-            raise ValueError("UNet3D: aug_logsnr given but cfg.use_aug_cond=False")
         if self.label_emb is not None:
             if label is None:  # unconditional call: the null class
                 label = jnp.full((batch,), cfg.num_classes, jnp.int32)
             emb = emb + jnp.take(self.label_emb[...], jnp.asarray(label, jnp.int32), axis=0)
-        elif label is not None:
-            raise ValueError("UNet3D: label given but cfg.num_classes=0 (unconditional)")
         return nnx.swish(emb).astype(jnp.dtype(cfg.dtype))
 
     def _run(self, block, *args):
@@ -316,6 +307,12 @@ class UNet3D(nnx.Module):
             )
         if image_mask is not None and tuple(image_mask.shape) != (b, t):
             raise ValueError(f"image_mask must be [B, T] = {(b, t)}, got {image_mask.shape}")
+        if cfg.use_aug_cond and aug_logsnr is None:
+            raise ValueError("UNet3D: cfg.use_aug_cond=True needs aug_logsnr [B]")
+        if not cfg.use_aug_cond and aug_logsnr is not None:
+            raise ValueError("UNet3D: aug_logsnr given but cfg.use_aug_cond=False")
+        if not cfg.num_classes and label is not None:
+            raise ValueError("UNet3D: label given but cfg.num_classes=0 (unconditional)")
         rng = None
         if not deterministic and cfg.dropout > 0:
             if dropout_rng is None:

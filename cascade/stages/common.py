@@ -41,6 +41,10 @@ class Stage(abc.ABC):
     def make_batch(self, clips: Batch, rng: np.random.Generator) -> Batch:
         """Training pair(s) from raw clips `video` [B,T,H,W,C] in [-1,1] (host, numpy)."""
 
+    def eval_batch(self, clips: Batch, rng: np.random.Generator) -> Batch:
+        """Like `make_batch`, without training-only augmentation (e.g. random crops)."""
+        return self.make_batch(clips, rng)
+
     @abc.abstractmethod
     def loss(self, model: nnx.Module, batch: Batch, key: jax.Array) -> tuple[jax.Array, dict]:
         """Scalar training loss and a dict of scalar metrics."""
@@ -66,6 +70,10 @@ class Stage(abc.ABC):
         if self.input_shape is not None:
             spec["cond"] = jax.ShapeDtypeStruct((batch_size, *self.input_shape), jnp.float32)
         return spec
+
+    def to_video(self, outputs: np.ndarray) -> np.ndarray:
+        """What `sample` produced, as clips [B,T,H,W,C] in [-1, 1] (latent stages decode)."""
+        return outputs
 
     def cond_from_batch(self, batch: Batch) -> Batch:
         """The part of a training/test batch that `sample` conditions on."""

@@ -139,33 +139,35 @@ class GaussianStage(Stage, abc.ABC):
         return loss, {"loss": loss}
 
     # -- sampling -----------------------------------------------------------------------------
-    def sample(
-        self, model: nnx.Module, key: jax.Array, cond: Batch, *, steps: int | None = None
-    ) -> jax.Array:
-        s = self.config.sample
-        b = cond["label"].shape[0]
-        k_cond, k_sample = jax.random.split(key)
-        cond_channels, aug_logsnr = self.conditioning(cond, k_cond, train=False)
+    def denoiser(self, model: nnx.Module, cond: Batch, key: jax.Array):
+        """fn(z_t, logsnr [B]) -> network output at sampling time: conditioning fixed (SR noise
+        augmentation at its sampling level), classifier-free guidance if configured."""
+        cond_channels, aug_logsnr = self.conditioning(cond, key, train=False)
         label = self._labels(cond)
 
         def denoise(z, logsnr, label):
-            return self._network(model, z, logsnr, cond_channels, aug_logsnr, label).astype(
-                jnp.float32
-            )
+            out = self._network(model, z, logsnr, cond_channels, aug_logsnr, label)
+            return out.astype(jnp.float32)
 
-        if label is not None and s.guidance_scale > 0:
-            denoise_fn = guidance.cfg_denoise_fn(
+        w = self.config.sample.guidance_scale
+        if label is not None and w > 0:
+            return guidance.cfg_denoise_fn(
                 denoise,
-                s.guidance_scale,
+                w,
                 self.null_label,
                 label,
                 parametrization=self.config.diffusion.parametrization,
             )
-        else:
-            denoise_fn = functools.partial(denoise, label=label)
+        return functools.partial(denoise, label=label)
+
+    def sample(
+        self, model: nnx.Module, key: jax.Array, cond: Batch, *, steps: int | None = None
+    ) -> jax.Array:
+        s = self.config.sample
+        k_cond, k_sample = jax.random.split(key)
         return samplers.sample(
-            denoise_fn,
-            (b, *self.output_shape),
+            self.denoiser(model, cond, k_cond),
+            (cond["label"].shape[0], *self.output_shape),
             k_sample,
             steps=steps or s.steps,
             sampler=s.sampler,

@@ -21,7 +21,7 @@ import numpy as np
 from cascade.configs import ConfigError, check_choice, ensure_divisible
 from cascade.data import views
 from cascade.diffusion import gaussian
-from cascade.stages.base import clip_view, view_section
+from cascade.stages.base import clip_view
 from cascade.stages.common import Batch, Shape
 from cascade.stages.gaussian import GaussianStage
 
@@ -177,7 +177,13 @@ class SpatialSRStage(SuperResolutionStage):
         return spatial_upsample(cond, self.config.sr.factor)
 
     def make_batch(self, clips: Batch, rng: np.random.Generator) -> Batch:
-        s, crop = self.config.sr.factor, self.config.sr.crop
+        return self._pair(clips, rng, crop=self.config.sr.crop)
+
+    def eval_batch(self, clips: Batch, rng: np.random.Generator) -> Batch:
+        return self._pair(clips, rng, crop=0)
+
+    def _pair(self, clips: Batch, rng: np.random.Generator, crop: int) -> Batch:
+        s = self.config.sr.factor
         target = clip_view(clips["video"], self.config.view, self.config.data, rng)
         if crop:
             # Crop on the low-res grid so target and conditioning stay aligned.
@@ -190,12 +196,3 @@ class SpatialSRStage(SuperResolutionStage):
 
 def build_super_resolution(config: ml_collections.ConfigDict) -> SuperResolutionStage:
     return TemporalSRStage(config) if config.stage == "temporal_sr" else SpatialSRStage(config)
-
-
-__all__ = [
-    "TemporalSRStage",
-    "SpatialSRStage",
-    "build_super_resolution",
-    "view_section",
-    "sr_section",
-]

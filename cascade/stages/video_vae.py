@@ -35,7 +35,12 @@ class VideoVAEStage(Stage):
                 f"config.model.in_channels={self.model_config.in_channels} must equal "
                 f"config.view.channels={v.channels}."
             )
-        self.model_config.check_frames(v.frames)
+        try:  # frames must be 1 + 4k, frame size divisible by the spatial factor
+            self._latent_shape = self.model_config.latent_shape(
+                v.frames, v.resolution, v.resolution
+            )
+        except ValueError as err:
+            raise ConfigError(f"config.view: {err}") from err
 
     def build_model(self, rngs: nnx.Rngs) -> nnx.Module:
         return CausalVideoVAE(self.model_config, rngs=rngs)
@@ -51,7 +56,8 @@ class VideoVAEStage(Stage):
 
     @property
     def latent_shape(self) -> Shape:
-        return self.model_config.latent_shape(self.output_shape)
+        """(latent frames, h, w, latent channels) of this stage's clips."""
+        return self._latent_shape
 
     def make_batch(self, clips: Batch, rng: np.random.Generator) -> Batch:
         video = clip_view(clips["video"], self.config.view, self.config.data, rng)
