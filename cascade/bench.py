@@ -22,7 +22,7 @@ from typing import Any  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import ml_collections  # noqa: E402
-from absl import app, flags  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from cascade import benchmarking, parallel  # noqa: E402
@@ -98,6 +98,7 @@ def bench_config(
 
 
 def main(argv: list[str]) -> None:
+    logging.set_verbosity(logging.WARNING)  # orbax/tfds INFO lines drown the progress bar
     del argv
     if _CONFIG.value is None:
         raise app.UsageError("--config is required, e.g. --config=configs/base.py:bench")

@@ -144,7 +144,7 @@ class DistillationTrainer(Trainer):
             seed=self.config.seed,
             ema_decay=self.config.train.ema_decay,
             param_shardings=self.state_shardings["params"],
-            loss=self.distill_loss,
+            objective=self.distill_loss,
         )
         jitted = jax.jit(
             step_fn,

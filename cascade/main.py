@@ -16,7 +16,7 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app, flags  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -99,6 +99,7 @@ def run(config, workdir: str, mode: str, num_samples: int | None = None):
 
 
 def main(argv: list[str]) -> None:
+    logging.set_verbosity(logging.WARNING)  # orbax/tfds INFO lines drown the progress bar
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     if _CONFIG.value is None or _WORKDIR.value is None:

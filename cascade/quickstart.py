@@ -19,7 +19,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app, flags  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
 
 _OUT = flags.DEFINE_string(
     "out", "results/quickstart", "Folder for data, workdirs, videos, metrics."
@@ -94,6 +94,7 @@ def run(out: Path, *, steps: int | None, num_videos: int, fvd_videos: int) -> di
 
 
 def main(argv: list[str]) -> None:
+    logging.set_verbosity(logging.WARNING)  # orbax/tfds INFO lines drown the progress bar
     del argv
     out = Path(_OUT.value)
     start = time.perf_counter()

@@ -83,21 +83,21 @@ def make_train_step(
     seed: int,
     ema_decay: float,
     param_shardings: Any = None,
-    loss: Callable[..., tuple[jax.Array, dict]] | None = None,
+    objective: Callable[..., tuple[jax.Array, dict]] | None = None,
 ) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
     """Pure step(state, batch, *extra) -> (state, metrics); the step's key is fold_in(seed, step).
 
-    `loss(model, batch, key, *extra)` defaults to `stage.loss`; objectives that need more
+    `objective(model, batch, key, *extra)` defaults to `stage.loss`; objectives that need more
     inputs (distillation's teacher weights) receive them as the step's extra arguments.
     """
     base_key = jax.random.key(seed)
-    loss = loss or stage.loss
+    objective = objective or stage.loss
 
     def step_fn(state: TrainState, batch: Batch, *extra):
         key = jax.random.fold_in(base_key, state["step"])
 
         def loss_fn(params):
-            return loss(merge_model(graphdef, params), batch, key, *extra)
+            return objective(merge_model(graphdef, params), batch, key, *extra)
 
         (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
         if param_shardings is not None:  # keep gradients sharded like the parameters

@@ -9,6 +9,7 @@ import optax
 import pytest
 from flax import nnx
 from jax import lax
+from jax.flatten_util import ravel_pytree
 
 from cascade.models import layers
 from cascade.models.unet3d import TEMPORAL_MIXING, UNet3D, UNetConfig
@@ -30,14 +31,12 @@ TINY = dict(
 
 
 def perturb(tree, key, scale=0.05):
-    """Add noise to every parameter, so zero-initialised layers stop being identities."""
-    leaves, treedef = jax.tree.flatten(tree)
-    keys = jax.random.split(key, len(leaves))
-    noisy = [
-        x + scale * jax.random.normal(k, x.shape, x.dtype)
-        for x, k in zip(leaves, keys, strict=True)
-    ]
-    return jax.tree.unflatten(treedef, noisy)
+    """Add noise to every parameter, so zero-initialised layers stop being identities.
+
+    One draw for the whole tree (XLA:CPU compiles every random call separately).
+    """
+    flat, unravel = ravel_pytree(tree)
+    return unravel(flat + scale * jax.random.normal(key, flat.shape, flat.dtype))
 
 
 def init(cfg, noise=True):
@@ -231,12 +230,10 @@ def test_dropout_remat_and_gradients():
     l_a, g_a = grad(params, graphdef, jax.random.key(7))
     l_b, g_b = grad(params, remat_def, jax.random.key(7))
     l_c, _ = grad(params, graphdef, jax.random.key(8))
-    l_eval = jax.eval_shape(lambda p: loss(p, graphdef, None), params)  # traced only
     assert l_a != l_c  # dropout active and keyed
     np.testing.assert_allclose(l_a, l_b, rtol=1e-6)  # remat: same value, same gradient
     for a, b in zip(jax.tree.leaves(g_a), jax.tree.leaves(g_b), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
-    assert l_eval.shape == ()
 
 
 def test_overfits_a_fixed_batch():
@@ -308,9 +305,11 @@ def test_bad_call_inputs():
         return jax.eval_shape(lambda p: nnx.merge(graphdef, p)(x, logsnr, **kwargs), params)
 
     assert call(x, aug_logsnr=logsnr).shape == x.shape
-    with pytest.raises(ValueError, match="image_size"):
-        call(jnp.zeros((B, T, 2 * S, 2 * S, C)), aug_logsnr=logsnr)
-    with pytest.raises(ValueError, match="in_channels"):
+    larger = jnp.zeros((B, T, 2 * S, 2 * S, C))  # other sizes the levels divide are fine
+    assert call(larger, aug_logsnr=logsnr).shape == larger.shape
+    with pytest.raises(ValueError, match="divisible"):
+        call(jnp.zeros((B, T, S + 1, S + 1, C)), aug_logsnr=logsnr)
+    with pytest.raises(ValueError, match=f"H, W, {C}]"):
         call(jnp.zeros((B, T, S, S, C + 1)), aug_logsnr=logsnr)
     with pytest.raises(ValueError, match="num_classes=0"):
         call(x, label=jnp.zeros((B,), jnp.int32), aug_logsnr=logsnr)

@@ -8,12 +8,17 @@ their time neighbourhood by shifting frames onto the channel axis, so a 3x3x3 co
 one 2D conv over 3C input channels and a temporal conv is one matmul; the same shift
 lets an `image_mask` cut every link to an independent image frame exactly.
 
+Initialisation: every layer takes `rngs: nnx.Rngs | None`. With rngs it initialises itself;
+composite modules build their children with `rngs=None` (tagged zeros) and fill the whole
+tree at once with `init_params`, so a model costs two random draws, not one per parameter.
+
 Parameters are float32; `dtype` is the compute dtype (activations and kernels are cast
 at use, normalisation statistics and softmax stay in float32).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -45,27 +50,82 @@ def fourier_embedding(
     return jnp.concatenate([jnp.sin(args), jnp.cos(args)], axis=-1)
 
 
-def _fan_in_init(key: jax.Array, shape: tuple[int, ...], fan_in: int, scale: float = 1.0):
-    """Variance-scaling (fan-in, uniform) init: keeps activations O(1) through swish nets."""
-    limit = scale * math.sqrt(3.0 / fan_in)
-    return jax.random.uniform(key, shape, jnp.float32, -limit, limit)
+def tagged_param(shape: tuple[int, ...], init: str = "zeros", scale: float = 0.0) -> nnx.Param:
+    """A float32 Param of zeros tagged with how `init_params` fills it.
+
+    init "uniform": U(-scale, scale); "normal": N(0, scale^2); "zeros": stays zero.
+    """
+    value = jnp.zeros(shape, jnp.float32)
+    return nnx.Param(value) if init == "zeros" else nnx.Param(value, init=(init, float(scale)))
 
 
-def _zero_or_init(rngs: nnx.Rngs, shape, fan_in: int, zero: bool) -> nnx.Param:
+def fan_in_param(shape: tuple[int, ...], fan_in: int, zero: bool = False) -> nnx.Param:
+    """Variance-scaling (fan-in, uniform) kernel: keeps activations O(1) through swish nets."""
     if zero:
-        return nnx.Param(jnp.zeros(shape, jnp.float32))
-    return nnx.Param(_fan_in_init(rngs.params(), shape, fan_in))
+        return tagged_param(shape)
+    return tagged_param(shape, "uniform", math.sqrt(3.0 / fan_in))
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _draw(key: jax.Array, shapes: tuple, specs: tuple) -> list[jax.Array]:
+    """One uniform and one normal draw, sliced and scaled into arrays of `shapes`."""
+    out = [None] * len(shapes)
+    for kind, sub in (("uniform", 0), ("normal", 1)):
+        idx = [i for i, (k, _) in enumerate(specs) if k == kind]
+        total = sum(math.prod(shapes[i]) for i in idx)
+        if not total:
+            continue
+        k = jax.random.fold_in(key, sub)
+        flat = (
+            jax.random.uniform(k, (total,), jnp.float32, -1.0, 1.0)
+            if kind == "uniform"
+            else jax.random.normal(k, (total,), jnp.float32)
+        )
+        offset = 0
+        for i in idx:
+            size = math.prod(shapes[i])
+            out[i] = specs[i][1] * flat[offset : offset + size].reshape(shapes[i])
+            offset += size
+    return out
+
+
+def init_params(module: nnx.Module, rngs: nnx.Rngs) -> None:
+    """Fill every tagged Param of `module` (see `tagged_param`) from one key, in place.
+
+    A whole model is drawn with two random calls instead of one per parameter: XLA:CPU
+    compiles each threefry draw separately (~0.1-0.3 s each), which made initialising a
+    U-Net take a minute.
+    """
+    params = [
+        v
+        for _, v in nnx.iter_graph(module)
+        if isinstance(v, nnx.Param) and "init" in v.get_metadata()
+    ]
+    if not params:
+        return
+    shapes = tuple(tuple(v.shape) for v in params)
+    specs = tuple(v.get_metadata()["init"] for v in params)
+    for var, value in zip(params, _draw(rngs.params(), shapes, specs), strict=True):
+        var[...] = value
 
 
 class Dense(nnx.Module):
     """Linear map over the last axis: [..., in] -> [..., out]."""
 
     def __init__(
-        self, din: int, dout: int, *, rngs: nnx.Rngs, dtype: str = "float32", zero_init=False
+        self,
+        din: int,
+        dout: int,
+        *,
+        rngs: nnx.Rngs | None,
+        dtype: str = "float32",
+        zero_init: bool = False,
     ):
-        self.kernel = _zero_or_init(rngs, (din, dout), din, zero_init)
+        self.kernel = fan_in_param((din, dout), din, zero_init)
         self.bias = nnx.Param(jnp.zeros((dout,), jnp.float32))
         self.dtype = jnp.dtype(dtype)
+        if rngs is not None:
+            init_params(self, rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         # A 2D [rows, in] matmul: XLA:CPU runs its backward ~3x faster than a 5D dot_general.
@@ -122,16 +182,18 @@ class SpaceConv(nnx.Module):
         cin: int,
         cout: int,
         *,
-        rngs: nnx.Rngs,
+        rngs: nnx.Rngs | None,
         kernel_size: int = 3,
         stride: int = 1,
         dtype: str = "float32",
         zero_init: bool = False,
     ):
         k = kernel_size
-        self.kernel = _zero_or_init(rngs, (k, k, cin, cout), k * k * cin, zero_init)
+        self.kernel = fan_in_param((k, k, cin, cout), k * k * cin, zero_init)
         self.bias = nnx.Param(jnp.zeros((cout,), jnp.float32))
         self.stride, self.dtype = stride, jnp.dtype(dtype)
+        if rngs is not None:
+            init_params(self, rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         b, t, h, w, c = x.shape
@@ -182,11 +244,13 @@ class TemporalConv(nnx.Module):
     """Temporal (3 x 1 x 1) convolution of [B, T, H, W, C] as one matmul over 3C channels."""
 
     def __init__(
-        self, cin: int, cout: int, *, rngs: nnx.Rngs, dtype: str = "float32", zero_init=False
+        self, cin: int, cout: int, *, rngs: nnx.Rngs | None, dtype="float32", zero_init=False
     ):
-        self.kernel = _zero_or_init(rngs, (3, cin, cout), 3 * cin, zero_init)
+        self.kernel = fan_in_param((3, cin, cout), 3 * cin, zero_init)
         self.bias = nnx.Param(jnp.zeros((cout,), jnp.float32))
         self.dtype = jnp.dtype(dtype)
+        if rngs is not None:
+            init_params(self, rngs)
 
     def __call__(self, x: jax.Array, links=None) -> jax.Array:
         xs = shift_frames(x.astype(self.dtype), links)
@@ -203,11 +267,13 @@ class Conv3D(nnx.Module):
     """
 
     def __init__(
-        self, cin: int, cout: int, *, rngs: nnx.Rngs, dtype: str = "float32", zero_init=False
+        self, cin: int, cout: int, *, rngs: nnx.Rngs | None, dtype="float32", zero_init=False
     ):
-        self.kernel = _zero_or_init(rngs, (3, 3, 3, cin, cout), 27 * cin, zero_init)
+        self.kernel = fan_in_param((3, 3, 3, cin, cout), 27 * cin, zero_init)
         self.bias = nnx.Param(jnp.zeros((cout,), jnp.float32))
         self.dtype = jnp.dtype(dtype)
+        if rngs is not None:
+            init_params(self, rngs)
 
     def __call__(self, x: jax.Array, links=None) -> jax.Array:
         b, t, h, w, c = x.shape
@@ -250,12 +316,17 @@ class RelativePositionBias(nnx.Module):
     """Learned per-head bias for temporal attention, a function of (key - query) frame offset."""
 
     def __init__(
-        self, num_heads: int, *, rngs: nnx.Rngs, num_buckets: int = 32, max_distance: int = 128
+        self,
+        num_heads: int,
+        *,
+        rngs: nnx.Rngs | None,
+        num_buckets: int = 32,
+        max_distance: int = 128,
     ):
-        self.embedding = nnx.Param(
-            0.02 * jax.random.normal(rngs.params(), (num_buckets, num_heads))
-        )
+        self.embedding = tagged_param((num_buckets, num_heads), "normal", 0.02)
         self.num_buckets, self.max_distance = num_buckets, max_distance
+        if rngs is not None:
+            init_params(self, rngs)
 
     def __call__(self, frames: int) -> jax.Array:
         """Bias [1, heads, T, T] (query t, key s)."""
@@ -280,14 +351,22 @@ class SpatialAttention(nnx.Module):
     """Residual self-attention over H*W positions of each frame (frames as batch)."""
 
     def __init__(
-        self, channels: int, num_heads: int, groups: int, *, rngs: nnx.Rngs, dtype="float32"
+        self,
+        channels: int,
+        num_heads: int,
+        groups: int,
+        *,
+        rngs: nnx.Rngs | None,
+        dtype: str = "float32",
     ):
         if channels % num_heads:
             raise ValueError(f"attention: channels {channels} not divisible by heads {num_heads}")
         self.norm = GroupNorm(channels, groups, dtype=dtype)
-        self.qkv = Dense(channels, 3 * channels, rngs=rngs, dtype=dtype)
-        self.out = Dense(channels, channels, rngs=rngs, dtype=dtype, zero_init=True)
+        self.qkv = Dense(channels, 3 * channels, rngs=None, dtype=dtype)
+        self.out = Dense(channels, channels, rngs=None, dtype=dtype, zero_init=True)
         self.num_heads = num_heads
+        if rngs is not None:
+            init_params(self, rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         b, t, h, w, c = x.shape
@@ -305,15 +384,23 @@ class TemporalAttention(nnx.Module):
     """
 
     def __init__(
-        self, channels: int, num_heads: int, groups: int, *, rngs: nnx.Rngs, dtype="float32"
+        self,
+        channels: int,
+        num_heads: int,
+        groups: int,
+        *,
+        rngs: nnx.Rngs | None,
+        dtype: str = "float32",
     ):
         if channels % num_heads:
             raise ValueError(f"attention: channels {channels} not divisible by heads {num_heads}")
         self.norm = GroupNorm(channels, groups, dtype=dtype)
-        self.qkv = Dense(channels, 3 * channels, rngs=rngs, dtype=dtype)
-        self.out = Dense(channels, channels, rngs=rngs, dtype=dtype, zero_init=True)
-        self.rel_bias = RelativePositionBias(num_heads, rngs=rngs)
+        self.qkv = Dense(channels, 3 * channels, rngs=None, dtype=dtype)
+        self.out = Dense(channels, channels, rngs=None, dtype=dtype, zero_init=True)
+        self.rel_bias = RelativePositionBias(num_heads, rngs=None)
         self.num_heads = num_heads
+        if rngs is not None:
+            init_params(self, rngs)
 
     def __call__(self, x: jax.Array, image_mask: jax.Array | None = None) -> jax.Array:
         b, t, h, w, c = x.shape
@@ -359,26 +446,28 @@ class ResBlock(nnx.Module):
         conv: str,
         scale_shift: bool,
         dropout: float,
-        rngs: nnx.Rngs,
+        rngs: nnx.Rngs | None,
         dtype: str = "float32",
     ):
         if conv not in ("space", "space+temporal", "3d"):
             raise ValueError(f"ResBlock conv must be space, space+temporal or 3d, got {conv!r}")
         make = Conv3D if conv == "3d" else SpaceConv
         self.norm1 = GroupNorm(cin, groups, dtype=dtype)
-        self.conv1 = make(cin, cout, rngs=rngs, dtype=dtype)
-        self.emb = Dense(emb_dim, 2 * cout if scale_shift else cout, rngs=rngs, dtype=dtype)
+        self.conv1 = make(cin, cout, rngs=None, dtype=dtype)
+        self.emb = Dense(emb_dim, 2 * cout if scale_shift else cout, rngs=None, dtype=dtype)
         self.norm2 = GroupNorm(cout, groups, dtype=dtype)
-        self.conv2 = make(cout, cout, rngs=rngs, dtype=dtype, zero_init=True)
+        self.conv2 = make(cout, cout, rngs=None, dtype=dtype, zero_init=True)
         if conv == "space+temporal":
             # (2+1)D factorisation: each space conv followed by a residual temporal conv,
             # zero-initialised so the block starts as its per-frame 2D counterpart.
-            self.tconv1 = TemporalConv(cout, cout, rngs=rngs, dtype=dtype, zero_init=True)
-            self.tconv2 = TemporalConv(cout, cout, rngs=rngs, dtype=dtype, zero_init=True)
+            self.tconv1 = TemporalConv(cout, cout, rngs=None, dtype=dtype, zero_init=True)
+            self.tconv2 = TemporalConv(cout, cout, rngs=None, dtype=dtype, zero_init=True)
         else:
             self.tconv1 = self.tconv2 = None
-        self.skip = Dense(cin, cout, rngs=rngs, dtype=dtype) if cin != cout else None
+        self.skip = Dense(cin, cout, rngs=None, dtype=dtype) if cin != cout else None
         self.conv_kind, self.scale_shift, self.rate = conv, scale_shift, dropout
+        if rngs is not None:
+            init_params(self, rngs)
 
     def _conv(self, conv, tconv, h, links):
         if self.conv_kind == "3d":

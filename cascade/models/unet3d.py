@@ -38,7 +38,9 @@ from cascade.models.layers import (
     SpatialAttention,
     TemporalAttention,
     fourier_embedding,
+    init_params,
     logsnr_to_unit,
+    tagged_param,
     temporal_links,
     upsample_nearest,
 )
@@ -153,7 +155,14 @@ class UNetBlock(nnx.Module):
     """ResBlock, then optional spatial attention, then optional temporal attention."""
 
     def __init__(
-        self, cin: int, cout: int, cfg: UNetConfig, *, spatial: bool, temporal: bool, rngs
+        self,
+        cin: int,
+        cout: int,
+        cfg: UNetConfig,
+        *,
+        spatial: bool,
+        temporal: bool,
+        rngs: nnx.Rngs | None,
     ):
         emb_dim = cfg.emb_channels or 4 * cfg.base_channels
         self.res = ResBlock(
@@ -164,12 +173,14 @@ class UNetBlock(nnx.Module):
             conv=_CONV_KIND[cfg.temporal_mixing],
             scale_shift=cfg.scale_shift,
             dropout=cfg.dropout,
-            rngs=rngs,
+            rngs=None,
             dtype=cfg.dtype,
         )
         g, n, dt = cfg.norm_groups, cfg.num_heads, cfg.dtype
-        self.spatial = SpatialAttention(cout, n, g, rngs=rngs, dtype=dt) if spatial else None
-        self.temporal = TemporalAttention(cout, n, g, rngs=rngs, dtype=dt) if temporal else None
+        self.spatial = SpatialAttention(cout, n, g, rngs=None, dtype=dt) if spatial else None
+        self.temporal = TemporalAttention(cout, n, g, rngs=None, dtype=dt) if temporal else None
+        if rngs is not None:
+            init_params(self, rngs)
 
     def __call__(self, x, emb, links, image_mask, dropout_rng):
         x = self.res(x, emb, links, dropout_rng)
@@ -183,7 +194,7 @@ class UNetBlock(nnx.Module):
 class Resample(nnx.Module):
     """2x spatial down (strided 3x3 conv) or up (nearest repeat + 3x3 conv) sampling."""
 
-    def __init__(self, channels: int, up: bool, *, rngs: nnx.Rngs, dtype: str):
+    def __init__(self, channels: int, up: bool, *, rngs: nnx.Rngs | None, dtype: str):
         self.conv = SpaceConv(channels, channels, stride=1 if up else 2, rngs=rngs, dtype=dtype)
         self.up = up
 
@@ -199,31 +210,30 @@ class UNet3D(nnx.Module):
         base, dt = cfg.base_channels, cfg.dtype
         emb_dim = cfg.emb_channels or 4 * base
         self.logsnr_mlp = nnx.List(
-            [Dense(base, emb_dim, rngs=rngs), Dense(emb_dim, emb_dim, rngs=rngs)]
+            [Dense(base, emb_dim, rngs=None), Dense(emb_dim, emb_dim, rngs=None)]
         )
         if cfg.use_aug_cond:
             self.aug_mlp = nnx.List(
-                [Dense(base, emb_dim, rngs=rngs), Dense(emb_dim, emb_dim, rngs=rngs)]
+                [Dense(base, emb_dim, rngs=None), Dense(emb_dim, emb_dim, rngs=None)]
             )
         else:
             self.aug_mlp = None
         if cfg.num_classes:
-            init = jax.random.normal(rngs.params(), (cfg.num_classes + 1, emb_dim))
-            self.label_emb = nnx.Param(init)
+            self.label_emb = tagged_param((cfg.num_classes + 1, emb_dim), "normal", 1.0)
         else:
             self.label_emb = None
 
-        self.conv_in = SpaceConv(cfg.in_channels, base, rngs=rngs, dtype=dt)
+        self.conv_in = SpaceConv(cfg.in_channels, base, rngs=None, dtype=dt)
         skips, ch = [base], base
         down, up = [], []
         last = len(cfg.channel_mults) - 1
         for level, (mult, res) in enumerate(zip(cfg.channel_mults, cfg.resolutions, strict=True)):
             for _ in range(cfg.num_res_blocks):
-                down.append(self._block(ch, base * mult, res, rngs))
+                down.append(self._block(ch, base * mult, res))
                 ch = base * mult
                 skips.append(ch)
             if level != last:
-                down.append(Resample(ch, up=False, rngs=rngs, dtype=dt))
+                down.append(Resample(ch, up=False, rngs=None, dtype=dt))
                 skips.append(ch)
         self.mid = nnx.List(
             [
@@ -233,26 +243,27 @@ class UNet3D(nnx.Module):
                     cfg,
                     spatial=cfg.mid_attention,
                     temporal=cfg.mid_attention and cfg.temporal_mixing == "attention",
-                    rngs=rngs,
+                    rngs=None,
                 ),
-                self._block(ch, ch, -1, rngs),
+                self._block(ch, ch, -1),
             ]
         )
         for level in reversed(range(len(cfg.channel_mults))):
             mult, res = cfg.channel_mults[level], cfg.resolutions[level]
             for _ in range(cfg.num_res_blocks + 1):
-                up.append(self._block(ch + skips.pop(), base * mult, res, rngs))
+                up.append(self._block(ch + skips.pop(), base * mult, res))
                 ch = base * mult
             if level != 0:
-                up.append(Resample(ch, up=True, rngs=rngs, dtype=dt))
+                up.append(Resample(ch, up=True, rngs=None, dtype=dt))
         self.down, self.up = nnx.List(down), nnx.List(up)
         self.norm_out = GroupNorm(ch, cfg.norm_groups, dtype=dt)
-        self.conv_out = SpaceConv(ch, cfg.out_channels, rngs=rngs, dtype=dt, zero_init=True)
+        self.conv_out = SpaceConv(ch, cfg.out_channels, rngs=None, dtype=dt, zero_init=True)
+        init_params(self, rngs)  # every submodule above was built uninitialised (rngs=None)
 
-    def _block(self, cin: int, cout: int, res: int, rngs: nnx.Rngs) -> UNetBlock:
+    def _block(self, cin: int, cout: int, res: int) -> UNetBlock:
         spatial = res in self.cfg.attn_resolutions
         temporal = res in self.cfg.temporal_attn
-        return UNetBlock(cin, cout, self.cfg, spatial=spatial, temporal=temporal, rngs=rngs)
+        return UNetBlock(cin, cout, self.cfg, spatial=spatial, temporal=temporal, rngs=None)
 
     def _embed(self, logsnr, label, aug_logsnr, batch: int) -> jax.Array:
         cfg = self.cfg

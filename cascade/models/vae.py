@@ -446,14 +446,13 @@ def _chunked(fn, x: jax.Array, chunk: int, n_out: int) -> tuple[jax.Array, ...]:
     rest = x[:, 1:]
     n_full = rest.shape[1] // chunk
     if n_full:
-        body_in = rest[:, : n_full * chunk]
-        body_in = body_in.reshape(x.shape[0], n_full, chunk, *x.shape[2:]).swapaxes(0, 1)
 
-        def step(carry, piece):
+        def step(carry, i):  # slice in the body: no stacked copy of the input
+            piece = jax.lax.dynamic_slice_in_dim(rest, i * chunk, chunk, axis=1)
             out, new = call(piece, carry)
             return new, out
 
-        cache, ys = jax.lax.scan(step, cache, body_in)  # ys: n_out x [n_full, B, t, ...]
+        cache, ys = jax.lax.scan(step, cache, jnp.arange(n_full))  # n_out x [n_full, B, ...]
         pieces.append(tuple(y.swapaxes(0, 1).reshape(y.shape[1], -1, *y.shape[3:]) for y in ys))
     if rest.shape[1] > n_full * chunk:  # a shorter last chunk
         pieces.append(call(rest[:, n_full * chunk :], cache)[0])
