@@ -49,6 +49,9 @@ def distill_section(teacher_workdir: str = "") -> ml_collections.ConfigDict:
             "end_steps": 4,  # the student's
             "steps_per_round": 500,
             "compare_videos": 8,  # samples for the student-vs-teacher report
+            # Salimans & Ho's truncated-SNR weighting max(SNR, 1) on the x error; any of
+            # gaussian.WEIGHTINGS (ignored for flow-matching students).
+            "weighting": "snr_trunc",
         }
     )
 
@@ -179,8 +182,9 @@ class DistillationTrainer(Trainer):
         state = super().fresh_state()
         teacher = load_trained(self.config.distill.teacher_workdir, mesh=self.mesh)
         params = jax.device_put(teacher.params, self.state_shardings["params"])
-        ema = jax.device_put(teacher.params, self.state_shardings["ema_params"])
-        return dict(state, params=params, ema_params=ema)
+        # Separate buffers: the step donates its state, and one buffer cannot be donated twice.
+        copy = jax.jit(lambda tree: jax.tree.map(jnp.copy, tree))
+        return dict(state, params=copy(params), ema_params=copy(params))
 
     def _round_teacher(self, round_index: int, state: TrainState):
         """Round r's teacher: the student as it was when round r began (saved, for resumes)."""

@@ -37,7 +37,8 @@ def _config() -> ml_collections.ConfigDict:
         temporal_mixing="attention",
         num_classes=10,
     )
-    config.diffusion = diffusion_section(parametrization="eps", loss="eps_mse")
+    # v-parametrization (Imagen Video): stable at low SNR, which distillation needs.
+    config.diffusion = diffusion_section(parametrization="v", loss="v_mse")
     config.sample = sample_section(steps=128)
     config.train = configs.train_section()
     config.mesh = configs.mesh_section()

@@ -23,8 +23,9 @@ def _config() -> ml_collections.ConfigDict:
     config.seed = 0
     config.distill = distill_section()
     config.train = configs.train_section()
-    # Salimans & Ho: a lower learning rate than training, no warm-up needed from the teacher.
-    config.train.update(learning_rate=1e-4, warmup_steps=0, ema_decay=0.99, num_samples=4)
+    # A lower learning rate than training; no warm-up: the student starts from the teacher.
+    # No EMA: it would average students of different rounds (different step counts).
+    config.train.update(learning_rate=1e-4, warmup_steps=0, ema_decay=0.0, num_samples=4)
     config.mesh = configs.mesh_section()
     return config
 

@@ -237,7 +237,7 @@ def test_dropout_remat_and_gradients():
 
 
 def test_overfits_a_fixed_batch():
-    """A few hundred Adam steps on one fixed (z, logsnr) -> v problem: the loss falls 10x."""
+    """100 Adam steps on one fixed (z, logsnr) -> v problem: loss falls > 100x (seen ~2500x)."""
     cfg = UNetConfig(**{**TINY, "num_classes": 0, "use_aug_cond": False})
     graphdef, params = init(cfg, noise=False)
     keys = jax.random.split(jax.random.key(0), 2)
@@ -260,11 +260,11 @@ def test_overfits_a_fixed_batch():
             updates, opt_state = tx.update(grads, opt_state, params)
             return (optax.apply_updates(params, updates), opt_state), loss
 
-        return jax.lax.scan(step, (params, opt_state), None, length=300)[1]
+        return jax.lax.scan(step, (params, opt_state), None, length=100)[1]
 
     losses = np.asarray(train(params, tx.init(params)))
     assert np.all(np.isfinite(losses))
-    assert losses[-1] < losses[0] / 10, (losses[0], losses[-1])
+    assert losses[-1] < losses[0] / 100, (losses[0], losses[-1])
 
 
 # ---------------------------------------------------------------- bad input

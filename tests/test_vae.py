@@ -44,8 +44,17 @@ def jitted(vae):
         (TINY, 17, (5, 2, 2, 4)),
         (TINY, 1, (1, 2, 2, 4)),
         (dict(TINY, temporal_downsample=2), 9, (5, 2, 2, 4)),
-        (dict(base_channels=8, channel_mults=(1, 2), spatial_downsample=2, temporal_downsample=1,
-              latent_channels=16), 3, (3, 8, 8, 16)),
+        (
+            dict(
+                base_channels=8,
+                channel_mults=(1, 2),
+                spatial_downsample=2,
+                temporal_downsample=1,
+                latent_channels=16,
+            ),
+            3,
+            (3, 8, 8, 16),
+        ),
     ],
 )
 def test_shapes(cfg_kw, frames, latent):
@@ -154,8 +163,14 @@ def test_bad_inputs_raise_clear_errors(vae):
 
 def test_overfits_one_clip():
     """Reconstruction of one fixed 5-frame clip: L1 loss falls >= 3x in 150 adam steps."""
-    cfg = VAEConfig(base_channels=8, channel_mults=(1, 2), spatial_downsample=2,
-                    temporal_downsample=2, latent_channels=8, mid_attention=False)
+    cfg = VAEConfig(
+        base_channels=8,
+        channel_mults=(1, 2),
+        spatial_downsample=2,
+        temporal_downsample=2,
+        latent_channels=8,
+        mid_attention=False,
+    )
     model = CausalVideoVAE(cfg, rngs=nnx.Rngs(0))
     graphdef, params = nnx.split(model, nnx.Param)
     yy, xx = jnp.meshgrid(jnp.linspace(-1, 1, 8), jnp.linspace(-1, 1, 8), indexing="ij")

@@ -151,7 +151,7 @@ class GroupNorm(nnx.Module):
     def __call__(
         self, x: jax.Array, scale: jax.Array | None = None, shift: jax.Array | None = None
     ) -> jax.Array:
-        """x [B, T, H, W, C] (or [N, H, W, C]); optional FiLM scale, shift [B, C]: y*(1+scale)+shift."""
+        """x [B, T, H, W, C] -> same; optional FiLM scale, shift [B, C]: y * (1 + scale) + shift."""
         *lead, h, w, c = x.shape
         g = self.groups
         # Per-channel moments over the contiguous H*W axis first, then per group: XLA:CPU
@@ -255,7 +255,8 @@ class TemporalConv(nnx.Module):
     def __call__(self, x: jax.Array, links=None) -> jax.Array:
         xs = shift_frames(x.astype(self.dtype), links)
         kernel = self.kernel[...].astype(self.dtype).reshape(-1, self.kernel.shape[-1])
-        return jnp.dot(xs, kernel) + self.bias[...].astype(self.dtype)
+        y = jnp.dot(xs.reshape(-1, xs.shape[-1]), kernel) + self.bias[...].astype(self.dtype)
+        return y.reshape(*x.shape[:-1], kernel.shape[-1])
 
 
 class Conv3D(nnx.Module):

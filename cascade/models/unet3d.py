@@ -25,6 +25,7 @@ keeps no RNG state, so it works unchanged inside a plain `jax.jit` of an `nnx.me
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import jax
 import jax.numpy as jnp
@@ -56,7 +57,8 @@ class UNetConfig:
     """Hyper-parameters of `UNet3D`; `UNetConfig(**config.model)` from a ConfigDict.
 
     in_channels counts every input channel (noisy target + concatenated conditioning);
-    image_size is the H = W the network is built for (attention resolutions refer to it);
+    image_size is the training H = W: attention resolutions refer to its levels (inputs of
+    any size divisible by 2**(len(channel_mults)-1) run, with attention at the same levels);
     attn_resolutions are spatial sizes (e.g. (16, 8)) where spatial attention runs;
     temporal_attn_resolutions (None = same as attn_resolutions) where temporal attention
     runs when temporal_mixing == "attention"; emb_channels None = 4 * base_channels;
@@ -296,7 +298,7 @@ class UNet3D(nnx.Module):
         deterministic: bool = True,
         dropout_rng: jax.Array | None = None,
     ) -> jax.Array:
-        """Predict from x [B, T, H, W, in_channels] at log-SNR [B]; returns float32 [B, T, H, W, out].
+        """Predict from x [B, T, H, W, in_channels] at log-SNR [B] -> float32 [B, T, H, W, out].
 
         label int [B] (class ids; num_classes = null), aug_logsnr [B] (noise-augmentation
         level, needs cfg.use_aug_cond), image_mask bool [B, T] (True = independent image
@@ -332,7 +334,7 @@ class UNet3D(nnx.Module):
 
         emb = self._embed(logsnr, label, aug_logsnr, b)
         links = None if cfg.temporal_mixing in ("attention", "none") else temporal_links(image_mask)
-        counter = iter(range(10**6))
+        counter = itertools.count()  # one dropout key per block, in call order
 
         def block(mod, hidden):
             key = None if rng is None else jax.random.fold_in(rng, next(counter))

@@ -142,12 +142,13 @@ class CausalConv3d(nnx.Module):
     """Conv over (t, h, w) with zero padding from the past only: `[B,T,H,W,Ci] -> [B,T,H,W,Co]`.
 
     The kernel is stored as `[kh, kw, kt*Ci, Co]` (time taps stacked on input channels, oldest
-    first) so the conv runs as one 2D conv over the tap-concatenated frames.
+    first) so the conv runs as one 2D conv over the tap-concatenated frames. `stride=2` halves
+    H and W (padding bottom/right only, as Wan's down-sampler).
     """
 
-    def __init__(self, cin: int, cout: int, kernel=(3, 3, 3), *, dtype, rngs: nnx.Rngs):
+    def __init__(self, cin: int, cout: int, kernel=(3, 3, 3), stride=1, *, dtype, rngs):
         self.kt, self.kh, self.kw = kernel
-        self.cin, self.cout, self.dtype = cin, cout, dtype
+        self.cin, self.cout, self.stride, self.dtype = cin, cout, stride, dtype
         fan_in = self.kt * self.kh * self.kw * cin
         self.kernel = _init((self.kh, self.kw, self.kt * cin, cout), fan_in, rngs)
         self.bias = nnx.Param(jnp.zeros((cout,), jnp.float32))
@@ -163,10 +164,13 @@ class CausalConv3d(nnx.Module):
                 stream.save(xp[:, t:])  # last kt-1 input frames (context for the next chunk)
             x = jnp.concatenate([xp[:, i : i + t] for i in range(self.kt)], axis=-1)
         kernel = self.kernel[...].astype(self.dtype)
-        if self.kh == self.kw == 1:
+        if self.kh == self.kw == self.stride == 1:
             y = x @ kernel[0, 0]
         else:
-            y = _conv2d(x.reshape(b * t, h, w, -1), kernel).reshape(b, t, h, w, self.cout)
+            s = self.stride
+            pad = "SAME" if s == 1 else ((0, 1), (0, 1))
+            y = _conv2d(x.reshape(b * t, h, w, -1), kernel, s, pad)
+            y = y.reshape(b, t, h // s, w // s, self.cout)
         return y + self.bias[...].astype(self.dtype)
 
     def reference(self, x: jax.Array) -> jax.Array:
@@ -240,7 +244,8 @@ class Resample(nnx.Module):
 
     def __init__(self, channels: int, mode: str, time: bool, *, dtype, rngs: nnx.Rngs):
         self.mode, self.time, self.dtype, c = mode, time, dtype, channels
-        self.spatial = CausalConv3d(c, c, (1, 3, 3), dtype=dtype, rngs=rngs)
+        stride = 2 if mode == "down" else 1
+        self.spatial = CausalConv3d(c, c, (1, 3, 3), stride, dtype=dtype, rngs=rngs)
         if time and mode == "down":
             self.time_kernel = _init((3 * c, c), 3 * c, rngs)
             self.time_bias = nnx.Param(jnp.zeros((c,), jnp.float32))
@@ -279,19 +284,10 @@ class Resample(nnx.Module):
 
     def __call__(self, x: jax.Array, stream: _Stream | None = None) -> jax.Array:
         if self.mode == "down":
-            b, t, h, w, c = x.shape
-            xs = jnp.pad(
-                x.astype(self.dtype).reshape(b * t, h, w, c), ((0, 0), (0, 1), (0, 1), (0, 0))
-            )
-            k = self.spatial.kernel[...].astype(self.dtype)
-            y = _conv2d(xs, k, stride=2, padding="VALID") + self.spatial.bias[...].astype(
-                self.dtype
-            )
-            y = y.reshape(b, t, h // 2, w // 2, c)
-            return self._down_time(y, stream) if self.time else y
+            x = self.spatial(x)
+            return self._down_time(x, stream) if self.time else x
         if self.time:
             x = self._up_time(x, stream)
-        b, t, h, w, c = x.shape
         x = jnp.repeat(jnp.repeat(x, 2, axis=2), 2, axis=3)
         return self.spatial(x)
 
@@ -443,19 +439,18 @@ def _chunked(fn, x: jax.Array, chunk: int, n_out: int) -> tuple[jax.Array, ...]:
 
     outs, cache = call(x[:, :1], None)  # frame 0 on its own, zero context
     pieces = [outs]
-    rest = x[:, 1:]
-    n_full = rest.shape[1] // chunk
+    n_full = (x.shape[1] - 1) // chunk
     if n_full:
 
         def step(carry, i):  # slice in the body: no stacked copy of the input
-            piece = jax.lax.dynamic_slice_in_dim(rest, i * chunk, chunk, axis=1)
+            piece = jax.lax.dynamic_slice_in_dim(x, 1 + i * chunk, chunk, axis=1)
             out, new = call(piece, carry)
             return new, out
 
         cache, ys = jax.lax.scan(step, cache, jnp.arange(n_full))  # n_out x [n_full, B, ...]
         pieces.append(tuple(y.swapaxes(0, 1).reshape(y.shape[1], -1, *y.shape[3:]) for y in ys))
-    if rest.shape[1] > n_full * chunk:  # a shorter last chunk
-        pieces.append(call(rest[:, n_full * chunk :], cache)[0])
+    if x.shape[1] > 1 + n_full * chunk:  # a shorter last chunk
+        pieces.append(call(x[:, 1 + n_full * chunk :], cache)[0])
     return tuple(jnp.concatenate([p[i] for p in pieces], axis=1) for i in range(n_out))
 
 
