@@ -349,10 +349,12 @@ class LatentDiT(nnx.Module):
     ) -> jax.Array:
         """Velocity `[B, T, h, w, C]` for latents x `[B, T, h, w, C]` at flow time t `[B]`.
 
-        `rng` is the dropout key, needed only when `deterministic=False` and `cfg.dropout > 0`.
+        A scalar t is broadcast to the batch. `rng` is the dropout key, needed only when
+        `deterministic=False` and `cfg.dropout > 0`.
         """
         cfg = self.cfg
         self._check_shape(x)
+        t = jnp.broadcast_to(jnp.asarray(t, jnp.float32), (x.shape[0],))
         if not deterministic and cfg.dropout > 0 and rng is None:
             raise ValueError("LatentDiT: dropout > 0 with deterministic=False needs rng=")
         rng = None if deterministic or cfg.dropout == 0 else rng

@@ -1,0 +1,84 @@
+"""The single-stage path through the trainer: tiny VAE -> latent DiT -> runner, distillation of
+the flow DiT, and the errors a misconfigured latent DiT gives."""
+
+import json
+
+import numpy as np
+import pytest
+from conftest import tiny_config
+
+from cascade.checkpoints import CheckpointError
+from cascade.configs import ConfigError, load
+from cascade.distillation import DistillationTrainer
+from cascade.single_stage import SingleStageRunner
+from cascade.stages import build_stage
+from cascade.train import Trainer
+from cascade.trained import load_trained
+
+
+@pytest.fixture(scope="module")
+def vae_workdir(data_dir, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("vae")
+    Trainer(tiny_config("video_vae", data_dir), workdir).train()
+    return workdir
+
+
+def dit_config(data_dir, vae_workdir, **overrides):
+    return tiny_config("latent_dit", data_dir, **{"vae.workdir": str(vae_workdir), **overrides})
+
+
+def test_latent_dit_trains_samples_and_distils(data_dir, vae_workdir, tmp_path):
+    config = dit_config(data_dir, vae_workdir)
+    stage = build_stage(config)
+    # 5 frames of 16x16 -> 2 latent frames of 4x4 (4x spatial in the tiny VAE), 4 channels.
+    assert stage.output_shape == (2, 4, 4, 4)
+    assert np.isfinite(stage.latent_scale) and stage.latent_scale > 0
+    Trainer(config, tmp_path / "dit").train()
+    assert (tmp_path / "dit" / "samples" / "step_0000004.gif").exists()
+
+    runner_config = load("single_stage")
+    runner_config.dit.update(workdir=str(tmp_path / "dit"), steps=3)
+    runner_config.update(num_samples=2, batch_size=2)
+    runner = SingleStageRunner(runner_config)
+    report = runner.write(tmp_path / "out")
+    assert report["shapes"]["video_vae"] == [5, 16, 16, 1]
+    assert set(report["seconds"]) == {"latent_dit", "vae_decode"}
+    assert (tmp_path / "out" / "final.gif").exists() and (tmp_path / "out" / "stages.mp4").exists()
+    assert runner.params()["video_vae"] > 0 and runner.params()["latent_dit"] > 0
+
+    distill = load("distill:tiny")
+    distill.distill.update(
+        teacher_workdir=str(tmp_path / "dit"),
+        start_steps=4,
+        end_steps=1,
+        steps_per_round=1,
+        compare_videos=2,
+    )
+    trainer = DistillationTrainer(distill, tmp_path / "student")
+    trainer.train()
+    report = trainer.compare()
+    assert np.isfinite(report["student_rmse_to_teacher_many_steps"])
+    student = load_trained(tmp_path / "student")
+    assert student.config.sample.sampler == "euler" and student.config.sample.steps == 1
+    saved = json.loads((tmp_path / "student" / "distill_report.json").read_text())
+    assert saved["end_steps"] == 1
+
+
+def test_vae_stage_reconstructs_and_rejects_bad_frame_counts(data_dir, vae_workdir):
+    vae = load_trained(vae_workdir)
+    cond = vae.sampler.test_conditioning(vae.config, 2)
+    recon = vae.sample(cond, __import__("jax").random.key(0))
+    assert recon.shape == cond["cond"].shape and np.all(np.abs(recon) <= 1.0)
+    with pytest.raises(ConfigError, match="1 \\+ 4k"):
+        build_stage(tiny_config("video_vae", data_dir, **{"view.frames": 6}))
+
+
+def test_latent_dit_bad_inputs(data_dir, vae_workdir, tmp_path):
+    with pytest.raises(CheckpointError, match="No checkpoint found"):
+        build_stage(dit_config(data_dir, tmp_path / "no_vae"))
+    with pytest.raises(ConfigError, match=r"in_channels=8.*\(2, 4, 4, 4\)"):
+        build_stage(dit_config(data_dir, vae_workdir, **{"model.in_channels": 8}))
+    with pytest.raises(ConfigError, match="1 \\+ 4k"):
+        build_stage(dit_config(data_dir, vae_workdir, **{"view.frames": 4}))
+    with pytest.raises(ConfigError, match="does not tile"):
+        build_stage(dit_config(data_dir, vae_workdir, **{"model.patch_size": (1, 3, 3)}))
