@@ -63,12 +63,16 @@ class Sampler:
 
     @staticmethod
     def write(videos: np.ndarray, out_dir: str | Path, name: str, fps: int = 8) -> Path:
-        """name.gif (tiled videos), name.mp4, and name_grid.png (rows = videos, cols = frames)."""
+        """name.gif and name.mp4 (videos tiled), name_grid.png (rows = videos, cols = frames).
+
+        Small frames are upscaled (nearest) to at least 64 pixels so a person can see them.
+        """
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        video_io.write_video_grid_gif(out_dir / f"{name}.gif", videos, fps=fps)
-        video_io.write_mp4(out_dir / f"{name}.mp4", video_io.tile_videos(videos), fps=fps)
-        video_io.write_grid_png(out_dir / f"{name}_grid.png", videos)
+        scale = max(1, 64 // max(videos.shape[2], 1))
+        video_io.write_video_grid_gif(out_dir / f"{name}.gif", videos, fps=fps, scale=scale)
+        video_io.write_video_grid_mp4(out_dir / f"{name}.mp4", videos, fps=fps, scale=scale)
+        video_io.write_grid_png(out_dir / f"{name}_grid.png", videos, scale=scale)
         return out_dir / f"{name}.gif"
 
 

@@ -81,7 +81,7 @@ def _quick(config):
     config.sample.steps = 32
     config.train.update(
         batch_size=8,
-        steps=1500,
+        steps=800,
         warmup_steps=100,
         learning_rate=1e-3,
         log_every=50,
