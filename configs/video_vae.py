@@ -47,7 +47,13 @@ def _tiny(config):
     config.view.update(frames=5, resolution=16)
     config.model.update(base_channels=8, channel_mults=(1, 2, 2), spatial_downsample=4)
     config.train.update(
-        batch_size=8, steps=4, warmup_steps=1, log_every=2, checkpoint_every=2, num_samples=2
+        batch_size=8,
+        steps=4,
+        warmup_steps=1,
+        log_every=2,
+        checkpoint_every=2,
+        num_samples=2,
+        learning_rate=3e-3,
     )
 
 

@@ -38,9 +38,6 @@ NAME = "cascade_vs_single_stage"
 CASCADE = ("base", "temporal_sr", "spatial_sr")
 SINGLE = ("video_vae", "latent_dit")
 
-_NUM_VIDEOS = flags.DEFINE_integer(
-    "num_videos", None, "Videos sampled by each runner (default: max(--fvd_videos, 4))."
-)
 _GUIDANCE = flags.DEFINE_float(
     "guidance_scale", 0.0, "Classifier-free guidance w of the base stage and of the DiT (same)."
 )
@@ -175,22 +172,33 @@ def sampling_flops(kind: str, runner: Any, outputs: dict[str, np.ndarray], label
 
 
 def sample_and_measure(
-    kind: str, runner: Any, out_dir: Path, num: int, scorer: common.FVDScorer, real: np.ndarray
+    kind: str,
+    runner: Any,
+    out_dir: Path,
+    num: int,
+    scorer: common.FVDScorer,
+    real: np.ndarray,
+    watch: common.Stopwatch,
 ) -> dict[str, Any]:
     """Sample `num` videos (written to out_dir), time them, count their FLOPs, score them."""
     from cascade.evaluation.evaluate import content_metrics
 
-    start = time.perf_counter()
-    report = runner.write(out_dir, num)
-    first_seconds = time.perf_counter() - start
+    with watch(f"{kind}: sample + write (first call compiles)"):
+        report = runner.write(out_dir, num)
+    first_seconds = watch.seconds[f"{kind}: sample + write (first call compiles)"]
     outputs = report.pop("outputs")
     final = list(outputs.values())[-1]
     labels = runner.labels(num)
     # Wall time without compilation: one more batch through the now-compiled samplers.
     b = min(num, runner.config.batch_size)
-    _, seconds = runner.sample(labels[:b], jax.random.key(1))
-    flops = sampling_flops(kind, runner, outputs, labels)
-    data_name = runner.final_config.data.name
+    with watch(f"{kind}: timed batch"):
+        _, seconds = runner.sample(labels[:b], jax.random.key(1))
+    with watch(f"{kind}: sampling FLOPs"):
+        flops = sampling_flops(kind, runner, outputs, labels)
+    with watch(f"{kind}: FVD"):
+        fvd = scorer.score(real, final)
+    with watch(f"{kind}: content metrics"):
+        content = content_metrics(final, runner.final_config.data.name, labels)
     return {
         "final_shape": list(final.shape[1:]),
         "params": runner.params(),
@@ -204,8 +212,8 @@ def sample_and_measure(
             "timed_batch": b,
             "seconds_first_call_including_compile": first_seconds,
         },
-        "fvd": scorer.score(real, final),
-        **content_metrics(final, data_name, labels),
+        "fvd": fvd,
+        **content,
         "videos": str(out_dir),
     }
 
@@ -231,17 +239,19 @@ def run(
     num = num_videos or max(fvd_videos, 4)
     configs = stage_configs(preset, data_dir, steps_scale)
 
+    watch = common.Stopwatch()
     # 1. FLOPs per training step (from shapes), then the single-stage steps matching the budget.
-    tick = time.perf_counter()
-    per_step = {n: common.train_step_flops(configs[n])["flops_per_step"] for n in CASCADE}
-    per_step["video_vae"] = common.train_step_flops(configs["video_vae"])["flops_per_step"]
-    dit_cost = latent_dit_step_flops(configs["latent_dit"], configs["video_vae"])
+    per_step = {}
+    for name in CASCADE + ("video_vae",):
+        with watch(f"FLOPs of a {name} train step"):
+            per_step[name] = common.train_step_flops(configs[name])["flops_per_step"]
+    with watch("FLOPs of a latent_dit train step"):
+        dit_cost = latent_dit_step_flops(configs["latent_dit"], configs["video_vae"])
     per_step["latent_dit"] = dit_cost["flops_per_step"]
     cascade_total = sum(per_step[n] * configs[n].train.steps for n in CASCADE)
     budget = match_budget(cascade_total, per_step, {n: configs[n].train.steps for n in SINGLE})
     for name in SINGLE:
         common.set_steps(configs[name], budget["steps"][name])
-    flops_seconds = time.perf_counter() - tick
     print(
         f"Training FLOPs: cascade {cascade_total:.3e}; single stage {budget['single_stage_total']:.3e} "
         f"(VAE {budget['steps']['video_vae']} + DiT {budget['steps']['latent_dit']} steps, "
@@ -254,13 +264,15 @@ def run(
         if name == "latent_dit":
             configs[name].vae.workdir = str(workdir["video_vae"])
         workdir[name], train_seconds[name] = common.train_stage(configs[name], workdirs, name)
+        watch.seconds[f"train {name}"] = train_seconds[name]
 
     # 3. Sample both with the same labels and measure both the same way.
     cascade_config, single_config = runner_configs(workdir, preset, num, guidance_scale)
-    runners = {
-        "cascade": CascadeRunner(cascade_config),
-        "single_stage": SingleStageRunner(single_config),
-    }
+    with watch("load runners"):
+        runners = {
+            "cascade": CascadeRunner(cascade_config),
+            "single_stage": SingleStageRunner(single_config),
+        }
     final_configs = {k: r.final_config for k, r in runners.items()}
     shapes = {k: (c.view.resolution, c.view.channels) for k, c in final_configs.items()}
     if len(set(shapes.values())) != 1:
@@ -270,7 +282,7 @@ def run(
     real = real_videos(final_configs["cascade"], num)
     scorer = common.FVDScorer(fvd_videos)
     pipelines = {
-        kind: sample_and_measure(kind, runner, out / kind, num, scorer, real)
+        kind: sample_and_measure(kind, runner, out / kind, num, scorer, real, watch)
         for kind, runner in runners.items()
     }
     groups = {"cascade": CASCADE, "single_stage": SINGLE}
@@ -293,7 +305,7 @@ def run(
         "fvd_videos": fvd_videos,
         "guidance_scale": guidance_scale,
         "budget": {**budget, "cascade_total": cascade_total, "latent_dit_step": dit_cost},
-        "seconds_counting_flops": flops_seconds,
+        "seconds": watch.seconds,
         "pipelines": pipelines,
         "real_reference": content_metrics(real, final_configs["cascade"].data.name, None),
         "stage_configs": {n: c.to_dict() for n, c in configs.items()},
@@ -342,11 +354,29 @@ def table_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+STAGE_COLUMNS = [
+    "pipeline",
+    "stage",
+    "params",
+    "flops_per_train_step",
+    "train_steps",
+    "train_flops",
+    "train_seconds_this_run",
+    "sampling_flops_per_video",
+    "sampling_seconds_per_video",
+]
+
+# The sampling step that belongs to each trained stage (the VAE's part is decoding).
+SAMPLING_STAGE = {"video_vae": "vae_decode"}
+
+
 def stage_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per trained stage: its training cost and its share of sampling."""
     rows = []
     for kind, p in result["pipelines"].items():
         sampling = p["sampling"]
         for name, train in p["train"].items():
+            sampled = SAMPLING_STAGE.get(name, name)
             rows.append(
                 {
                     "pipeline": kind,
@@ -356,15 +386,10 @@ def stage_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
                     "train_steps": train["steps"],
                     "train_flops": train["total_flops"],
                     "train_seconds_this_run": train["seconds_this_run"],
-                }
-            )
-        for name, flops in sampling["flops_per_video_by_stage"].items():
-            rows.append(
-                {
-                    "pipeline": kind,
-                    "stage": f"{name} (sampling)",
-                    "sampling_flops_per_video": flops,
-                    "sampling_seconds_per_video": sampling["seconds_per_video_by_stage"].get(name),
+                    "sampling_flops_per_video": sampling["flops_per_video_by_stage"].get(sampled),
+                    "sampling_seconds_per_video": sampling["seconds_per_video_by_stage"].get(
+                        sampled
+                    ),
                 }
             )
     return rows
@@ -373,6 +398,7 @@ def stage_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
 def write_outputs(out: Path, result: dict[str, Any]) -> None:
     rows = table_rows(result)
     common.write_csv(out / "results.csv", rows, COLUMNS)
+    common.write_csv(out / "stages.csv", stage_rows(result), STAGE_COLUMNS)
     common.write_json(out / "results.json", result)
     budget = result["budget"]
     fvd = {r["pipeline"]: r["fvd"] for r in rows}
@@ -383,17 +409,6 @@ def write_outputs(out: Path, result: dict[str, Any]) -> None:
         if fvd["cascade"] is not None
         else f"FVD not computed: {result['pipelines']['cascade']['fvd'].get('reason')}."
     )
-    stage_columns = [
-        "pipeline",
-        "stage",
-        "params",
-        "flops_per_train_step",
-        "train_steps",
-        "train_flops",
-        "train_seconds_this_run",
-        "sampling_flops_per_video",
-        "sampling_seconds_per_video",
-    ]
     real = result["real_reference"].get("digits", {})
     md = [
         f"# Cascade vs single stage (preset `{result['preset']}`)",
@@ -408,7 +423,7 @@ def write_outputs(out: Path, result: dict[str, Any]) -> None:
         "",
         "## Per stage",
         "",
-        common.markdown_table(stage_rows(result), stage_columns),
+        common.markdown_table(stage_rows(result), STAGE_COLUMNS),
         "",
         "## What the numbers mean",
         "",
@@ -472,7 +487,7 @@ def main(argv: list[str]) -> None:
         workdirs=common.WORKDIRS.value,
         fvd_videos=common.FVD_VIDEOS.value,
         steps_scale=common.STEPS_SCALE.value,
-        num_videos=_NUM_VIDEOS.value,
+        num_videos=common.NUM_VIDEOS.value,
         guidance_scale=_GUIDANCE.value,
     )
     print((out / "results.md").read_text())

@@ -60,6 +60,9 @@ WORKDIRS = flags.DEFINE_string(
 FVD_VIDEOS = flags.DEFINE_integer(
     "fvd_videos", 16, "Videos per side for FVD (I3D is ~2.6 s/clip on 2 cores); < 2 disables."
 )
+NUM_VIDEOS = flags.DEFINE_integer(
+    "num_videos", None, "Videos sampled per runner / setting (default: max(--fvd_videos, 4))."
+)
 STEPS_SCALE = flags.DEFINE_float(
     "steps_scale", 1.0, "Multiplies every preset's training steps (e.g. 0.1 for a dry run)."
 )
@@ -133,6 +136,28 @@ def train_stage(
     start = time.perf_counter()
     Trainer(config, workdir).train()
     return workdir, time.perf_counter() - start
+
+
+class Stopwatch:
+    """Wall seconds per named phase: `with watch("train base"): ...`; `watch.seconds` is a dict."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    def __call__(self, name: str):
+        return _Lap(self, name)
+
+
+class _Lap:
+    def __init__(self, watch: Stopwatch, name: str):
+        self.watch, self.name = watch, name
+
+    def __enter__(self):
+        self.start = time.perf_counter()
+
+    def __exit__(self, *exc):
+        elapsed = time.perf_counter() - self.start
+        self.watch.seconds[self.name] = self.watch.seconds.get(self.name, 0.0) + elapsed
 
 
 # -- cost ---------------------------------------------------------------------------------------

@@ -115,6 +115,12 @@ def evaluate_super_resolution(trained: Any, num: int, seed: int = 0) -> dict[str
     }
 
 
+def reconstruction_metrics(recon: np.ndarray, clips: np.ndarray) -> dict[str, float]:
+    """PSNR/SSIM of VAE reconstructions, next to the trivial all-background prediction."""
+    background = np.full_like(clips, float(np.median(clips)))
+    return {**_frame_scores(recon, clips), "background_baseline": _frame_scores(background, clips)}
+
+
 def sampling_flops(trained: Any, cond: dict[str, np.ndarray]) -> dict[str, float]:
     """XLA-counted FLOPs of one sampler call (loops counted by trip count), per video."""
     stage, graphdef = trained.stage, trained.graphdef
@@ -163,6 +169,8 @@ def evaluate_stage(trained: Any, workdir: str | Path, num: int | None = None) ->
     result.update(content_metrics(videos, config.data.name, cond.get("label")))
     if isinstance(trained.stage, (SpatialSRStage, TemporalSRStage)):
         result["super_resolution"] = evaluate_super_resolution(trained, num)
+    if trained.stage.name == "video_vae":  # its "samples" are reconstructions of test clips
+        result["reconstruction"] = reconstruction_metrics(videos, cond["cond"])
     result["sampling_cost"] = sampling_flops(trained, cond)
     result["config"] = json.loads(config.to_json_best_effort())
     return write_metrics(result, Path(workdir) / "eval")
