@@ -33,6 +33,22 @@ def test_latent_dit_trains_samples_and_distils(data_dir, vae_workdir, tmp_path):
     # 5 frames of 16x16 -> 2 latent frames of 4x4 (4x spatial in the tiny VAE), 4 channels.
     assert stage.output_shape == (2, 4, 4, 4)
     assert np.isfinite(stage.latent_scale) and stage.latent_scale > 0
+    # Cached latents: each clip is encoded once; the same clips give the same posterior means.
+    cached = build_stage(dit_config(data_dir, vae_workdir, **{"vae.latents": "cached"}))
+    clips = {
+        "video": np.random.default_rng(0).uniform(-1, 1, (2, 8, 16, 16, 1)).astype(np.float32),
+        "label": np.zeros(2, np.int64),
+    }
+    first = cached.make_batch(clips, np.random.default_rng(1))["video"]
+    assert len(cached._moment_cache) == 2
+    again = cached.make_batch(clips, np.random.default_rng(2))["video"]
+    assert len(cached._moment_cache) == 2 and first.shape == again.shape == (2, 2, 4, 4, 4)
+    np.testing.assert_allclose(
+        cached.encode(clips["video"][:, :5]),
+        stage.encode(clips["video"][:, :5]),
+        rtol=1e-5,
+        atol=1e-5,
+    )
     Trainer(config, tmp_path / "dit").train()
     assert (tmp_path / "dit" / "samples" / "step_0000004.gif").exists()
 

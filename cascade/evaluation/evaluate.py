@@ -53,7 +53,13 @@ def fvd_metrics(
     protocol = FVDProtocol(
         num_videos=n, clip_length=min(16, frames_available), batch_size=min(8, n)
     )
-    return compute_fvd(real[:n], fake[:n], protocol)
+    # I3D batches split over every device when they divide evenly (one mesh axis).
+    devices = jax.devices()
+    sharding = None
+    if len(devices) > 1 and protocol.batch_size % len(devices) == 0:
+        mesh = jax.sharding.Mesh(np.asarray(devices), ("data",))
+        sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+    return compute_fvd(real[:n], fake[:n], protocol, sharding=sharding)
 
 
 def content_metrics(

@@ -9,6 +9,7 @@ the latents, scaled to unit variance, are what the DiT learns to generate.
 from __future__ import annotations
 
 import functools
+import hashlib
 
 import jax
 import jax.numpy as jnp
@@ -49,6 +50,10 @@ def vae_section(workdir: str = "workdirs/video_vae") -> ml_collections.ConfigDic
             "workdir": workdir,  # a trained video_vae stage
             "latent_scale": 0.0,  # 0: 1 / std of the latents of the first training clips
             "sample_posterior": True,  # z ~ q(z|x) rather than its mean
+            # on_the_fly: encode every batch's random window. cached: each clip's first window
+            # is encoded once (posterior moments kept in memory, keyed by the clip's content)
+            # and only the posterior sample is drawn per step.
+            "latents": "on_the_fly",
         }
     )
 
@@ -59,6 +64,8 @@ class LatentDiTStage(Stage):
     def __init__(self, config: ml_collections.ConfigDict, *, latent_shape: Shape | None = None):
         super().__init__(config)
         check_choice(config.sample.sampler, FLOW_SAMPLERS, "sample.sampler")
+        check_choice(config.vae.latents, ("on_the_fly", "cached"), "vae.latents")
+        self._moment_cache: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
         self.model_config: DiTConfig = build_dataclass(DiTConfig, config.model, "model")
         if latent_shape is None:
             self._attach_vae(config)
@@ -130,8 +137,20 @@ class LatentDiTStage(Stage):
         mean, _ = self._encode(self.vae.params, video)
         return float(1.0 / max(float(jnp.std(mean)), 1e-6))
 
+    def _moments(self, video: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Posterior (mean, logvar) of clips [B, *pixel_shape], from the cache when enabled."""
+        if self.config.vae.latents == "on_the_fly":
+            return tuple(np.asarray(a) for a in self._encode(self.vae.params, video))
+        keys = [hashlib.sha1(clip.tobytes()).digest() for clip in video]
+        if any(k not in self._moment_cache for k in keys):  # whole batch: one compiled shape
+            mean, logvar = (np.asarray(a) for a in self._encode(self.vae.params, video))
+            self._moment_cache.update(zip(keys, zip(mean, logvar, strict=True), strict=True))
+        mean, logvar = zip(*(self._moment_cache[k] for k in keys), strict=True)
+        return np.stack(mean), np.stack(logvar)
+
     def encode(self, video: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
-        mean, logvar = (np.asarray(a) for a in self._encode(self.vae.params, video))
+        """Scaled latents of clips [B, *pixel_shape]: a posterior sample (with rng) or the mean."""
+        mean, logvar = self._moments(video)
         if rng is not None and self.config.vae.sample_posterior:
             mean = mean + np.exp(0.5 * logvar) * rng.standard_normal(mean.shape).astype(mean.dtype)
         return (mean * self.latent_scale).astype(np.float32)
@@ -150,7 +169,11 @@ class LatentDiTStage(Stage):
         return self.model_config.num_classes
 
     def make_batch(self, clips: Batch, rng: np.random.Generator) -> Batch:
-        video = clip_view(clips["video"], self.config.view, self.config.data, rng)
+        stored = clips["video"]
+        if self.config.vae.latents == "cached":  # a fixed window, so each clip encodes once
+            v = self.config.view
+            stored = stored[:, : v.frames * v.frame_stride]
+        video = clip_view(stored, self.config.view, self.config.data, rng)
         return {"video": self.encode(video, rng), "label": clips["label"].astype(np.int32)}
 
     def _labels(self, batch: Batch):
