@@ -38,9 +38,6 @@ NAME = "cascade_vs_single_stage"
 CASCADE = ("base", "temporal_sr", "spatial_sr")
 SINGLE = ("video_vae", "latent_dit")
 
-_GUIDANCE = flags.DEFINE_float(
-    "guidance_scale", 0.0, "Classifier-free guidance w of the base stage and of the DiT (same)."
-)
 
 # Shape overrides on top of the presets. At `tiny` the presets' cascade ends at 8 frames,
 # too short for the Kinetics I3D: here it generates 4 frames (stride 4), temporal SR x4 to
@@ -77,9 +74,12 @@ def stage_configs(
 def latent_dit_step_flops(
     dit_config: ml_collections.ConfigDict, vae_config: ml_collections.ConfigDict
 ) -> dict[str, float]:
-    """FLOPs of one DiT training step plus encoding its batch with the frozen VAE.
+    """FLOPs of one DiT training step, and of encoding its clips with the frozen VAE.
 
-    Needs no trained VAE: the DiT is lowered on the latent shape the VAE config implies.
+    With `vae.latents = "on_the_fly"` (the presets) every step encodes its batch, so the
+    encoder is part of `flops_per_step`; with "cached" each training clip is encoded once,
+    a one-off `fixed_flops` (an upper bound: every training clip). Needs no trained VAE: the
+    DiT is lowered on the latent shape the VAE config implies.
     """
     import jax.numpy as jnp
 
@@ -96,17 +96,34 @@ def latent_dit_step_flops(
         jnp.float32,
     )
     encode = common.model_flops(vae_stage, lambda model, x: model.encode(x), clips)
-    return {"dit_step": step, "vae_encode": encode, "flops_per_step": step + encode}
+    if dit_config.vae.latents == "cached":
+        fixed = encode / dit_config.train.batch_size * dit_config.data.num_train
+        return {
+            "dit_step": step,
+            "vae_encode": encode,
+            "flops_per_step": step,
+            "fixed_flops": fixed,
+        }
+    return {
+        "dit_step": step,
+        "vae_encode": encode,
+        "flops_per_step": step + encode,
+        "fixed_flops": 0.0,
+    }
 
 
 def match_budget(
-    cascade_total: float, per_step: dict[str, float], preset_steps: dict[str, int]
+    cascade_total: float,
+    per_step: dict[str, float],
+    preset_steps: dict[str, int],
+    fixed: float = 0.0,
 ) -> dict[str, Any]:
-    """VAE and DiT steps, in their preset ratio, whose total FLOPs are nearest the cascade's."""
+    """VAE and DiT steps, in their preset ratio, whose total FLOPs (steps x per-step FLOPs +
+    `fixed` one-off FLOPs) are nearest the cascade's; at least one step each."""
     unit = sum(per_step[n] * preset_steps[n] for n in SINGLE)
-    factor = cascade_total / unit
+    factor = max(cascade_total - fixed, 0.0) / unit
     steps = {n: max(1, int(round(preset_steps[n] * factor))) for n in SINGLE}
-    total = sum(per_step[n] * steps[n] for n in SINGLE)
+    total = sum(per_step[n] * steps[n] for n in SINGLE) + fixed
     return {
         "steps": steps,
         "factor": factor,
@@ -180,7 +197,8 @@ def sample_and_measure(
     real: np.ndarray,
     watch: common.Stopwatch,
 ) -> dict[str, Any]:
-    """Sample `num` videos (written to out_dir), time them, count their FLOPs, score them."""
+    """Sample `num` videos (written to out_dir), time them, count their FLOPs, and score their
+    first `real.shape[1]` frames (the same frames for both pipelines) against `real`."""
     from cascade.evaluation.evaluate import content_metrics
 
     with watch(f"{kind}: sample + write (first call compiles)"):
@@ -188,6 +206,7 @@ def sample_and_measure(
     first_seconds = watch.seconds[f"{kind}: sample + write (first call compiles)"]
     outputs = report.pop("outputs")
     final = list(outputs.values())[-1]
+    scored = final[:, : real.shape[1]]
     labels = runner.labels(num)
     # Wall time without compilation: one more batch through the now-compiled samplers.
     b = min(num, runner.config.batch_size)
@@ -196,9 +215,9 @@ def sample_and_measure(
     with watch(f"{kind}: sampling FLOPs"):
         flops = sampling_flops(kind, runner, outputs, labels)
     with watch(f"{kind}: FVD"):
-        fvd = scorer.score(real, final)
+        fvd = scorer.score(real, scored)
     with watch(f"{kind}: content metrics"):
-        content = content_metrics(final, runner.final_config.data.name, labels)
+        content = content_metrics(scored, runner.final_config.data.name, labels)
     return {
         "final_shape": list(final.shape[1:]),
         "params": runner.params(),
@@ -249,7 +268,13 @@ def run(
         dit_cost = latent_dit_step_flops(configs["latent_dit"], configs["video_vae"])
     per_step["latent_dit"] = dit_cost["flops_per_step"]
     cascade_total = sum(per_step[n] * configs[n].train.steps for n in CASCADE)
-    budget = match_budget(cascade_total, per_step, {n: configs[n].train.steps for n in SINGLE})
+    fixed = {"latent_dit": dit_cost["fixed_flops"]}
+    budget = match_budget(
+        cascade_total,
+        per_step,
+        {n: configs[n].train.steps for n in SINGLE},
+        fixed=fixed["latent_dit"],
+    )
     for name in SINGLE:
         common.set_steps(configs[name], budget["steps"][name])
     print(
@@ -279,31 +304,36 @@ def run(
         raise ValueError(
             f"the two pipelines' final videos differ in (resolution, channels): {shapes}"
         )
-    real = real_videos(final_configs["cascade"], num)
-    scorer = common.FVDScorer(fvd_videos)
+    # One real reference and one protocol: the first `frames` frames of every clip.
+    frames = min(c.view.frames for c in final_configs.values())
+    real = real_videos(final_configs["cascade"], num)[:, :frames]
+    scorer = common.FVDScorer(fvd_videos, clip_length=min(16, frames))
     pipelines = {
         kind: sample_and_measure(kind, runner, out / kind, num, scorer, real, watch)
         for kind, runner in runners.items()
     }
     groups = {"cascade": CASCADE, "single_stage": SINGLE}
-    for kind, result in pipelines.items():
-        result["train"] = {
+    for kind, measured in pipelines.items():
+        measured["train"] = {
             n: {
                 "flops_per_step": per_step[n],
                 "steps": configs[n].train.steps,
-                "total_flops": per_step[n] * configs[n].train.steps,
+                "fixed_flops": fixed.get(n, 0.0),
+                "total_flops": per_step[n] * configs[n].train.steps + fixed.get(n, 0.0),
                 "seconds_this_run": train_seconds[n],
                 "workdir": workdir[n],
             }
             for n in groups[kind]
         }
-        result["train_flops"] = sum(s["total_flops"] for s in result["train"].values())
+        measured["train_flops"] = sum(s["total_flops"] for s in measured["train"].values())
     result = {
         "experiment": NAME,
         "preset": preset,
         "num_videos": num,
         "fvd_videos": fvd_videos,
         "guidance_scale": guidance_scale,
+        "sampling_steps": SAMPLE_STEPS[preset],
+        "scored_frames": frames,
         "budget": {**budget, "cascade_total": cascade_total, "latent_dit_step": dit_cost},
         "seconds": watch.seconds,
         "pipelines": pipelines,
@@ -402,12 +432,16 @@ def write_outputs(out: Path, result: dict[str, Any]) -> None:
     common.write_json(out / "results.json", result)
     budget = result["budget"]
     fvd = {r["pipeline"]: r["fvd"] for r in rows}
+    cascade_fvd = result["pipelines"]["cascade"]["fvd"]
     fvd_note = (
-        f"FVD/KVD compare {result['pipelines']['cascade']['fvd'].get('num_fake')} generated with as "
-        "many real test clips (first 16 frames, I3D Kinetics-400 logits, 224x224 bilinear), one "
-        "protocol and one real set for both."
+        f"FVD/KVD compare {cascade_fvd['num_fake']} generated with as many real test clips "
+        f"(I3D Kinetics-400 logits, 224x224 bilinear), one protocol and one real set for both."
         if fvd["cascade"] is not None
-        else f"FVD not computed: {result['pipelines']['cascade']['fvd'].get('reason')}."
+        else f"FVD not computed: {cascade_fvd.get('reason')}."
+    )
+    fvd_note += (
+        f" Both pipelines are scored on the first {result['scored_frames']} frames of their "
+        "clips (FVD and digit metrics)."
     )
     real = result["real_reference"].get("digits", {})
     md = [
@@ -417,9 +451,19 @@ def write_outputs(out: Path, result: dict[str, Any]) -> None:
         f"{budget['cascade_total']:.3e} FLOPs at their preset steps; the VAE and latent DiT "
         f"steps were chosen in their preset ratio (x{budget['factor']:.3g}) to cost "
         f"{budget['single_stage_total']:.3e} FLOPs, {budget['ratio']:.3f} x the cascade's "
-        "(the DiT's steps include encoding each batch with the frozen VAE).",
+        + (
+            "(the DiT's steps include encoding each batch with the frozen VAE)."
+            if not budget["latent_dit_step"]["fixed_flops"]
+            else f"(including {budget['latent_dit_step']['fixed_flops']:.3e} FLOPs to encode the "
+            "training clips once with the frozen VAE)."
+        ),
         "",
         common.markdown_table(rows, COLUMNS),
+        "",
+        "Sampling: the cascade with "
+        + ", ".join(f"{n} {s}" for n, s in result["sampling_steps"].items() if n in CASCADE)
+        + f" ancestral steps, the DiT with {result['sampling_steps']['latent_dit']} Euler steps; "
+        f"classifier-free guidance w = {result['guidance_scale']:g} for both.",
         "",
         "## Per stage",
         "",
@@ -458,7 +502,6 @@ def write_outputs(out: Path, result: dict[str, Any]) -> None:
                 "title": "Parameters",
                 "labels": labels,
                 "values": [r["params"] for r in rows],
-                "log": True,
             },
             {
                 "title": "Training FLOPs (matched)",
@@ -477,22 +520,17 @@ def write_outputs(out: Path, result: dict[str, Any]) -> None:
 
 def main(argv: list[str]) -> None:
     del argv
-    logging.set_verbosity(logging.WARNING)
+    logging.set_verbosity(logging.WARNING)  # orbax/TFDS INFO lines drown the progress bars
     start = time.perf_counter()
-    out = common.resolve_paths(common.OUT.value, f"results/{NAME}")
-    run(
-        out,
-        preset=common.PRESET.value,
-        data_dir=common.DATA_DIR.value,
-        workdirs=common.WORKDIRS.value,
-        fvd_videos=common.FVD_VIDEOS.value,
-        steps_scale=common.STEPS_SCALE.value,
-        num_videos=common.NUM_VIDEOS.value,
-        guidance_scale=_GUIDANCE.value,
-    )
+    out = Path(flags.FLAGS.out)
+    run(out, **common.flag_kwargs(), guidance_scale=flags.FLAGS.guidance_scale)
     print((out / "results.md").read_text())
     print(f"Done in {(time.perf_counter() - start) / 60:.1f} min; results in {out}")
 
 
 if __name__ == "__main__":
+    common.define_flags(f"results/{NAME}")
+    flags.DEFINE_float(
+        "guidance_scale", 0.0, "Classifier-free guidance w of the cascade's base and of the DiT."
+    )
     app.run(main)

@@ -46,26 +46,42 @@ NOT_HASHED = (
     "train.sample_every",
 )
 
-# Flags shared by both experiment scripts (defined once per process, here).
-OUT = flags.DEFINE_string("out", None, "Output folder (default: results/<experiment name>).")
-PRESET = flags.DEFINE_enum("preset", "tiny", list(PRESETS), "Size of every stage trained.")
-DATA_DIR = flags.DEFINE_string(
-    "data_dir", "results/data", "TFDS data_dir; the embedded moving_digits is built there."
-)
-WORKDIRS = flags.DEFINE_string(
-    "workdirs",
-    "results/workdirs",
-    "Where trained stages live (<label>-<config hash>); shared, so experiments reuse stages.",
-)
-FVD_VIDEOS = flags.DEFINE_integer(
-    "fvd_videos", 16, "Videos per side for FVD (I3D is ~2.6 s/clip on 2 cores); < 2 disables."
-)
-NUM_VIDEOS = flags.DEFINE_integer(
-    "num_videos", None, "Videos sampled per runner / setting (default: max(--fvd_videos, 4))."
-)
-STEPS_SCALE = flags.DEFINE_float(
-    "steps_scale", 1.0, "Multiplies every preset's training steps (e.g. 0.1 for a dry run)."
-)
+
+def define_flags(default_out: str) -> None:
+    """The flags both scripts take. Called only when a script runs as __main__, so importing
+    the experiments (tests, notebooks) never clashes with another absl program's flags."""
+    flags.DEFINE_string("out", default_out, "Output folder: tables, plot, videos.")
+    flags.DEFINE_enum("preset", "tiny", list(PRESETS), "Preset of every stage trained.")
+    flags.DEFINE_string(
+        "data_dir", "results/data", "TFDS data_dir; the embedded moving_digits is built there."
+    )
+    flags.DEFINE_string(
+        "workdirs",
+        "results/workdirs",
+        "Where trained stages live (<label>-<config hash>); shared, so experiments reuse them.",
+    )
+    flags.DEFINE_integer(
+        "fvd_videos", 16, "Videos per side for FVD (I3D: ~2.6 s/clip on 2 cores); < 2: off."
+    )
+    flags.DEFINE_integer(
+        "num_videos", None, "Videos sampled per pipeline / setting (default max(fvd_videos, 4))."
+    )
+    flags.DEFINE_float(
+        "steps_scale", 1.0, "Multiplies every preset's training steps (e.g. 0.1 for a dry run)."
+    )
+
+
+def flag_kwargs() -> dict[str, Any]:
+    """The shared flags' values as keyword arguments of the scripts' `run`."""
+    f = flags.FLAGS
+    return {
+        "preset": f.preset,
+        "data_dir": f.data_dir,
+        "workdirs": f.workdirs,
+        "fvd_videos": f.fvd_videos,
+        "num_videos": f.num_videos,
+        "steps_scale": f.steps_scale,
+    }
 
 
 # -- configs and training ------------------------------------------------------------------------
@@ -108,7 +124,11 @@ def set_steps(config: ml_collections.ConfigDict, steps: int) -> None:
 
 
 def config_hash(config: ml_collections.ConfigDict) -> str:
-    """8 hex digits over every field that changes the trained weights."""
+    """8 hex digits over every field that changes the trained weights.
+
+    A stage trained on another stage (the latent DiT on its VAE) names it by workdir; only
+    the workdir's name (<label>-<hash>) enters, so moving the workdir root keeps the hash.
+    """
     values = json.loads(config.to_json_best_effort())
     for dotted in NOT_HASHED:
         *sections, key = dotted.split(".")
@@ -116,11 +136,14 @@ def config_hash(config: ml_collections.ConfigDict) -> str:
         for part in sections:
             node = node.get(part, {})
         node.pop(key, None)
+    if "workdir" in values.get("vae", {}):
+        values["vae"]["workdir"] = Path(values["vae"]["workdir"]).name
     return hashlib.sha1(json.dumps(values, sort_keys=True).encode()).hexdigest()[:8]
 
 
 def workdir_for(root: str | Path, label: str, config: ml_collections.ConfigDict) -> Path:
-    return Path(root) / f"{label}-{config_hash(config)}"
+    """root/<label>-<hash> as an absolute path (stored in the configs of dependent stages)."""
+    return Path(root).expanduser().resolve() / f"{label}-{config_hash(config)}"
 
 
 def train_stage(
@@ -299,7 +322,7 @@ def write_json(path: str | Path, result: Any) -> None:
 def bar_panels(
     path: str | Path, panels: Sequence[Mapping[str, Any]], title: str, ncols: int = 2
 ) -> None:
-    """One bar chart per panel {title, labels, values, ylabel, log (optional)}; a missing
+    """One bar chart per panel {title, labels, values, ylabel (optional)}; a missing
     (None/NaN) value is drawn as an empty slot labelled 'n/a'."""
     import matplotlib
 
@@ -324,17 +347,9 @@ def bar_panels(
         ax.set_xticks(positions, panel["labels"], fontsize=8)
         ax.set_title(panel["title"], fontsize=10)
         ax.set_ylabel(panel.get("ylabel", ""))
-        if panel.get("log") and any(v > 0 for v in values if not np.isnan(v)):
-            ax.set_yscale("log")
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-def resolve_paths(out: str | None, default_out: str) -> Path:
-    out_dir = Path(out or default_out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    return out_dir

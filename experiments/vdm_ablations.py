@@ -33,7 +33,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
-from absl import app, logging  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
 
 from experiments import common  # noqa: E402
 
@@ -56,6 +56,7 @@ PAPER = {
     "temporal mixing": "space-time factorization needed for temporal coherence: none -> worse",
     "SR noise augmentation": "augmentation helps the cascade (CDM / Imagen Video): off -> worse",
 }
+METRIC_NAMES = {"fvd": "FVD", "identity_stability": "identity stability"}
 # Fallback when FVD is off: (digit metric, "higher" | "lower" is better).
 FALLBACK = ("identity_stability", "higher")
 
@@ -168,34 +169,41 @@ def run(
     cond = load(workdir["base"], data_dir).sampler.test_conditioning(configs["base"], num)
     labels = cond["label"]
     samples: dict[tuple[str, float], np.ndarray] = {}
+    measured: dict[tuple[str, float], dict[str, Any]] = {}
 
     def base_samples(model: str, w: float) -> np.ndarray:
         if (model, w) not in samples:
             samples[(model, w)] = load(workdir[model], data_dir, guidance=w).sample(cond, key)
         return samples[(model, w)]
 
+    def base_metrics(model: str, w: float) -> dict[str, Any]:
+        """Metrics of a base model's samples (one model and w appears in several ablations)."""
+        if (model, w) not in measured:
+            measured[(model, w)] = measure(base_samples(model, w), real_low, labels, scorer)
+        return measured[(model, w)]
+
     tick = time.perf_counter()
     rows: list[dict[str, Any]] = []
 
-    def add(ablation: str, setting: str, videos: np.ndarray, real: np.ndarray, **extra) -> None:
+    def add(ablation: str, setting: str, metrics: dict[str, Any], **extra) -> None:
         rows.append(
             {
                 "ablation": ablation,
                 "setting": setting,
-                **measure(videos, real, labels, scorer),
+                **metrics,
                 **extra,
                 "paper_direction": PAPER[ablation],
             }
         )
 
     a = "joint image-video training"
-    add(a, "0 extra images / clip", base_samples("base", 0.0), real_low)
-    add(a, "4 extra images / clip", base_samples("base_extra_images", 0.0), real_low)
+    add(a, "0 extra images / clip", base_metrics("base", 0.0))
+    add(a, "4 extra images / clip", base_metrics("base_extra_images", 0.0))
     for w in (0.0, 1.0, 2.0):
-        add("classifier-free guidance", f"w = {w:g}", base_samples("base", w), real_low)
+        add("classifier-free guidance", f"w = {w:g}", base_metrics("base", w))
     t = "temporal mixing"
-    add(t, "factorized space-time attention", base_samples("base", 0.0), real_low)
-    add(t, "none (per-frame image model)", base_samples("base_no_temporal", 0.0), real_low)
+    add(t, "factorized space-time attention", base_metrics("base", 0.0))
+    add(t, "none (per-frame image model)", base_metrics("base_no_temporal", 0.0))
     low_res = base_samples("base", 0.0)
     sr_key = jax.random.key(1)
     for model, setting in (("spatial_sr", "on"), ("spatial_sr_no_aug", "off")):
@@ -205,8 +213,7 @@ def run(
         add(
             "SR noise augmentation",
             f"{setting} (base samples -> SR)",
-            chained,
-            real_high,
+            measure(chained, real_high, labels, scorer),
             sr_psnr=psnr["model"]["psnr"],
             sr_psnr_bilinear=psnr["baselines"]["bilinear"]["psnr"],
         )
@@ -318,7 +325,7 @@ def write_plot(path: Path, result: dict[str, Any]) -> None:
         labels = [r["setting"].split(" (")[0] for r in group]
         panels.append(
             {
-                "title": f"{ablation}: {metric}",
+                "title": f"{ablation}: {METRIC_NAMES[metric]}",
                 "labels": labels,
                 "values": [r[metric] for r in group],
             }
@@ -346,21 +353,14 @@ def write_plot(path: Path, result: dict[str, Any]) -> None:
 
 def main(argv: list[str]) -> None:
     del argv
-    logging.set_verbosity(logging.WARNING)
+    logging.set_verbosity(logging.WARNING)  # orbax/TFDS INFO lines drown the progress bars
     start = time.perf_counter()
-    out = common.resolve_paths(common.OUT.value, f"results/{NAME}")
-    run(
-        out,
-        preset=common.PRESET.value,
-        data_dir=common.DATA_DIR.value,
-        workdirs=common.WORKDIRS.value,
-        fvd_videos=common.FVD_VIDEOS.value,
-        steps_scale=common.STEPS_SCALE.value,
-        num_videos=common.NUM_VIDEOS.value,
-    )
+    out = Path(flags.FLAGS.out)
+    run(out, **common.flag_kwargs())
     print((out / "results.md").read_text())
     print(f"Done in {(time.perf_counter() - start) / 60:.1f} min; results in {out}")
 
 
 if __name__ == "__main__":
+    common.define_flags(f"results/{NAME}")
     app.run(main)

@@ -45,6 +45,10 @@ def test_budget_matching_keeps_the_preset_ratio_and_lands_nearest_the_cascade():
     # A tiny budget still trains each stage for at least one step, and says so in the ratio.
     small = comparison.match_budget(1.0, per_step, {"video_vae": 4, "latent_dit": 4})
     assert small["steps"] == {"video_vae": 1, "latent_dit": 1} and small["ratio"] == 15.0
+    # One-off FLOPs (latents encoded once per clip) come out of the budget before the steps.
+    fixed = comparison.match_budget(1000.0, per_step, {"video_vae": 100, "latent_dit": 100}, 250.0)
+    assert fixed["steps"] == {"video_vae": 50, "latent_dit": 50}
+    assert fixed["single_stage_total"] == 50 * 15 + 250.0
 
 
 def test_ablation_verdicts_follow_the_numbers():
@@ -153,7 +157,8 @@ def test_cascade_vs_single_stage_writes_a_matched_budget_comparison(comparison_r
     assert single_flops / cascade_flops == pytest.approx(budget["ratio"])
     for name, stage in pipelines["single_stage"]["train"].items():
         assert stage["steps"] == budget["steps"][name]
-        assert stage["total_flops"] == pytest.approx(stage["flops_per_step"] * stage["steps"])
+        per_steps = stage["flops_per_step"] * stage["steps"]
+        assert stage["total_flops"] == pytest.approx(per_steps + (stage.get("fixed_flops") or 0))
     assert {s["steps"] for s in pipelines["cascade"]["train"].values()} == {2}
     # One FVD protocol for both, on the same number of videos.
     protocols = [p["fvd"]["protocol"] for p in pipelines.values()]
