@@ -153,3 +153,21 @@ def load(spec: str) -> ml_collections.ConfigDict:
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
     return module.get_config(preset or None)
+
+
+TINY_TRAINING = dict(
+    batch_size=8, steps=4, warmup_steps=1, log_every=2, checkpoint_every=2, num_samples=2
+)
+QUICK_TRAINING = dict(
+    batch_size=8, warmup_steps=100, log_every=50, checkpoint_every=500, num_samples=8
+)
+
+
+def tiny_training(train: ml_collections.ConfigDict, **overrides: Any) -> None:
+    """The `tiny` presets' training: a few steps, a checkpoint every 2 (for tests)."""
+    train.update({**TINY_TRAINING, **overrides})
+
+
+def quick_training(train: ml_collections.ConfigDict, steps: int, **overrides: Any) -> None:
+    """The `quick` presets' training: `steps` steps at batch 8, minutes on 2 CPU cores."""
+    train.update({**QUICK_TRAINING, "steps": steps, **overrides})

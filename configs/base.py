@@ -62,15 +62,7 @@ def _tiny(config):
         num_heads=1,
     )
     config.sample.steps = 8
-    config.train.update(
-        batch_size=8,
-        steps=4,
-        warmup_steps=1,
-        log_every=2,
-        checkpoint_every=2,
-        num_samples=2,
-        learning_rate=1e-3,
-    )
+    configs.tiny_training(config.train, learning_rate=1e-3)
 
 
 def _quick(config):
@@ -86,15 +78,7 @@ def _quick(config):
         num_heads=2,
     )
     config.sample.steps = 64
-    config.train.update(
-        batch_size=8,
-        steps=1200,
-        warmup_steps=100,
-        learning_rate=1e-3,
-        log_every=50,
-        checkpoint_every=500,
-        num_samples=8,
-    )
+    configs.quick_training(config.train, steps=1200, learning_rate=1e-3)
 
 
 def _bench(config):

@@ -54,30 +54,14 @@ def _tiny(config):
     config.view.update(frames=5, resolution=16)
     config.model.update(hidden_size=32, depth=2, num_heads=2, time_embed_dim=32)
     config.sample.steps = 4
-    config.train.update(
-        batch_size=8,
-        steps=4,
-        warmup_steps=1,
-        log_every=2,
-        checkpoint_every=2,
-        num_samples=2,
-        learning_rate=1e-3,
-    )
+    configs.tiny_training(config.train, learning_rate=1e-3)
 
 
 def _quick(config):
     config.data.update(num_train=512, num_test=64, frames=17, resolution=32)
     config.view.update(frames=17, resolution=32)
     config.model.update(hidden_size=192, depth=6, num_heads=6)
-    config.train.update(
-        batch_size=8,
-        steps=1500,
-        warmup_steps=100,
-        learning_rate=5e-4,
-        log_every=50,
-        checkpoint_every=500,
-        num_samples=8,
-    )
+    configs.quick_training(config.train, steps=1500, learning_rate=5e-4)
 
 
 def _bench(config):

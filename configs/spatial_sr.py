@@ -60,15 +60,7 @@ def _tiny(config):
         image_size=8, base_channels=8, norm_groups=4, channel_mults=(1, 2), num_res_blocks=1
     )
     config.sample.steps = 8
-    config.train.update(
-        batch_size=8,
-        steps=4,
-        warmup_steps=1,
-        log_every=2,
-        checkpoint_every=2,
-        num_samples=2,
-        learning_rate=1e-3,
-    )
+    configs.tiny_training(config.train, learning_rate=1e-3)
 
 
 def _quick(config):
@@ -79,15 +71,7 @@ def _quick(config):
         image_size=16, base_channels=32, norm_groups=8, channel_mults=(1, 2), num_res_blocks=1
     )
     config.sample.steps = 32
-    config.train.update(
-        batch_size=8,
-        steps=800,
-        warmup_steps=100,
-        learning_rate=1e-3,
-        log_every=50,
-        checkpoint_every=500,
-        num_samples=8,
-    )
+    configs.quick_training(config.train, steps=800, learning_rate=1e-3)
 
 
 PRESETS = {"default": _default, "tiny": _tiny, "quick": _quick}

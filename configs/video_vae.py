@@ -46,29 +46,14 @@ def _tiny(config):
     config.data.update(num_train=16, num_test=8, frames=8, resolution=16)
     config.view.update(frames=5, resolution=16)
     config.model.update(base_channels=8, channel_mults=(1, 2, 2), spatial_downsample=4)
-    config.train.update(
-        batch_size=8,
-        steps=4,
-        warmup_steps=1,
-        log_every=2,
-        checkpoint_every=2,
-        num_samples=2,
-        learning_rate=3e-3,
-    )
+    configs.tiny_training(config.train, learning_rate=3e-3)
 
 
 def _quick(config):
     config.data.update(num_train=512, num_test=64, frames=17, resolution=32)
     config.view.update(frames=17, resolution=32)
     config.model.update(base_channels=16, channel_mults=(1, 2, 4), spatial_downsample=4)
-    config.train.update(
-        batch_size=8,
-        steps=1500,
-        warmup_steps=100,
-        log_every=50,
-        checkpoint_every=500,
-        num_samples=8,
-    )
+    configs.quick_training(config.train, steps=1500)
 
 
 def _bench(config):
