@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -36,8 +35,6 @@ from cascade.train_state import (
     make_train_step,
     model_graphdef,
 )
-
-log = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(RuntimeError):
