@@ -26,8 +26,8 @@ from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from cascade import benchmarking, parallel  # noqa: E402
+from cascade.evaluation.cost import count_params  # noqa: E402
 from cascade.stages import build_stage  # noqa: E402
-from cascade.stages.common import count_params  # noqa: E402
 from cascade.train_state import init_state, make_optimizer, make_train_step, model_graphdef  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file(

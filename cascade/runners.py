@@ -14,9 +14,9 @@ import numpy as np
 
 from cascade import parallel
 from cascade.configs import ConfigError, check_choice
+from cascade.evaluation.cost import count_params
 from cascade.runner_common import Runner
 from cascade.stages import build_stage
-from cascade.stages.common import count_params
 from cascade.trained import TrainedStage, config_from_checkpoint, load_trained
 
 

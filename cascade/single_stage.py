@@ -14,8 +14,8 @@ import numpy as np
 
 from cascade import parallel
 from cascade.configs import check_choice
+from cascade.evaluation.cost import count_params
 from cascade.runner_common import Runner
-from cascade.stages.common import count_params
 from cascade.stages.latent_dit import FLOW_SAMPLERS
 from cascade.trained import config_from_checkpoint, load_trained
 

@@ -7,11 +7,11 @@ import optax
 import pytest
 from flax import nnx
 
+from cascade.evaluation.cost import count_params
 from cascade.models.dit import (
     DiTBlock,
     DiTConfig,
     LatentDiT,
-    count_params,
     grid_positions,
     rope_tables,
 )

@@ -388,8 +388,3 @@ class LatentDiT(nnx.Module):
         out = self.final(_modulate(h, shift, scale))  # [B*L, pt*ph*pw*C]
         out = out.reshape(b, gt, gh, gw, pt, ph, pw, ch).transpose(0, 1, 4, 2, 5, 3, 6, 7)
         return out.reshape(b, tt, hh, ww, ch).astype(x.dtype)
-
-
-def count_params(model: nnx.Module) -> int:
-    """Number of trainable parameters of an NNX module."""
-    return int(sum(p.size for p in jax.tree.leaves(nnx.state(model, nnx.Param))))

@@ -354,9 +354,3 @@ class UNet3D(nnx.Module):
                 hidden = block(mod, jnp.concatenate([hidden, skips.pop()], axis=-1))
         out = self.conv_out(nnx.swish(self.norm_out(hidden)))
         return out.astype(jnp.float32)
-
-
-def count_params(model: nnx.Module) -> int:
-    """Number of scalar parameters (nnx.Param leaves) of a model."""
-    leaves = jax.tree.leaves(nnx.state(model, nnx.Param))
-    return int(sum(leaf.size for leaf in leaves))

@@ -96,12 +96,3 @@ class Stage(abc.ABC):
                     f"{tuple(spec.shape)} [B,T,H,W,C]. Check config.view / config.model against "
                     "config.data (frames, resolution, channels)."
                 )
-
-
-def count_params(model_or_state: Any) -> int:
-    state = (
-        nnx.state(model_or_state, nnx.Param)
-        if isinstance(model_or_state, nnx.Module)
-        else model_or_state
-    )
-    return int(sum(np.prod(x.shape) for x in jax.tree.leaves(state)))
