@@ -10,8 +10,8 @@ from flax import nnx
 from cascade.models.vae import (
     CausalConv3d,
     CausalVideoVAE,
+    ChunkContext,
     VAEConfig,
-    _Stream,
     check_frames,
     vae_loss,
 )
@@ -122,11 +122,11 @@ def test_causal_conv_matches_lax_conv3d_and_streams():
     full = jax.jit(conv.__call__)(x)
     np.testing.assert_allclose(full, jax.jit(conv.reference)(x), atol=1e-5)
     # chunk by chunk with the cached context gives the same frames
-    first = _Stream(None)
+    first = ChunkContext(None)
     y0 = conv(x[:, :1], first)
-    nxt = _Stream(first.saved)
+    nxt = ChunkContext(first.saved)
     y1 = conv(x[:, 1:5], nxt)
-    y2 = conv(x[:, 5:], _Stream(nxt.saved))
+    y2 = conv(x[:, 5:], ChunkContext(nxt.saved))
     np.testing.assert_allclose(jnp.concatenate([y0, y1, y2], axis=1), full, atol=1e-5)
 
 
