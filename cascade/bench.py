@@ -22,19 +22,18 @@ from typing import Any  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import ml_collections  # noqa: E402
-from absl import app, flags, logging  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
+from absl import flags  # noqa: E402
 
-from cascade import benchmarking, parallel  # noqa: E402
+from cascade import benchmarking, cli, parallel  # noqa: E402
+from cascade.configs import ConfigError  # noqa: E402
 from cascade.evaluation.cost import count_params  # noqa: E402
-from cascade.stages import build_stage  # noqa: E402
+from cascade.stages import TRAINABLE_STAGES, build_stage  # noqa: E402
 from cascade.train_state import init_state, make_optimizer, make_train_step, model_graphdef  # noqa: E402
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Stage config with a preset, e.g. configs/base.py:bench.", lock_config=True
-)
-_ITERS = flags.DEFINE_integer("iters", 5, "Timed iterations (median reported).")
-_WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed iterations after compilation.")
+FLAGS = cli.new_flags()
+cli.define_config(FLAGS, "Stage config with a preset, e.g. configs/base.py:bench.")
+flags.DEFINE_integer("iters", 5, "Timed iterations (median reported), >= 1.", flag_values=FLAGS)
+flags.DEFINE_integer("warmup", 2, "Untimed iterations after compilation, >= 0.", flag_values=FLAGS)
 
 
 def synthetic_batch(spec: dict[str, jax.ShapeDtypeStruct], key: jax.Array) -> dict[str, jax.Array]:
@@ -97,14 +96,26 @@ def bench_config(
     return records
 
 
-def main(argv: list[str]) -> None:
-    logging.set_verbosity(logging.WARNING)  # orbax/tfds INFO lines drown the progress bar
-    del argv
-    if _CONFIG.value is None:
-        raise app.UsageError("--config is required, e.g. --config=configs/base.py:bench")
-    for record in bench_config(_CONFIG.value, warmup=_WARMUP.value, iters=_ITERS.value):
+def _body(args: cli.Args) -> None:
+    if args.iters < 1 or args.warmup < 0:
+        raise cli.UsageError(
+            f"--iters must be >= 1 and --warmup >= 0; got {args.iters} and {args.warmup}."
+        )
+    if args.config.stage not in TRAINABLE_STAGES:
+        raise ConfigError(
+            f"cascade.bench times a stage's training step; a {args.config.stage} config has "
+            f"none. Use a stage config ({', '.join(TRAINABLE_STAGES)}), e.g. configs/base.py:bench."
+        )
+    for record in bench_config(args.config, warmup=args.warmup, iters=args.iters):
         print(json.dumps(record), flush=True)
 
 
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit code (2: a user mistake, reported in one line)."""
+    return cli.entry(_body, FLAGS, __doc__, argv, required=("config",), config=True)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    import sys
+
+    sys.exit(main())

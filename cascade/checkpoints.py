@@ -1,116 +1,327 @@
-"""Orbax checkpointing of the train state: keep N, async, resume, fall back on corruption.
+"""Orbax checkpointing of the train state: keep N, async, resume, and never destroy work.
 
 Layout: `workdir/checkpoints/<step>/{state,meta}`. `meta` is JSON (the config
 and the stage name) so a later reader can tell what it holds without the code
-that wrote it. A checkpoint that fails to restore is moved aside to
-`workdir/checkpoints/corrupt-<step>` (never deleted) and the previous one is used.
+that wrote it.
+
+What can go wrong, and what happens:
+- the stored arrays do not match the requested tree (another config, model
+  width or preset): a user error. `CheckpointMismatchError` names the first
+  differing arrays; nothing is moved or deleted. The stored tree metadata is
+  compared with the target *before* any array is read.
+- a checkpoint is unreadable (truncated or missing files, missing tree
+  metadata): real corruption. It is moved aside to `corrupt-<step>` (never
+  deleted) and the previous one is used. When no usable checkpoint is left but
+  quarantined ones exist, restoring refuses to report "no checkpoint", so a
+  trainer never silently starts again from step 0.
+- a checkpoint's JSON meta is garbage: the previous checkpoint's meta is used.
+- the disk is full or read-only while writing (also in the asynchronous
+  writer): `CheckpointWriteError` names the directory and the OS reason;
+  earlier checkpoints are kept.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
-log = logging.getLogger(__name__)
+_OS_REASONS = {  # how tensorstore and friends spell OS errors they do not raise as OSError
+    "No space left on device": errno.ENOSPC,
+    "Read-only file system": errno.EROFS,
+    "Disk quota exceeded": errno.EDQUOT,
+    "Permission denied": errno.EACCES,
+}
 
 
 class CheckpointError(RuntimeError):
-    """No usable checkpoint where one was required."""
+    """No usable checkpoint where one was required, or checkpoints could not be used/written."""
 
 
-def _manager(directory: Path, *, keep: int, async_save: bool) -> ocp.CheckpointManager:
+class CheckpointMismatchError(CheckpointError):
+    """The stored arrays differ from the requested tree: another config wrote this workdir."""
+
+
+class CheckpointWriteError(CheckpointError):
+    """Writing a checkpoint failed (disk full, read-only file system, ...)."""
+
+
+def _warn(message: str) -> None:
+    print(f"WARNING: {message}", file=sys.stderr, flush=True)
+
+
+class _DropReportedWriteErrors(logging.Filter):
+    """Orbax logs a traceback for a failed background write; we report it once, as a message."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        from_orbax = f"{os.sep}orbax{os.sep}" in (record.pathname or "")
+        return not (from_orbax and exc is not None and _io_reason(exc) is not None)
+
+
+_ABSL_LOGGER = logging.getLogger("absl")
+if not any(isinstance(f, _DropReportedWriteErrors) for f in _ABSL_LOGGER.filters):
+    _ABSL_LOGGER.addFilter(_DropReportedWriteErrors())
+
+
+def _io_reason(err: BaseException) -> str | None:
+    """'ENOSPC: No space left on device' when `err` (or its cause) is an OS-level I/O error."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno:
+            return f"{errno.errorcode.get(err.errno, err.errno)}: {os.strerror(err.errno)}"
+        for text, code in _OS_REASONS.items():
+            if text in str(err):
+                return f"{errno.errorcode[code]}: {text}"
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def _manager(
+    directory: Path, *, keep: int, async_save: bool, create: bool = True
+) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=keep, create=True, enable_async_checkpointing=async_save
+        max_to_keep=keep, create=create, enable_async_checkpointing=async_save
     )
-    return ocp.CheckpointManager(directory, options=options)
+    # Registering the handlers lets `item_metadata` read a step's tree before restoring it.
+    handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
+    return ocp.CheckpointManager(directory, options=options, item_handlers=handlers)
+
+
+def _short(name: str) -> str:
+    return name.removesuffix(".value")  # NNX Variables add '.value' to every parameter path
+
+
+def _requested_shapes(abstract_state: Any) -> dict[str, tuple[int, ...]]:
+    """Array name -> shape of a target tree, named exactly as orbax names stored arrays."""
+    serialized = ocp.tree.serialize_tree(abstract_state, keep_empty_nodes=True)
+    flat = ocp.tree.to_flat_dict(serialized, sep=".")
+    return {name: tuple(leaf.shape) for name, leaf in flat.items() if hasattr(leaf, "shape")}
+
+
+def _mismatch_summary(stored: dict, requested: dict, limit: int = 3) -> str | None:
+    """One sentence naming the first differing arrays, or None when the trees agree."""
+    # The model's own parameters first: EMA and optimizer copies repeat the same shapes.
+    requested = dict(sorted(requested.items(), key=lambda kv: not kv[0].startswith("params.")))
+    shapes = [n for n in requested if n in stored and stored[n] != requested[n]]
+    missing = [n for n in requested if n not in stored]
+    extra = [n for n in stored if n not in requested]
+    parts = []
+    if shapes:
+        shown = "; ".join(
+            f"{_short(n)}: stored {stored[n]}, requested {requested[n]}" for n in shapes[:limit]
+        )
+        parts.append(f"{len(shapes)} array(s) differ in shape ({shown})")
+    if missing:
+        shown = ", ".join(f"{_short(n)} {requested[n]}" for n in missing[:limit])
+        parts.append(f"{len(missing)} requested array(s) are not stored ({shown})")
+    if extra:
+        shown = ", ".join(f"{_short(n)} {stored[n]}" for n in extra[:limit])
+        parts.append(f"{len(extra)} stored array(s) are not requested ({shown})")
+    return "; ".join(parts) or None
 
 
 class Checkpointer:
     """Saves and restores `{"state": pytree, "meta": json}` under `workdir/checkpoints`."""
 
-    def __init__(self, workdir: str | Path, *, keep: int = 3, async_save: bool = True):
+    def __init__(
+        self, workdir: str | Path, *, keep: int = 3, async_save: bool = True, create: bool = True
+    ):
+        """`create=False` for readers: looking up a trained stage must not leave folders behind."""
         self.directory = Path(workdir).expanduser().resolve() / "checkpoints"
         self._keep = keep
         self._async = async_save
-        self._mngr = _manager(self.directory, keep=keep, async_save=async_save)
+        self._create = create
+        self._mngr = _manager(self.directory, keep=keep, async_save=async_save, create=create)
+        self._pending: int | None = None  # step of an asynchronous write not yet confirmed
 
     def steps(self) -> list[int]:
         return sorted(self._mngr.all_steps())
 
+    def quarantined(self) -> list[Path]:
+        """Checkpoints moved aside as unreadable (`corrupt-*`), oldest name first."""
+        if not self.directory.is_dir():
+            return []
+        return sorted(p for p in self.directory.iterdir() if p.name.startswith("corrupt-"))
+
+    # -- writing --------------------------------------------------------------------------------
     def save(self, step: int, state: Any, meta: dict[str, Any], *, force: bool = False) -> None:
-        self._mngr.save(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
-            ),
-            force=force,
-        )
+        """Start writing `step` (in the background when async); earlier write errors surface here."""
+        self.wait()
+        try:
+            self._mngr.save(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
+                ),
+                force=force,
+            )
+        except Exception as err:
+            raise self._write_error(step, err) from None
+        self._pending = step if self._async else None
 
     def wait(self) -> None:
-        self._mngr.wait_until_finished()
+        """Block until the background write is on disk; raise CheckpointWriteError if it failed."""
+        step, self._pending = self._pending, None
+        try:
+            self._mngr.wait_until_finished()
+        except Exception as err:
+            raise self._write_error(step, err) from None
 
     def close(self) -> None:
-        self._mngr.wait_until_finished()
+        self.wait()
         self._mngr.close()
 
+    def _write_error(self, step: int | None, err: Exception) -> Exception:
+        reason = _io_reason(err)
+        if reason is None:
+            return err  # not an I/O failure: a bug, keep its traceback
+        # From disk: after a failed background write orbax's own step list is no longer exact.
+        kept = sorted(int(p.name) for p in self.directory.iterdir() if p.name.isdigit())
+        return CheckpointWriteError(
+            f"Could not write the checkpoint of step {step} to {self.directory} ({reason}). "
+            f"Earlier checkpoints were left untouched (steps {kept or 'none'}). Free disk space "
+            "or make the directory writable (or pass another --workdir), then rerun the same "
+            "command to resume from the newest checkpoint."
+        )
+
+    # -- reading --------------------------------------------------------------------------------
     def restore_latest(self, abstract_state: Any) -> tuple[int, Any, dict[str, Any]] | None:
         """Restore the newest readable checkpoint onto `abstract_state`'s shardings.
 
         `abstract_state` is a tree of `jax.ShapeDtypeStruct(shape, dtype, sharding=...)`,
         so a checkpoint written on one mesh restores onto another. Returns
-        (step, state, meta), or None when the directory holds no checkpoint.
+        (step, state, meta), or None when the directory holds no checkpoint at all.
+        Raises CheckpointMismatchError (nothing moved) when the newest readable
+        checkpoint holds other arrays than requested, and CheckpointError when every
+        checkpoint is unreadable.
         """
         self.wait()
+        requested = _requested_shapes(abstract_state)
         for step in reversed(self.steps()):
+            try:
+                stored = self._stored_shapes(step)
+            except Exception as err:  # noqa: BLE001 - no tree metadata: the step is unreadable
+                self._quarantine(step, err)
+                continue
+            summary = _mismatch_summary(stored, requested)
+            if summary:
+                raise CheckpointMismatchError(
+                    f"The checkpoint of step {step} in {self.directory} was written by another "
+                    f"config than the one given: {summary}. Nothing was moved or deleted. Use "
+                    f"the config it was trained with (stored in {self._meta_path(step)}; drop "
+                    "the overrides or preset that changed the model), or pass another --workdir "
+                    "to train this config from scratch."
+                )
             try:
                 restored = self._mngr.restore(
                     step,
-                    args=ocp.args.Composite(
-                        state=ocp.args.StandardRestore(abstract_state),
-                        meta=ocp.args.JsonRestore(),
-                    ),
+                    args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)),
                 )
                 jax.block_until_ready(restored["state"])
-                return step, restored["state"], dict(restored["meta"] or {})
-            except Exception as err:  # noqa: BLE001 - any failure means "unreadable"
+            except MemoryError:
+                raise
+            except Exception as err:  # noqa: BLE001 - tree matches, so the files are damaged
                 self._quarantine(step, err)
+                continue
+            return step, restored["state"], self._read_meta(step) or {}
+        if self.quarantined():
+            raise self.unusable_error()
         return None
 
+    def unusable_error(self) -> CheckpointError:
+        """The refusal for a directory whose checkpoints were all moved aside as corrupt."""
+        names = ", ".join(p.name for p in self.quarantined())
+        return CheckpointError(
+            f"{self.directory} holds no usable checkpoint, only unreadable ones moved aside as "
+            f"{names}. Refusing to start again from step 0 next to them. To start over, pass "
+            "another --workdir (or move those folders out of the way once you no longer need "
+            "them); to keep the work, copy a good checkpoint back in as <step>/."
+        )
+
+    def _stored_shapes(self, step: int) -> dict[str, tuple[int, ...]]:
+        metadata = self._mngr.item_metadata(step)["state"]
+        if metadata is None:
+            raise FileNotFoundError(f"no readable tree metadata in {self.directory / str(step)}")
+        tree = getattr(metadata, "tree", metadata)
+        leaves = jax.tree.leaves(tree)
+        if not leaves:
+            raise FileNotFoundError(f"empty tree metadata in {self.directory / str(step)}")
+        return {leaf.name: tuple(getattr(leaf, "shape", ())) for leaf in leaves}
+
+    def _meta_path(self, step: int) -> Path:
+        return self.directory / str(step) / "meta" / "metadata"
+
+    def _read_meta(self, step: int) -> dict[str, Any] | None:
+        """The JSON meta of one step, or None (with a warning) when missing or not JSON."""
+        path = self._meta_path(step)
+        try:
+            meta = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            _warn(f"Checkpoint metadata {path} is unreadable ({type(err).__name__}: {err}).")
+            return None
+        if not isinstance(meta, dict):
+            _warn(f"Checkpoint metadata {path} is not a JSON object.")
+            return None
+        return meta
+
     def restore_meta(self) -> dict[str, Any] | None:
-        """The JSON metadata of the newest checkpoint, without touching arrays."""
-        for step in reversed(self.steps()):
-            path = self.directory / str(step) / "meta" / "metadata"
-            if path.exists():
-                return json.loads(path.read_text())
+        """The JSON metadata of the newest checkpoint whose metadata reads, without arrays.
+
+        Garbage in the newest one falls back (with a warning) to the previous
+        checkpoint's. None when there is no checkpoint or no metadata reads; callers
+        that need the config turn that into a CheckpointError.
+        """
+        for i, step in enumerate(reversed(self.steps())):
+            meta = self._read_meta(step)
+            if meta is not None:
+                if i:
+                    _warn(f"Using the metadata of the checkpoint of step {step} instead.")
+                return meta
         return None
 
     def _quarantine(self, step: int, err: Exception) -> None:
+        """Move an unreadable checkpoint to `corrupt-<step>` (never deleted) and forget it."""
         target = self.directory / f"corrupt-{step}"
-        message = (
-            f"Checkpoint at step {step} in {self.directory} could not be restored "
-            f"({type(err).__name__}: {str(err)[:300]}). Moved it to {target} and falling "
-            "back to the previous checkpoint."
+        n = 1
+        while target.exists():  # the same step can go bad twice: keep both
+            n += 1
+            target = self.directory / f"corrupt-{step}.{n}"
+        _warn(
+            f"Checkpoint of step {step} in {self.directory} is corrupt: its files are unreadable "
+            f"or truncated ({type(err).__name__}: {str(err)[:300]}). Moved it to {target} "
+            "(nothing deleted) and falling back to the previous checkpoint."
         )
-        log.warning(message)
-        print(f"WARNING: {message}", flush=True)
-        shutil.move(str(self.directory / str(step)), str(target))
+        if jax.process_index() == 0:  # one host moves it; the others see the move
+            shutil.move(str(self.directory / str(step)), str(target))
+        if jax.process_count() > 1:  # no host lists the steps again before the move is done
+            multihost_utils.sync_global_devices(f"cascade-quarantine-{step}")
         # The manager caches its step list: rebuild it so the moved step is gone.
         self._mngr.close()
-        self._mngr = _manager(self.directory, keep=self._keep, async_save=self._async)
+        self._mngr = _manager(
+            self.directory, keep=self._keep, async_save=self._async, create=self._create
+        )
 
 
 def require_checkpoint(workdir: str | Path) -> Checkpointer:
     """A Checkpointer for a workdir that must already hold a trained stage."""
-    ckpt = Checkpointer(workdir, async_save=False)
-    if not ckpt.steps():
+    directory = Path(workdir).expanduser().resolve() / "checkpoints"
+    ckpt = Checkpointer(workdir, async_save=False, create=False) if directory.is_dir() else None
+    if ckpt is None or not ckpt.steps():
+        if ckpt is not None and ckpt.quarantined():
+            raise ckpt.unusable_error()
         raise CheckpointError(
-            f"No checkpoint found in {ckpt.directory}. Train this stage first "
+            f"No checkpoint found in {directory}. Train this stage first "
             f"(python -m cascade.main --mode=train --workdir={Path(workdir)} --config=...) "
             "or point the config at the workdir that holds it."
         )

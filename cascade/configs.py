@@ -8,9 +8,11 @@ the key's name, and ml_collections refuses values of the wrong type.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import difflib
 import importlib.util
+import traceback
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -78,6 +80,12 @@ def mesh_section() -> ml_collections.ConfigDict:
     )
 
 
+def runner_mesh_section() -> ml_collections.ConfigDict:
+    """The mesh a runner (cascade, single stage) samples on: its shape only; how parameters are
+    sharded comes from each trained stage's own config.mesh."""
+    return ml_collections.ConfigDict({"data": -1, "fsdp": 1})
+
+
 def model_section(config_cls: type, **overrides: Any) -> ml_collections.ConfigDict:
     """A ConfigDict with every field of a model's dataclass config (defaults + overrides)."""
     values = {f.name: f.default for f in dataclasses.fields(config_cls)}
@@ -142,17 +150,139 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
 def load(spec: str) -> ml_collections.ConfigDict:
-    """Load 'configs/base.py:tiny' (or 'base:tiny', resolved in the repo's configs/) like the CLI."""
+    """Load 'configs/base.py:tiny' (or 'base:tiny', resolved in the repo's configs/) like the CLI.
+
+    Every way a config file can be wrong (missing, not Python, a syntax error, an exception
+    while it runs, no `get_config`, an unknown preset) is a ConfigError naming the file.
+    """
     path, _, preset = spec.partition(":")
-    file = Path(path)
+    if not path:
+        raise ConfigError("--config is empty: name a config file, e.g. configs/base.py:tiny.")
+    file = Path(path).expanduser()
     if not file.suffix:
         file = CONFIG_DIR / f"{path}.py"
-    if not file.exists():
-        raise ConfigError(f"config file {file} does not exist.")
+    if not file.is_file():
+        what = "is a directory, not a file" if file.is_dir() else "does not exist"
+        raise ConfigError(
+            f"config file {file} {what}. Config files live in {CONFIG_DIR} "
+            f"({', '.join(sorted(f.name for f in CONFIG_DIR.glob('*.py')))})."
+        )
+    if file.suffix != ".py":
+        raise ConfigError(f"config file {file} is not a Python file (.py).")
     module_spec = importlib.util.spec_from_file_location(f"_cascade_config_{file.stem}", file)
     module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module.get_config(preset or None)
+    try:
+        module_spec.loader.exec_module(module)
+    except SyntaxError as err:
+        raise ConfigError(
+            f"config file {file}, line {err.lineno}: syntax error: {err.msg}."
+        ) from None
+    except Exception as err:  # noqa: BLE001 - any failure of the user's file is a config error
+        raise ConfigError(f"config file {file} failed to load: {_describe(err, file)}") from None
+    get_config = getattr(module, "get_config", None)
+    if not callable(get_config):
+        raise ConfigError(
+            f"config file {file} defines no get_config(arg) function; every config file must."
+        )
+    try:
+        config = get_config(preset or None)
+    except ConfigError:
+        raise
+    except Exception as err:  # noqa: BLE001
+        raise ConfigError(
+            f"{file}: get_config({preset!r}) failed: {_describe(err, file)}"
+        ) from None
+    if not isinstance(config, ml_collections.ConfigDict):
+        raise ConfigError(
+            f"{file}: get_config returned a {type(config).__name__}, not a ConfigDict."
+        )
+    return config
+
+
+def _describe(err: Exception, file: Path) -> str:
+    """'NameError: name x is not defined (line 12)': the error and its line in `file`."""
+    lines = [f.lineno for f in traceback.extract_tb(err.__traceback__) if Path(f.filename) == file]
+    where = f" (line {lines[-1]})" if lines else ""
+    return f"{type(err).__name__}: {err}{where}."
+
+
+def set_override(config: ml_collections.ConfigDict, dotted: str, text: str) -> None:
+    """Apply one command-line override `--config.<dotted>=<text>`, parsing `text` as the type
+    of the field it replaces; a key that does not exist or a value that does not parse is a
+    ConfigError naming the key (with the closest existing key)."""
+    parts = dotted.split(".")
+    target, path = config, []
+    for i, part in enumerate(parts):
+        where = f"config.{'.'.join(path)}" if path else "the config"
+        if not isinstance(target, ml_collections.ConfigDict):
+            raise ConfigError(f"{where} is a value, not a section: cannot set {dotted!r}.")
+        if not part or part not in target:
+            close = difflib.get_close_matches(part, list(target.keys()), n=1)
+            hint = f" Did you mean {'.'.join([*path, close[0]])!r}?" if close else ""
+            raise ConfigError(
+                f"--config.{dotted}: {where} has no key {part!r}.{hint} Its keys: "
+                f"{', '.join(sorted(target.keys()))}."
+            )
+        path.append(part)
+        if i < len(parts) - 1:
+            target = target[part]
+    key = parts[-1]
+    current = target[key]
+    if isinstance(current, ml_collections.ConfigDict):
+        raise ConfigError(
+            f"--config.{dotted}: config.{dotted} is a section; set one of its keys "
+            f"({', '.join(sorted(current.keys()))}), e.g. --config.{dotted}.{next(iter(current.keys()))}=..."
+        )
+    value = parse_value(text, current, f"config.{dotted}")
+    try:
+        target[key] = value
+    except (TypeError, ValueError, AttributeError) as err:
+        raise ConfigError(f"--config.{dotted}={text}: {err}") from None
+
+
+def parse_value(text: str, current: Any, key: str) -> Any:
+    """`text` as a value of the type of `current` (bool, int, float, str, tuple/list, None)."""
+    if isinstance(current, bool):
+        lowered = text.strip().lower()
+        if lowered in ("true", "1", "yes", "on"):
+            return True
+        if lowered in ("false", "0", "no", "off"):
+            return False
+        raise ConfigError(f"{key} is a boolean; got {text!r} (use true or false).")
+    if isinstance(current, int):
+        try:
+            return int(text)
+        except ValueError:
+            raise ConfigError(f"{key} is an integer; got {text!r}.") from None
+    if isinstance(current, float):
+        try:
+            return float(text)
+        except ValueError:
+            raise ConfigError(f"{key} is a number; got {text!r}.") from None
+    if isinstance(current, str):
+        return text
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        if isinstance(current, list | tuple):
+            raise ConfigError(
+                f"{key} is a sequence like {current!r}; got {text!r} (write e.g. '(1, 2)')."
+            ) from None
+        return text
+    if isinstance(current, list | tuple):
+        if not isinstance(value, list | tuple):
+            value = (value,)
+        return type(current)(value)
+    return value
+
+
+def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Check every value of a config (ranges, choices, keys a stage would ignore) before
+    anything is built; the first problem is a ConfigError naming the key. Returns `config`."""
+    from cascade.config_checks import check_config
+
+    check_config(config)
+    return config
 
 
 TINY_TRAINING = dict(

@@ -49,9 +49,10 @@ def distill_section(teacher_workdir: str = "") -> ml_collections.ConfigDict:
             "end_steps": 4,  # the student's
             "steps_per_round": 500,
             "compare_videos": 8,  # samples for the student-vs-teacher report
-            # Salimans & Ho's truncated-SNR weighting max(SNR, 1) on the x error; any of
-            # gaussian.WEIGHTINGS (ignored for flow-matching students).
-            "weighting": "snr_trunc",
+            # Loss weighting of a Gaussian student: "auto" = the teacher's diffusion.loss, or
+            # any of gaussian.WEIGHTINGS (Salimans & Ho: "snr_trunc", max(SNR, 1) on the x
+            # error). A flow-matching student has one loss (velocity MSE): "auto" only.
+            "weighting": "auto",
         }
     )
 
@@ -75,6 +76,11 @@ def student_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
             "config.distill.teacher_workdir is empty: name a trained stage's workdir."
         )
     student = config_from_checkpoint(d.teacher_workdir)
+    if student.stage == "latent_dit" and d.weighting != "auto":
+        raise ConfigError(
+            f"config.distill.weighting={d.weighting!r}: the teacher in {d.teacher_workdir} is a "
+            "flow-matching latent_dit, whose student has one loss (velocity MSE); leave it 'auto'."
+        )
     n = rounds(d.start_steps, d.end_steps)
     student.train = ml_collections.ConfigDict(config.train.to_dict())
     student.train.steps = n * d.steps_per_round
@@ -116,7 +122,7 @@ class DistillationTrainer(Trainer):
         cond = stage.cond_from_batch(batch)
         if isinstance(stage, LatentDiTStage):
             shift = self.config.sample.shift
-            z = flow.flow_interpolate(x, eps, flow.shift_time(u, shift))
+            z = flow.flow_interpolate(x, eps=eps, t=flow.shift_time(u, shift))
             target = distill.flow_distill_target(
                 stage.velocity_fn(teacher, cond), z, u, student_steps=student_steps, shift=shift
             )
@@ -124,7 +130,7 @@ class DistillationTrainer(Trainer):
             loss = jnp.mean(distill.flow_distill_loss(v, target))
         else:
             p = self.config.diffusion.parametrization
-            z = gaussian.q_sample(x, eps, stage.schedule(u))
+            z = gaussian.q_sample(x, eps=eps, logsnr=stage.schedule(u))
             target = distill.gaussian_distill_target(
                 stage.denoiser(teacher, cond, k_cond),
                 z,
@@ -134,9 +140,10 @@ class DistillationTrainer(Trainer):
                 parametrization=p,
             )
             out = stage.denoiser(model, cond, k_cond)(z, target["logsnr"])
-            loss = jnp.mean(
-                distill.gaussian_distill_loss(out, target, p, self.config.diffusion.loss)
-            )
+            weighting = self.config.distill.weighting
+            if weighting == "auto":
+                weighting = self.config.diffusion.loss
+            loss = jnp.mean(distill.gaussian_distill_loss(out, target, p, weighting))
         return loss, {"loss": loss}
 
     def build_train_step(self):
@@ -239,16 +246,41 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any
     return trainer.compare()
 
 
-if __name__ == "__main__":
-    from absl import app, flags
-    from ml_collections import config_flags
+FLAGS = None  # the command line's flags, defined only when run as a program
 
-    _CONFIG = config_flags.DEFINE_config_file(
-        "config",
-        None,
-        "Distillation config, e.g. configs/distill.py (set distill.teacher_workdir).",
-        lock_config=True,
-    )
-    _WORKDIR = flags.DEFINE_string("workdir", None, "Where the distilled stage is written.")
-    flags.mark_flags_as_required(["config", "workdir"])
-    app.run(lambda argv: run(_CONFIG.value, _WORKDIR.value) and None)
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit code (2: a user mistake, reported in one line)."""
+    from absl import flags
+
+    from cascade import cli
+
+    global FLAGS
+    if FLAGS is None:
+        FLAGS = cli.new_flags()
+        cli.define_config(
+            FLAGS, "Distillation config, e.g. configs/distill.py (set distill.teacher_workdir)."
+        )
+        flags.DEFINE_string(
+            "workdir",
+            None,
+            "Local directory the distilled stage is written to (resumes if it holds a checkpoint).",
+            flag_values=FLAGS,
+        )
+
+    def body(args: cli.Args) -> None:
+        if args.config.stage != "distill":
+            raise ConfigError(
+                f"cascade.distillation needs a distillation config (configs/distill.py); got a "
+                f"{args.config.stage} config. Train stages with python -m cascade.main."
+            )
+        cli.check_config_paths(args.config, workdir=args.workdir, mode="train")
+        run(args.config, args.workdir)
+
+    return cli.entry(body, FLAGS, __doc__, argv, required=("workdir",), config=True)
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

@@ -16,67 +16,63 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app, flags, logging  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
+from absl import flags  # noqa: E402
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config",
-    None,
-    "Config file, optionally with a preset: configs/base.py:tiny. Override fields with "
-    "--config.section.key=value.",
-    lock_config=True,
+from cascade import cli  # noqa: E402
+
+FLAGS = cli.new_flags()
+cli.define_config(
+    FLAGS,
+    "Config file: a stage (configs/base.py, ...), configs/cascade.py or configs/single_stage.py.",
 )
-_WORKDIR = flags.DEFINE_string(
+flags.DEFINE_string(
     "workdir",
     None,
-    "Where checkpoints, logs (TensorBoard) and samples go; resumes if it has a checkpoint.",
+    "Local directory for checkpoints, logs (TensorBoard) and samples; training resumes if it "
+    "holds a checkpoint. For --mode=sample/evaluate of a stage: the workdir it was trained in.",
+    flag_values=FLAGS,
 )
-_MODE = flags.DEFINE_enum(
+flags.DEFINE_enum(
     "mode",
     "train",
     ["train", "sample", "evaluate"],
     "train: train the stage (resuming from workdir). sample: write videos from the trained "
     "stage / cascade / single-stage runner. evaluate: sample and compute metrics against the "
     "test split.",
+    flag_values=FLAGS,
 )
-_NUM_SAMPLES = flags.DEFINE_integer("num_samples", None, "Videos to sample (default: config).")
+flags.DEFINE_integer(
+    "num_samples", None, "Videos to sample (default: the config's).", flag_values=FLAGS
+)
 
 
-def _user_errors() -> tuple[type[Exception], ...]:
-    from cascade.checkpoints import CheckpointError
+def refuse_mode(config, mode: str) -> None:
+    """Configs that this entry point cannot run in `mode`, refused before anything is loaded."""
     from cascade.configs import ConfigError
-    from cascade.stages.common import ShapeMismatchError
-    from cascade.train import NonFiniteLossError
 
-    errors: list[type[Exception]] = [
-        ConfigError,
-        ShapeMismatchError,
-        CheckpointError,
-        NonFiniteLossError,
-    ]
-    try:
-        from cascade.data.loading import DatasetNotFoundError
-
-        errors.append(DatasetNotFoundError)
-    except ImportError:
-        pass
-    return tuple(errors)
+    if config.stage in ("cascade", "single_stage") and mode == "train":
+        raise ConfigError(
+            f"a {config.stage} config chains trained stages and is not trained itself; train "
+            "each stage with its own config (configs/base.py, configs/temporal_sr.py, ...), "
+            "then use --mode=sample or --mode=evaluate."
+        )
+    if config.stage == "distill":
+        raise ConfigError(
+            "configs/distill.py runs through its own entry point: python -m cascade.distillation "
+            "--config=configs/distill.py --workdir=OUT --config.distill.teacher_workdir=W."
+        )
 
 
 def run(config, workdir: str, mode: str, num_samples: int | None = None):
     """Dispatch on config.stage and mode; returns what the mode produced (state, paths, metrics)."""
     from cascade import parallel
 
+    refuse_mode(config, mode)
     parallel.maybe_initialize_distributed()
     if config.stage in ("cascade", "single_stage"):
         from cascade.runners import build_runner
 
         runner = build_runner(config)
-        if mode == "train":
-            raise SystemExit(
-                f"error: a {config.stage} config chains trained stages; train each stage with its "
-                "own config (configs/base.py, configs/temporal_sr.py, ...), then use --mode=sample."
-            )
         if mode == "sample":
             return runner.write(workdir, num_samples)
         from cascade.evaluation.evaluate import evaluate_runner
@@ -98,18 +94,32 @@ def run(config, workdir: str, mode: str, num_samples: int | None = None):
     return evaluate_stage(trained, workdir, num_samples)
 
 
-def main(argv: list[str]) -> None:
-    logging.set_verbosity(logging.WARNING)  # orbax/tfds INFO lines drown the progress bar
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    if _CONFIG.value is None or _WORKDIR.value is None:
-        raise app.UsageError("--config and --workdir are required (see --help).")
-    try:
-        run(_CONFIG.value, _WORKDIR.value, _MODE.value, _NUM_SAMPLES.value)
-    except _user_errors() as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+def _body(args: cli.Args) -> None:
+    config, mode = args.config, args.mode
+    if args.num_samples is not None and args.num_samples < 1:
+        raise cli.UsageError(f"--num_samples must be >= 1, got {args.num_samples}.")
+    if (
+        mode == "sample"
+        and args.num_samples is None
+        and config.stage
+        not in (
+            "cascade",
+            "single_stage",
+        )
+        and config.train.num_samples < 1
+    ):
+        raise cli.UsageError(
+            "config.train.num_samples is 0: pass --num_samples=N to say how many videos to sample."
+        )
+    refuse_mode(config, mode)
+    cli.check_config_paths(config, workdir=args.workdir, mode=mode)
+    run(config, str(args.workdir), mode, args.num_samples)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit code (2: a user mistake, reported in one line)."""
+    return cli.entry(_body, FLAGS, __doc__, argv, required=("workdir",), config=True)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    sys.exit(main())

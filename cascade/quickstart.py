@@ -19,17 +19,28 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app, flags, logging  # noqa: E402
+from absl import flags  # noqa: E402
 
-_OUT = flags.DEFINE_string(
-    "out", "results/quickstart", "Folder for data, workdirs, videos, metrics."
+from cascade import cli  # noqa: E402
+
+FLAGS = cli.new_flags()
+flags.DEFINE_string(
+    "out",
+    "results/quickstart",
+    "Local folder for data, workdirs, videos, metrics (a rerun resumes from it).",
+    flag_values=FLAGS,
 )
-_STEPS = flags.DEFINE_integer(
-    "steps", None, "Override training steps of every stage (default: presets)."
+flags.DEFINE_integer(
+    "steps", None, "Training steps of every stage, >= 1 (default: the presets').", flag_values=FLAGS
 )
-_NUM_VIDEOS = flags.DEFINE_integer("num_videos", 16, "Cascade videos to sample and evaluate.")
-_FVD_VIDEOS = flags.DEFINE_integer(
-    "fvd_videos", 16, "Videos per side for FVD (I3D is ~2.6 s/clip on 2 cores)."
+flags.DEFINE_integer(
+    "num_videos", 16, "Cascade videos to sample and evaluate, >= 1.", flag_values=FLAGS
+)
+flags.DEFINE_integer(
+    "fvd_videos",
+    16,
+    "Videos per side for FVD, >= 2 (I3D is ~2.6 s/clip on 2 cores).",
+    flag_values=FLAGS,
 )
 
 STAGES = ("base", "temporal_sr", "spatial_sr")
@@ -44,7 +55,7 @@ def stage_config(name: str, data_dir: Path, steps: int | None):
         config.train.steps = steps
         config.train.checkpoint_every = min(config.train.checkpoint_every, steps)
         config.train.warmup_steps = min(config.train.warmup_steps, max(steps // 10, 1))
-    return config
+    return configs.validate(config)
 
 
 def run(out: Path, *, steps: int | None, num_videos: int, fvd_videos: int) -> dict:
@@ -93,14 +104,18 @@ def run(out: Path, *, steps: int | None, num_videos: int, fvd_videos: int) -> di
     return report
 
 
-def main(argv: list[str]) -> None:
-    logging.set_verbosity(logging.WARNING)  # orbax/tfds INFO lines drown the progress bar
-    del argv
-    out = Path(_OUT.value)
+def _body(args: cli.Args) -> None:
+    if args.steps is not None and args.steps < 1:
+        raise cli.UsageError(f"--steps must be >= 1, got {args.steps}.")
+    if args.num_videos < 1:
+        raise cli.UsageError(f"--num_videos must be >= 1, got {args.num_videos}.")
+    if args.fvd_videos < 2:
+        raise cli.UsageError(
+            f"--fvd_videos must be >= 2 (FVD compares two sets), got {args.fvd_videos}."
+        )
+    out = cli.check_writable_dir(args.out, "--out")
     start = time.perf_counter()
-    report = run(
-        out, steps=_STEPS.value, num_videos=_NUM_VIDEOS.value, fvd_videos=_FVD_VIDEOS.value
-    )
+    report = run(out, steps=args.steps, num_videos=args.num_videos, fvd_videos=args.fvd_videos)
     print(
         json.dumps({k: report[k] for k in ("cascade", "super_resolution")}, indent=2, default=float)
     )
@@ -110,5 +125,12 @@ def main(argv: list[str]) -> None:
     )
 
 
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit code (2: a user mistake, reported in one line)."""
+    return cli.entry(_body, FLAGS, __doc__, argv)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    import sys
+
+    sys.exit(main())

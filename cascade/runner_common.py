@@ -54,7 +54,8 @@ def write_run_outputs(
         "seconds_per_video": {k: v / n for k, v in seconds.items()},
         "num_videos": n,
     }
-    (out_dir / "timing.json").write_text(json.dumps(report, indent=2))
+    if jax.process_index() == 0:  # every host holds the same outputs; one writes them
+        (out_dir / "timing.json").write_text(json.dumps(report, indent=2))
     return report
 
 
@@ -68,12 +69,9 @@ class Runner:
     config: ml_collections.ConfigDict
 
     def labels(self, num: int) -> np.ndarray:
-        """Class labels of `num` test clips (so samples can be compared with real ones)."""
-        data = self.final_config.data
-        clips = next(
-            pipeline.batch_iterator(data, split="test", batch_size=num, seed=0, start_step=0)
-        )
-        return np.asarray(clips["label"], np.int32)
+        """Labels of the first `num` test clips in stored order (`pipeline.test_clips`): video i
+        is conditioned on the label of real clip i, the one evaluation compares it with."""
+        return np.asarray(pipeline.test_clips(self.final_config.data, num)["label"], np.int32)
 
     def sample_many(self, num: int) -> tuple[dict[str, np.ndarray], dict[str, float]]:
         labels = self.labels(num)

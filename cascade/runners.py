@@ -67,10 +67,21 @@ class CascadeRunner(Runner):
     def _with_sampling(self, name: str, stage_config: ml_collections.ConfigDict):
         s = self.config.stages[name]
         check_choice(s.sampler, ("ddpm", "ddim"), f"stages.{name}.sampler")
-        stage_config.sample.update(
-            sampler=s.sampler, steps=s.steps, eta=s.eta, guidance_scale=s.guidance_scale
-        )
-        if "sr" in stage_config:
+        stage_config.sample.update(sampler=s.sampler, steps=s.steps, eta=s.eta)
+        workdir = s.workdir
+        if "guidance_scale" in s:  # only where it does something: refuse it otherwise
+            if s.guidance_scale and stage_config.model.num_classes <= 0:
+                raise ConfigError(
+                    f"config.stages.{name}.guidance_scale={s.guidance_scale}: the stage in "
+                    f"{workdir} is unconditional (model.num_classes=0); set it to 0."
+                )
+            stage_config.sample.guidance_scale = s.guidance_scale
+        if "aug_t" in s:
+            if "sr" not in stage_config:
+                raise ConfigError(
+                    f"config.stages.{name}.aug_t: the {stage_config.stage} stage in {workdir} "
+                    "has no noise conditioning augmentation; remove the key."
+                )
             stage_config.sr.sample_aug_t = s.aug_t
         return stage_config
 

@@ -35,29 +35,31 @@ class Sampler:
         return self._compiled[steps]
 
     def _place(self, cond: Batch) -> Batch:
+        """Conditioning (the same full batch on every process) as global arrays on the mesh."""
         n = len(cond["label"])
         sharding = (
             parallel.batch_sharding(self.mesh)
             if n % parallel.data_parallel_size(self.mesh) == 0
             else parallel.replicated(self.mesh)
         )
-        return jax.device_put(cond, sharding)
+        return parallel.global_array(cond, sharding)
 
     def sample(
         self, params: Any, cond: Batch, key: jax.Array, steps: int | None = None
     ) -> np.ndarray:
-        """Outputs [N, *stage.output_shape] float32 in [-1, 1] (numpy, on the host)."""
+        """Outputs [N, *stage.output_shape] float32 in [-1, 1] (numpy, on the host).
+
+        With several processes every one of them must call this with the same `cond` and
+        `key`; each gets all N outputs (gathered across processes).
+        """
         with self.mesh:
             out = self._fn(steps)(params, self._place(cond), key)
-        return np.asarray(jax.device_get(out), np.float32)
+        return np.asarray(parallel.to_host(out), np.float32)
 
     def test_conditioning(self, config: ml_collections.ConfigDict, num: int) -> Batch:
-        """Conditioning for `num` samples taken from the test split (labels, low-res clips)."""
-        clips = next(
-            pipeline.batch_iterator(
-                config.data, split="test", batch_size=num, seed=config.seed, start_step=0
-            )
-        )
+        """Conditioning for `num` samples from the first `num` test clips in stored order
+        (`pipeline.test_clips`: sample i is conditioned on real test clip i)."""
+        clips = pipeline.test_clips(config.data, num)
         batch = self.stage.eval_batch(clips, np.random.default_rng([config.seed, 1]))
         return self.stage.cond_from_batch(batch)
 
@@ -66,8 +68,11 @@ class Sampler:
         """name.gif and name.mp4 (videos tiled), name_grid.png (rows = videos, cols = frames).
 
         Small frames are upscaled (nearest) to at least 64 pixels so a person can see them.
+        With several processes (all holding the same videos) only process 0 writes.
         """
         out_dir = Path(out_dir)
+        if jax.process_index() != 0:
+            return out_dir / f"{name}.gif"
         out_dir.mkdir(parents=True, exist_ok=True)
         scale = max(1, 64 // max(videos.shape[2], 1))
         video_io.write_video_grid_gif(out_dir / f"{name}.gif", videos, fps=fps, scale=scale)

@@ -13,7 +13,7 @@ import ml_collections
 import numpy as np
 
 from cascade import parallel
-from cascade.configs import check_choice
+from cascade.configs import ConfigError, check_choice
 from cascade.evaluation.cost import count_params
 from cascade.runner_common import Runner
 from cascade.stages.latent_dit import FLOW_SAMPLERS
@@ -35,6 +35,11 @@ class SingleStageRunner(Runner):
         s = config.dit
         check_choice(s.sampler, FLOW_SAMPLERS, "dit.sampler")
         dit_config = config_from_checkpoint(s.workdir)
+        if s.guidance_scale and dit_config.model.num_classes <= 0:
+            raise ConfigError(
+                f"config.dit.guidance_scale={s.guidance_scale}: the latent DiT in {s.workdir} is "
+                "unconditional (model.num_classes=0); set it to 0."
+            )
         dit_config.sample.update(
             sampler=s.sampler, steps=s.steps, shift=s.shift, guidance_scale=s.guidance_scale
         )

@@ -38,7 +38,27 @@ from cascade.train_state import (
 
 
 class NonFiniteLossError(RuntimeError):
-    """Training stopped after repeated non-finite losses or gradients."""
+    """Training stopped after repeated non-finite losses, gradients or optimizer updates."""
+
+
+def nonfinite_cause(metrics: dict[str, Any]) -> str:
+    """What was not finite in a refused step: the loss, else the gradient, else the update."""
+    if not bool(metrics["loss_finite"]):
+        return "loss"
+    if not bool(metrics["grad_finite"]):
+        return "gradient"
+    return "update"
+
+
+_FLAGS = ("finite", "loss_finite", "grad_finite", "update_finite")  # not logged as scalars
+
+_PLURAL = {"loss": "losses", "gradient": "gradients", "update": "updates"}
+_ADVICE = {
+    "loss": "Check the data for NaNs/infs, or lower config.train.learning_rate",
+    "gradient": "Enable config.train.grad_clip or lower config.train.learning_rate",
+    "update": "The loss and gradients were finite but the optimizer's update overflowed: "
+    "lower config.train.learning_rate",
+}
 
 
 def config_to_dict(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -111,6 +131,11 @@ class Trainer:
         return init(jax.random.key(self.config.seed))
 
     def restore_or_init(self) -> TrainState:
+        """The newest usable checkpoint, or a fresh state when the workdir holds none.
+
+        Raises CheckpointError (nothing moved) when the checkpoints there were written by
+        another config, and when every one is unreadable: never silently restarts at step 0.
+        """
         restored = self.checkpointer.restore_latest(self.abstract_state)
         if restored is None:
             return self.fresh_state()
@@ -120,6 +145,7 @@ class Trainer:
 
     def save(self, state: TrainState, step: int) -> None:
         meta = {"stage": self.stage.name, "step": step, "config": config_to_dict(self.config)}
+        meta["measured"] = self.stage.measured_config()  # e.g. the latent DiT's latent scale
         self.checkpointer.save(step, state, meta, force=True)
 
     # -- data -----------------------------------------------------------------------------------
@@ -150,7 +176,7 @@ class Trainer:
             return state
         writer = MetricsLog(self.workdir, enabled=jax.process_index() == 0)
         writer.text("config", self.config.to_json_best_effort(indent=2), start)
-        bad_in_a_row = 0
+        bad_in_a_row, causes = 0, []  # causes: what was non-finite in this run of bad steps
         last_saved = start
         end = t.steps if stop_after is None else min(t.steps, start + stop_after)
         bar = tqdm(
@@ -170,24 +196,26 @@ class Trainer:
                 done = step + 1
                 if not bool(metrics["finite"]):
                     bad_in_a_row += 1
+                    cause = nonfinite_cause(metrics)
+                    causes.append(cause)
                     print(
-                        f"WARNING: step {done}: non-finite loss/gradient "
-                        f"(loss={metrics['loss']}); update skipped."
+                        f"WARNING: step {done}: non-finite {cause} (loss={metrics['loss']}, "
+                        f"grad_norm={metrics['grad_norm']}); update skipped."
                     )
                     if bad_in_a_row >= t.max_nonfinite_steps:
                         raise NonFiniteLossError(
-                            f"{self.stage.name}: {bad_in_a_row} consecutive non-finite losses up to "
-                            f"step {done}. No bad update was applied and the last checkpoint (step "
-                            f"{last_saved}) in {self.checkpointer.directory} is intact. Lower "
-                            "config.train.learning_rate, enable config.train.grad_clip, or check "
-                            "the data for NaNs, then rerun to resume."
+                            f"{self.stage.name}: {bad_in_a_row} consecutive non-finite "
+                            f"{' / '.join(_PLURAL[c] for c in dict.fromkeys(causes))} up to step "
+                            f"{done}. No bad update was applied and the last checkpoint (step "
+                            f"{last_saved}) in {self.checkpointer.directory} is intact. "
+                            f"{_ADVICE[cause]}, then rerun to resume."
                         )
                 else:
-                    bad_in_a_row = 0
+                    bad_in_a_row, causes = 0, []
                 bar.update(1)
                 if done % t.log_every == 0 or done == end:
                     now = time.perf_counter()
-                    scalars = {k: float(v) for k, v in metrics.items() if k != "finite"}
+                    scalars = {k: float(v) for k, v in metrics.items() if k not in _FLAGS}
                     scalars["steps_per_s"] = t.log_every / max(now - tick, 1e-9)
                     tick = now
                     writer.scalars(scalars, done)
@@ -201,8 +229,10 @@ class Trainer:
                 self.write_samples(state, end, writer)
         finally:
             bar.close()
-            self.checkpointer.wait()
-            writer.close()
+            try:
+                self.checkpointer.wait()  # a failed background write surfaces here
+            finally:
+                writer.close()
         return state
 
     def write_samples(self, state: TrainState, step: int, writer: MetricsLog) -> Path:

@@ -87,6 +87,9 @@ def make_train_step(
 ) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
     """Pure step(state, batch, *extra) -> (state, metrics); the step's key is fold_in(seed, step).
 
+    `metrics` holds the objective's scalars, `grad_norm`, and the booleans `finite`
+    (the update was applied) and `loss_finite` / `grad_finite` / `update_finite`.
+
     `objective(model, batch, key, *extra)` defaults to `stage.loss`; objectives that need more
     inputs (distillation's teacher weights) receive them as the step's extra arguments.
     """
@@ -110,14 +113,23 @@ def make_train_step(
         decay = jnp.minimum(ema_decay, (1.0 + step) / (10.0 + step))
         ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state["ema_params"], params)
         # Finite loss and gradients are not enough: a bad learning rate makes NaN updates.
-        finite = (
-            jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(optax.global_norm(updates))
-        )
+        # Each is reported on its own so the warning can say which one went wrong.
+        loss_finite = jnp.isfinite(loss)
+        grad_finite = jnp.isfinite(grad_norm)
+        update_finite = jnp.isfinite(optax.global_norm(updates))
+        finite = loss_finite & grad_finite & update_finite
         proposed = {"step": step + 1, "params": params, "opt_state": opt_state, "ema_params": ema}
         # A non-finite update is refused: weights, moments and EMA stay as they were.
         kept = dict(state, step=step + 1)
         new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), proposed, kept)
-        metrics = dict(metrics, grad_norm=grad_norm, finite=finite)
+        metrics = dict(
+            metrics,
+            grad_norm=grad_norm,
+            finite=finite,
+            loss_finite=loss_finite,
+            grad_finite=grad_finite,
+            update_finite=update_finite,
+        )
         return new_state, metrics
 
     return step_fn

@@ -20,7 +20,7 @@ from cascade import parallel
 from cascade.checkpoints import CheckpointError, require_checkpoint
 from cascade.sampling import Sampler
 from cascade.stages import build_stage
-from cascade.stages.common import Batch, Stage
+from cascade.stages.common import Batch, Stage, apply_measured
 from cascade.train_state import init_state, make_optimizer, merge_model, model_graphdef
 
 
@@ -51,7 +51,8 @@ def config_from_checkpoint(workdir: str | Path) -> ml_collections.ConfigDict:
             f"The checkpoint in {Path(workdir)} has no stored config (metadata missing or "
             "unreadable). Retrain the stage or pass its config explicitly."
         )
-    return ml_collections.ConfigDict(meta["config"])
+    # With what it measured at training time (the latent DiT's latent scale) filled in.
+    return apply_measured(ml_collections.ConfigDict(meta["config"]), meta.get("measured"))
 
 
 def load_trained(
@@ -64,7 +65,10 @@ def load_trained(
     """Restore the newest readable checkpoint of `workdir` (falls back past corrupt ones)."""
     workdir = Path(workdir).expanduser()
     ckpt = require_checkpoint(workdir)
-    config = config if config is not None else config_from_checkpoint(workdir)
+    if config is None:
+        config = config_from_checkpoint(workdir)
+    else:  # a given config still takes what training measured (it never reads the train set)
+        config = apply_measured(config, (ckpt.restore_meta() or {}).get("measured"))
     stage = build_stage(config)
     mesh = mesh or parallel.make_mesh(config.mesh)
     tx = make_optimizer(config.train)
@@ -76,12 +80,11 @@ def load_trained(
     target = jax.tree.map(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
     )
+    # Raises (nothing moved) when `config` builds another model than the one stored, and when
+    # every checkpoint is unreadable (those are moved aside as corrupt-*, never deleted).
     restored = ckpt.restore_latest(target)
     if restored is None:
-        raise CheckpointError(
-            f"Every checkpoint in {ckpt.directory} failed to restore (moved aside as corrupt-*). "
-            "Retrain the stage."
-        )
+        raise CheckpointError(f"No checkpoint left in {ckpt.directory}. Train the stage first.")
     step, state, _ = restored
     graphdef = model_graphdef(stage)
     params = state["ema_params" if ema else "params"]

@@ -95,6 +95,7 @@ def _bench(config):
         num_heads=1,  # fewer heads = smaller score arrays: the fastest setting measured on CPU
         num_classes=0,
     )
+    config.diffusion.label_dropout = 0.0  # unconditional: no labels to drop
     config.train.batch_size = 2
 
 

@@ -16,18 +16,21 @@ from cascade import configs
 
 
 def stage_sampling(
-    workdir: str, steps: int, sampler: str = "ddpm", guidance_scale: float = 0.0, aug_t: float = 0.1
+    workdir: str,
+    steps: int,
+    sampler: str = "ddpm",
+    guidance_scale: float | None = None,
+    aug_t: float | None = None,
 ) -> ml_collections.ConfigDict:
-    return ml_collections.ConfigDict(
-        {
-            "workdir": workdir,
-            "sampler": sampler,
-            "steps": steps,
-            "eta": 0.0,
-            "guidance_scale": guidance_scale,  # base only (class-conditional)
-            "aug_t": aug_t,  # SR stages: fixed noise-conditioning-augmentation level
-        }
-    )
+    """One stage's sampling settings. Only a class-conditional stage (the base) has
+    `guidance_scale`, only a super-resolution stage `aug_t`: a key a stage would ignore is
+    not there to be set."""
+    section = {"workdir": workdir, "sampler": sampler, "steps": steps, "eta": 0.0}
+    if guidance_scale is not None:
+        section["guidance_scale"] = guidance_scale  # classifier-free guidance w
+    if aug_t is not None:
+        section["aug_t"] = aug_t  # fixed noise-conditioning-augmentation level
+    return ml_collections.ConfigDict(section)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -42,14 +45,14 @@ def _config() -> ml_collections.ConfigDict:
     config.stages = ml_collections.ConfigDict(
         {
             "base": stage_sampling("workdirs/base", steps=128, guidance_scale=1.0),
-            "temporal_sr": stage_sampling("workdirs/temporal_sr", steps=64),
-            "spatial_sr": stage_sampling("workdirs/spatial_sr", steps=64),
+            "temporal_sr": stage_sampling("workdirs/temporal_sr", steps=64, aug_t=0.1),
+            "spatial_sr": stage_sampling("workdirs/spatial_sr", steps=64, aug_t=0.1),
         }
     )
     config.num_samples = 8
     config.batch_size = 8  # videos sampled at once
     config.fps = 8
-    config.mesh = configs.mesh_section()
+    config.mesh = configs.runner_mesh_section()
     return config
 
 
@@ -62,4 +65,11 @@ def _quick(config):
         config.stages[name].update(workdir=f"results/quickstart/{name}", steps=steps)
 
 
-PRESETS = {"default": _default, "quick": _quick}
+def _tiny(config):
+    """For tests: 2 videos, 4 sampling steps per stage (workdirs still to be given)."""
+    config.update(num_samples=2, batch_size=2)
+    for name in config.order:
+        config.stages[name].steps = 4
+
+
+PRESETS = {"default": _default, "tiny": _tiny, "quick": _quick}

@@ -26,6 +26,10 @@ def _config() -> ml_collections.ConfigDict:
     # A lower learning rate than training; no warm-up: the student starts from the teacher.
     # No EMA: it would average students of different rounds (different step counts).
     config.train.update(learning_rate=1e-4, warmup_steps=0, ema_decay=0.0, num_samples=4)
+    # Set by the rounds (rounds x distill.steps_per_round, a checkpoint per round): not keys
+    # here, so a value given for them cannot be silently ignored.
+    del config.train["steps"]
+    del config.train["checkpoint_every"]
     config.mesh = configs.mesh_section()
     return config
 

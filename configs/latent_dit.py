@@ -68,6 +68,7 @@ def _bench(config):
     config.model.update(
         hidden_size=384, depth=10, num_heads=6, num_classes=0, attention_impl="einsum"
     )
+    config.flow.label_dropout = 0.0  # unconditional: no labels to drop
     config.train.batch_size = 2
 
 

@@ -31,8 +31,14 @@ def _config() -> ml_collections.ConfigDict:
     config.num_samples = 8
     config.batch_size = 8
     config.fps = 8
-    config.mesh = configs.mesh_section()
+    config.mesh = configs.runner_mesh_section()
     return config
 
 
-PRESETS = {"default": lambda config: None}
+def _tiny(config):
+    """For tests: 2 videos, 4 sampling steps (the DiT workdir still to be given)."""
+    config.update(num_samples=2, batch_size=2)
+    config.dit.steps = 4
+
+
+PRESETS = {"default": lambda config: None, "tiny": _tiny}

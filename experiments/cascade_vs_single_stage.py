@@ -30,7 +30,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import jax  # noqa: E402
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
-from absl import app, flags, logging  # noqa: E402
+from absl import flags  # noqa: E402
 
 from experiments import common  # noqa: E402
 
@@ -150,44 +150,6 @@ def runner_configs(
     return cascade, single
 
 
-def stage_sampler(trained: Any):
-    """(params, cond, key) -> outputs: one stage's whole sampling loop, for FLOP counting."""
-    from cascade.train_state import merge_model
-
-    def run(params, cond, key):
-        return trained.stage.sample(merge_model(trained.graphdef, params), key, cond)
-
-    return run
-
-
-def sampling_flops(kind: str, runner: Any, outputs: dict[str, np.ndarray], labels: np.ndarray):
-    """Per-video sampling FLOPs of every stage of a runner (XLA, loops counted by trip count)."""
-    from cascade.evaluation import cost
-    from cascade.train_state import merge_model
-
-    b = min(len(labels), runner.config.batch_size)
-    key = jax.random.key(0)
-    if kind == "cascade":
-        chain, prev = [], None
-        for name, trained in runner.stages:
-            cond = {"label": labels[:b]} if prev is None else {"label": labels[:b], "cond": prev}
-            chain.append((name, stage_sampler(trained), (trained.params, cond, key)))
-            prev = outputs[name][:b]
-    else:
-        dit = runner.dit
-        vae = dit.stage.vae
-        latents = jax.ShapeDtypeStruct((b, *dit.stage.output_shape), np.float32)
-        chain = [
-            ("latent_dit", stage_sampler(dit), (dit.params, {"label": labels[:b]}, key)),
-            (
-                "vae_decode",
-                lambda p, z: merge_model(vae.graphdef, p).decode(z),
-                (vae.params, latents),
-            ),
-        ]
-    return cost.pipeline_sampling_cost(chain, num_videos=b, time_it=False)
-
-
 def sample_and_measure(
     kind: str,
     runner: Any,
@@ -199,7 +161,7 @@ def sample_and_measure(
 ) -> dict[str, Any]:
     """Sample `num` videos (written to out_dir), time them, count their FLOPs, and score their
     first `real.shape[1]` frames (the same frames for both pipelines) against `real`."""
-    from cascade.evaluation.evaluate import content_metrics
+    from cascade.evaluation.evaluate import content_metrics, runner_sampling_flops
 
     with watch(f"{kind}: sample + write (first call compiles)"):
         report = runner.write(out_dir, num)
@@ -213,7 +175,7 @@ def sample_and_measure(
     with watch(f"{kind}: timed batch"):
         _, seconds = runner.sample(labels[:b], jax.random.key(1))
     with watch(f"{kind}: sampling FLOPs"):
-        flops = sampling_flops(kind, runner, outputs, labels)
+        flops = runner_sampling_flops(runner, labels, outputs)
     with watch(f"{kind}: FVD"):
         fvd = scorer.score(real, scored)
     with watch(f"{kind}: content metrics"):
@@ -435,7 +397,7 @@ def write_outputs(out: Path, result: dict[str, Any]) -> None:
     cascade_fvd = result["pipelines"]["cascade"]["fvd"]
     fvd_note = (
         f"FVD/KVD compare {cascade_fvd['num_fake']} generated with as many real test clips "
-        f"(I3D Kinetics-400 logits, 224x224 bilinear), one protocol and one real set for both."
+        f"(I3D Kinetics-400 logits, 224x224 TF1 bilinear as in the reference FVD code), one protocol and one real set for both."
         if fvd["cascade"] is not None
         else f"FVD not computed: {cascade_fvd.get('reason')}."
     )
@@ -518,19 +480,29 @@ def write_outputs(out: Path, result: dict[str, Any]) -> None:
     )
 
 
-def main(argv: list[str]) -> None:
-    del argv
-    logging.set_verbosity(logging.WARNING)  # orbax/TFDS INFO lines drown the progress bars
+def _run_from_flags(fv) -> None:
     start = time.perf_counter()
-    out = Path(flags.FLAGS.out)
-    run(out, **common.flag_kwargs(), guidance_scale=flags.FLAGS.guidance_scale)
+    out = Path(fv.out)
+    run(out, **common.flag_kwargs(fv), guidance_scale=fv.guidance_scale)
     print((out / "results.md").read_text())
     print(f"Done in {(time.perf_counter() - start) / 60:.1f} min; results in {out}")
 
 
-if __name__ == "__main__":
-    common.define_flags(f"results/{NAME}")
+def _guidance_flag(fv) -> None:
     flags.DEFINE_float(
-        "guidance_scale", 0.0, "Classifier-free guidance w of the cascade's base and of the DiT."
+        "guidance_scale",
+        0.0,
+        "Classifier-free guidance w of the cascade's base and of the DiT, >= 0.",
+        flag_values=fv,
     )
-    app.run(main)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit code (2: a user mistake, reported in one line)."""
+    return common.run_main(_run_from_flags, f"results/{NAME}", __doc__, argv, _guidance_flag)
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

@@ -17,7 +17,7 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,33 +47,52 @@ NOT_HASHED = (
 )
 
 
-def define_flags(default_out: str) -> None:
-    """The flags both scripts take. Called only when a script runs as __main__, so importing
-    the experiments (tests, notebooks) never clashes with another absl program's flags."""
-    flags.DEFINE_string("out", default_out, "Output folder: tables, plot, videos.")
-    flags.DEFINE_enum("preset", "tiny", list(PRESETS), "Preset of every stage trained.")
+def define_flags(default_out: str, fv: flags.FlagValues | None = None) -> flags.FlagValues:
+    """The flags both scripts take, in their own FlagValues (`fv` or a new one), so importing
+    or running the experiments in one process never clashes with another program's flags."""
+    fv = fv if fv is not None else flags.FlagValues()
     flags.DEFINE_string(
-        "data_dir", "results/data", "TFDS data_dir; the embedded moving_digits is built there."
+        "out", default_out, "Output folder: tables, plot, videos (local).", flag_values=fv
+    )
+    flags.DEFINE_enum(
+        "preset", "tiny", list(PRESETS), "Preset of every stage trained.", flag_values=fv
+    )
+    flags.DEFINE_string(
+        "data_dir",
+        "results/data",
+        "TFDS data_dir; the embedded moving_digits is built there.",
+        flag_values=fv,
     )
     flags.DEFINE_string(
         "workdirs",
         "results/workdirs",
         "Where trained stages live (<label>-<config hash>); shared, so experiments reuse them.",
+        flag_values=fv,
     )
     flags.DEFINE_integer(
-        "fvd_videos", 16, "Videos per side for FVD (I3D: ~2.6 s/clip on 2 cores); < 2: off."
+        "fvd_videos",
+        16,
+        "Videos per side for FVD (I3D: ~2.6 s/clip on 2 cores); 0 or 1: off.",
+        flag_values=fv,
     )
     flags.DEFINE_integer(
-        "num_videos", None, "Videos sampled per pipeline / setting (default max(fvd_videos, 4))."
+        "num_videos",
+        None,
+        "Videos sampled per pipeline / setting, >= 1 (default max(fvd_videos, 4)).",
+        flag_values=fv,
     )
     flags.DEFINE_float(
-        "steps_scale", 1.0, "Multiplies every preset's training steps (e.g. 0.1 for a dry run)."
+        "steps_scale",
+        1.0,
+        "Multiplies every preset's training steps, > 0 (e.g. 0.1 for a dry run).",
+        flag_values=fv,
     )
+    return fv
 
 
-def flag_kwargs() -> dict[str, Any]:
+def flag_kwargs(fv: flags.FlagValues | None = None) -> dict[str, Any]:
     """The shared flags' values as keyword arguments of the scripts' `run`."""
-    f = flags.FLAGS
+    f = fv if fv is not None else flags.FLAGS
     return {
         "preset": f.preset,
         "data_dir": f.data_dir,
@@ -84,6 +103,45 @@ def flag_kwargs() -> dict[str, Any]:
     }
 
 
+def check_flags(fv: flags.FlagValues) -> None:
+    """Refuse flag values that cannot work, naming the flag, before anything is trained."""
+    from cascade import cli
+
+    if fv.fvd_videos < 0:
+        raise cli.UsageError(f"--fvd_videos must be >= 0 (0 or 1: no FVD), got {fv.fvd_videos}.")
+    if fv.num_videos is not None and fv.num_videos < 1:
+        raise cli.UsageError(f"--num_videos must be >= 1, got {fv.num_videos}.")
+    if not fv.steps_scale > 0 or not math.isfinite(fv.steps_scale):
+        raise cli.UsageError(f"--steps_scale must be > 0, got {fv.steps_scale}.")
+    if "guidance_scale" in fv and not fv.guidance_scale >= 0:
+        raise cli.UsageError(f"--guidance_scale must be >= 0, got {fv.guidance_scale}.")
+    cli.check_data_dir(fv.data_dir, "--data_dir")
+    for name in ("out", "workdirs", "data_dir"):
+        cli.check_writable_dir(fv[name].value, f"--{name}")
+
+
+def run_main(
+    body: Callable[[flags.FlagValues], Any],
+    default_out: str,
+    doc: str | None,
+    argv: Sequence[str] | None = None,
+    extra_flags: Callable[[flags.FlagValues], Any] | None = None,
+) -> int:
+    """A script's entry point: its flags, checked, then `body(flags)`; returns the exit code
+    (2: a user mistake, reported in one line, nothing trained)."""
+    from cascade import cli
+
+    fv = define_flags(default_out)
+    if extra_flags is not None:
+        extra_flags(fv)
+
+    def checked(args: cli.Args) -> None:
+        check_flags(args.flags)
+        body(args.flags)
+
+    return cli.entry(checked, fv, doc, argv)
+
+
 # -- configs and training ------------------------------------------------------------------------
 def stage_config(
     name: str, preset: str, data_dir: str | Path, overrides: Mapping[str, Any] | None = None
@@ -92,13 +150,13 @@ def stage_config(
     from cascade import configs
 
     if preset not in PRESETS:
-        raise ValueError(f"preset must be one of {PRESETS}, got {preset!r}")
+        raise configs.ConfigError(f"preset must be one of {PRESETS}, got {preset!r}.")
     config = configs.load(f"{name}:{preset}")
     config.data.update(data_dir=str(data_dir), **DATA[preset])
     config.train.num_samples = 0  # the experiments sample themselves
     for dotted, value in (overrides or {}).items():
         set_dotted(config, dotted, value)
-    return config
+    return configs.validate(config)
 
 
 def set_dotted(config: ml_collections.ConfigDict, dotted: str, value: Any) -> None:

@@ -33,7 +33,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
-from absl import app, flags, logging  # noqa: E402
 
 from experiments import common  # noqa: E402
 
@@ -351,16 +350,20 @@ def write_plot(path: Path, result: dict[str, Any]) -> None:
     )
 
 
-def main(argv: list[str]) -> None:
-    del argv
-    logging.set_verbosity(logging.WARNING)  # orbax/TFDS INFO lines drown the progress bars
+def _run_from_flags(fv) -> None:
     start = time.perf_counter()
-    out = Path(flags.FLAGS.out)
-    run(out, **common.flag_kwargs())
+    out = Path(fv.out)
+    run(out, **common.flag_kwargs(fv))
     print((out / "results.md").read_text())
     print(f"Done in {(time.perf_counter() - start) / 60:.1f} min; results in {out}")
 
 
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit code (2: a user mistake, reported in one line)."""
+    return common.run_main(_run_from_flags, f"results/{NAME}", __doc__, argv)
+
+
 if __name__ == "__main__":
-    common.define_flags(f"results/{NAME}")
-    app.run(main)
+    import sys
+
+    sys.exit(main())

@@ -7,6 +7,7 @@ import pytest
 from conftest import tiny_config
 
 from cascade.configs import ConfigError, load
+from cascade.evaluation.evaluate import evaluate_runner
 from cascade.runners import CascadeRunner
 from cascade.stages.super_resolution import spatial_upsample, temporal_upsample
 from cascade.train import Trainer
@@ -54,6 +55,16 @@ def test_cascade_runs_and_writes_every_stage(trained_workdirs, tmp_path):
     outputs, _ = runner.sample_many(2)
     final = outputs["spatial_sr"]
     assert final.shape == (2, 8, 16, 16, 1) and np.all(np.isfinite(final))
+
+    # --mode=evaluate: sampling FLOPs per video of every stage and their sum (README).
+    result = evaluate_runner(runner, runner.config, tmp_path / "eval", num=2)
+    cost = result["sampling_cost"]
+    by_stage = cost["flops_per_video_by_stage"]
+    assert list(by_stage) == ["base", "temporal_sr", "spatial_sr"]
+    assert all(v > 0 for v in by_stage.values())
+    assert cost["flops_per_video"] == pytest.approx(sum(by_stage.values()))
+    saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert saved["sampling_cost"]["flops_per_video"] == pytest.approx(cost["flops_per_video"])
 
 
 def test_mismatched_chain_is_rejected_before_sampling(trained_workdirs):

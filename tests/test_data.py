@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import socket
 
@@ -372,8 +373,11 @@ def test_views_shapes_and_values():
         for b in range(3):  # a contiguous piece of the same clip
             starts = [s for s in range(4) if np.array_equal(np.asarray(win[b]), xf[b, s : s + 5])]
             assert len(starts) == 1
+        r_again = copy.deepcopy(r)  # the same draws again (a Generator advances)
         extra = views.extra_images(xf, 4, r)
         assert extra.shape == (3, 4, 8, 12, 2)
+        same, image_labels = views.extra_images(xf, 4, r_again, labels=np.array([10, 11, 12]))
+        np.testing.assert_array_equal(same, extra)  # labels change nothing else
         for b in range(3):
             for j in range(4):
                 src = [
@@ -383,6 +387,7 @@ def test_views_shapes_and_values():
                     if np.array_equal(np.asarray(extra[b, j]), xf[c, t])
                 ]
                 assert len(src) == 1 and src[0] != b  # from another clip
+                assert image_labels[b, j] == 10 + src[0]  # labelled as its own clip
         video, mask = views.append_extra_images(xf, 2, r)
         assert video.shape == (3, 10, 8, 12, 2) and mask.shape == (3, 10)
         assert np.asarray(mask)[:, 8:].all() and not np.asarray(mask)[:, :8].any()
@@ -416,7 +421,7 @@ def test_data_cli_writes_previews(built, tmp_path, capsys):
         "moving_digits", data_cfg("bouncing_shapes", built["dirs"][0]), tmp_path / "md.gif"
     )
     assert sorted(paths) == ["gif", "mp4", "png"] and os.path.exists(paths["png"])
-    assert main(["prog", "--dataset=nope", f"--data_dir={tmp_path}"]) == 1
+    assert main(["prog", "--dataset=nope", f"--data_dir={tmp_path}"]) == 2
     assert "Known data sets" in capsys.readouterr().err
     assert main(["prog", "--help"]) == 0
     assert "--num_examples" in capsys.readouterr().out

@@ -32,7 +32,7 @@ def gaussian_denoiser(mu, s, parametrization="v"):
     def fn(z, logsnr):
         a, sg = schedules.alpha_sigma(gaussian.bcast(logsnr, z))
         x_hat = mu + a * s**2 / (a**2 * s**2 + sg**2) * (z - a * mu)
-        return gaussian.predictions(x_hat, z, logsnr, "x0")[parametrization]
+        return gaussian.predictions(x_hat, z, logsnr=logsnr, parametrization="x0")[parametrization]
 
     return fn
 
@@ -50,7 +50,7 @@ def correlated_denoiser(s, rho, parametrization="x0"):
         lp, lm = s**2 * (1 + rho), s**2 * (1 - rho)
         gp, gm = a * lp / (a**2 * lp + sg**2), a * lm / (a**2 * lm + sg**2)
         x_hat = jnp.concatenate([gp * plus + gm * minus, gp * plus - gm * minus], axis=1)
-        return gaussian.predictions(x_hat, z, logsnr, "x0")[parametrization]
+        return gaussian.predictions(x_hat, z, logsnr=logsnr, parametrization="x0")[parametrization]
 
     return fn
 
@@ -113,7 +113,7 @@ def test_q_sample_moments_and_v_identity():
     n = 200_000
     # Batch axis = the three (x, lambda) pairs; trailing axis = n noise draws.
     eps = jax.random.normal(key, (3, n), jnp.float64)
-    z = gaussian.q_sample(jnp.broadcast_to(x[:, None], (3, n)), eps, lam)
+    z = gaussian.q_sample(jnp.broadcast_to(x[:, None], (3, n)), eps=eps, logsnr=lam)
     a, s = schedules.alpha_sigma(lam)
     np.testing.assert_array_less(np.abs(z.mean(1) - a * x), 5 * s / math.sqrt(n))
     np.testing.assert_allclose(z.var(1), s**2, rtol=0.02)
@@ -122,10 +122,10 @@ def test_q_sample_moments_and_v_identity():
     xb = jax.random.normal(jax.random.PRNGKey(2), (5, 4, 3))
     eb = jax.random.normal(jax.random.PRNGKey(3), (5, 4, 3))
     lb = jnp.linspace(-20.0, 20.0, 5)
-    v = gaussian.target_for("v", xb, eb, lb)
+    v = gaussian.target_for("v", x=xb, eps=eb, logsnr=lb)
     ab, sb = schedules.alpha_sigma(lb[:, None, None])
     np.testing.assert_allclose(v, ab * eb - sb * xb, atol=1e-14)
-    zb = gaussian.q_sample(xb, eb, lb)
+    zb = gaussian.q_sample(xb, eps=eb, logsnr=lb)
     np.testing.assert_allclose(zb**2 + v**2, xb**2 + eb**2, atol=1e-12)
 
 
@@ -134,26 +134,28 @@ def test_predictions_round_trip_all_parametrizations():
     x = jax.random.normal(k1, (7, 2, 3, 3, 1))
     eps = jax.random.normal(k2, x.shape)
     lam = jnp.linspace(-20.0, 20.0, 7)
-    z = gaussian.q_sample(x, eps, lam)
-    truth = {"x0": x, "eps": eps, "v": gaussian.target_for("v", x, eps, lam)}
+    z = gaussian.q_sample(x, eps=eps, logsnr=lam)
+    truth = {"x0": x, "eps": eps, "v": gaussian.target_for("v", x=x, eps=eps, logsnr=lam)}
     a, _ = schedules.alpha_sigma(lam)
     for p in PARAMS:
-        out = gaussian.target_for(p, x, eps, lam)
-        pred = gaussian.predictions(out, z, lam, p)
+        out = gaussian.target_for(p, x=x, eps=eps, logsnr=lam)
+        pred = gaussian.predictions(out, z, logsnr=lam, parametrization=p)
         for name in PARAMS:
             # 1/alpha (or 1/sigma) amplifies round-off by ~2e4 at |lambda| = 20.
             np.testing.assert_allclose(pred[name], truth[name], atol=1e-10, err_msg=f"{p}->{name}")
     # Chain eps -> x0 -> v -> eps through the three parametrizations.
-    p1 = gaussian.predictions(eps, z, lam, "eps")
-    p2 = gaussian.predictions(p1["x0"], z, lam, "x0")
-    p3 = gaussian.predictions(p2["v"], z, lam, "v")
+    p1 = gaussian.predictions(eps, z, logsnr=lam, parametrization="eps")
+    p2 = gaussian.predictions(p1["x0"], z, logsnr=lam, parametrization="x0")
+    p3 = gaussian.predictions(p2["v"], z, logsnr=lam, parametrization="v")
     np.testing.assert_allclose(p3["eps"], eps, atol=1e-10)
     # Clipping keeps the three views consistent with z.
-    pc = gaussian.predictions(3.0 * eps, z, lam, "eps", clip_x0=True)
+    pc = gaussian.predictions(3.0 * eps, z, logsnr=lam, parametrization="eps", clip_x0=True)
     assert float(jnp.max(jnp.abs(pc["x0"]))) <= 1.0
-    np.testing.assert_allclose(gaussian.q_sample(pc["x0"], pc["eps"], lam), z, atol=1e-10)
+    np.testing.assert_allclose(
+        gaussian.q_sample(pc["x0"], eps=pc["eps"], logsnr=lam), z, atol=1e-10
+    )
     with pytest.raises(ValueError, match="allowed.*'eps', 'x0', 'v'"):
-        gaussian.predictions(eps, z, lam, "score")
+        gaussian.predictions(eps, z, logsnr=lam, parametrization="score")
     assert a.shape == (7,)
 
 
@@ -170,15 +172,19 @@ def test_posterior_matches_gaussian_conditioning():
     cov_st = a_ts * s_s**2  # Cov(z_s, z_t | x)
     mean_ref = a_s * x + cov_st / s_t**2 * (z_t - a_t * x)
     var_ref = s_s**2 - cov_st**2 / s_t**2
-    mean, var = gaussian.posterior_mean_var(z_t, x, lt, ls)
+    mean, var = gaussian.posterior_mean_var(z_t, x, logsnr_t=lt, logsnr_s=ls)
     np.testing.assert_allclose(mean, mean_ref, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(var, var_ref, rtol=1e-8, atol=1e-14)
     # VDM's variance interpolation: gamma = 0 is the posterior, gamma = 1 the forward variance.
     np.testing.assert_allclose(
-        jnp.exp(gaussian.ancestral_log_variance(lt, ls, 0.0)), var_ref, rtol=1e-8
+        jnp.exp(gaussian.ancestral_log_variance(logsnr_t=lt, logsnr_s=ls, gamma=0.0)),
+        var_ref,
+        rtol=1e-8,
     )
     np.testing.assert_allclose(
-        jnp.exp(gaussian.ancestral_log_variance(lt, ls, 1.0)), s2_ts, rtol=1e-8
+        jnp.exp(gaussian.ancestral_log_variance(logsnr_t=lt, logsnr_s=ls, gamma=1.0)),
+        s2_ts,
+        rtol=1e-8,
     )
 
 
@@ -188,9 +194,9 @@ def test_loss_weightings_relations():
     eps = jax.random.normal(k2, x.shape)
     lam = jnp.array([-8.0, -2.0, -0.1, 0.1, 3.0, 9.0])
     snr = jnp.exp(lam)
-    z = gaussian.q_sample(x, eps, lam)
+    z = gaussian.q_sample(x, eps=eps, logsnr=lam)
     eps_hat = eps + 0.3 * jax.random.normal(k3, x.shape)  # an imperfect model
-    pred = gaussian.predictions(eps_hat, z, lam, "eps")
+    pred = gaussian.predictions(eps_hat, z, logsnr=lam, parametrization="eps")
     x_mse = jnp.mean(jnp.square(pred["x0"] - x), axis=(1, 2, 3, 4))
     expected = {
         "eps_mse": snr * x_mse,
@@ -201,15 +207,23 @@ def test_loss_weightings_relations():
     for p in PARAMS:
         out = pred[p]
         for w, ref in expected.items():
-            loss = gaussian.diffusion_loss(out, x, eps, lam, p, w)
+            loss = gaussian.diffusion_loss(
+                out, x=x, eps=eps, logsnr=lam, parametrization=p, weighting=w
+            )
             assert loss.shape == (6,)
             np.testing.assert_allclose(loss, ref, rtol=1e-9, err_msg=f"{p}/{w}")
-        perfect = gaussian.target_for(p, x, eps, lam)
+        perfect = gaussian.target_for(p, x=x, eps=eps, logsnr=lam)
         np.testing.assert_allclose(
-            gaussian.diffusion_loss(perfect, x, eps, lam, p, "snr_trunc"), 0.0, atol=1e-18
+            gaussian.diffusion_loss(
+                perfect, x=x, eps=eps, logsnr=lam, parametrization=p, weighting="snr_trunc"
+            ),
+            0.0,
+            atol=1e-18,
         )
     with pytest.raises(ValueError, match="weighting.*allowed"):
-        gaussian.diffusion_loss(eps, x, eps, lam, "eps", "l1")
+        gaussian.diffusion_loss(
+            eps, x=x, eps=eps, logsnr=lam, parametrization="eps", weighting="l1"
+        )
 
 
 # ------------------------------------------------------------------------------------ samplers
@@ -353,9 +367,9 @@ def test_reconstruction_guidance_conditional_sampling():
 
     def err_after_step(w_r):
         fn = guidance.reconstruction_guidance(denoise, x_a, w_r, parametrization="x0", mask=mask)
-        pred = gaussian.predictions(fn(z, lam), z, lam, "x0")
+        pred = gaussian.predictions(fn(z, lam), z, logsnr=lam, parametrization="x0")
         np.testing.assert_allclose(pred["x0"][:, 0], xa)  # known frame replaced
-        z_s = samplers.ddim_step(z, pred, lam_s)
+        z_s = samplers.ddim_step(z, pred, logsnr_s=lam_s)
         return float(jnp.mean(jnp.square(denoise(z_s, lam_s)[:, 0] - xa)))
 
     errs = [err_after_step(w) for w in (0.0, 1.0, 2.0, 4.0)]
@@ -388,7 +402,9 @@ def test_reconstruction_guidance_spatial_sr():
     n = 4096
     low = jnp.full((n, 1, 1), 0.9)
     err = lambda x: float(jnp.mean(jnp.square(down(x) - low)))
-    x0_of = lambda fn, z, lam: gaussian.predictions(fn(z, lam), z, lam, "eps")["x0"]
+    x0_of = lambda fn, z, lam: gaussian.predictions(
+        fn(z, lam), z, logsnr=lam, parametrization="eps"
+    )["x0"]
     guided = lambda w: guidance.reconstruction_guidance(
         denoise, low, w, parametrization="eps", downsample=down
     )

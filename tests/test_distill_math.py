@@ -25,7 +25,7 @@ def gaussian_teacher(parametrization):
     def fn(z, logsnr):
         a, sg = schedules.alpha_sigma(gaussian.bcast(logsnr, z))
         x_hat = MU + a * S**2 / (a**2 * S**2 + sg**2) * (z - a * MU)
-        return gaussian.predictions(x_hat, z, logsnr, "x0")[parametrization]
+        return gaussian.predictions(x_hat, z, logsnr=logsnr, parametrization="x0")[parametrization]
 
     return fn
 
@@ -57,14 +57,18 @@ def test_gaussian_student_step_reproduces_two_teacher_steps(schedule_name):
         lam, lam_end = sched(u), sched(u - 1.0 / n_student)
         np.testing.assert_allclose(tgt["logsnr"], lam)
         # The targets are a consistent (x, eps) decomposition of z_t.
-        np.testing.assert_allclose(gaussian.q_sample(tgt["x0"], tgt["eps"], lam), z_t, atol=1e-10)
+        np.testing.assert_allclose(
+            gaussian.q_sample(tgt["x0"], eps=tgt["eps"], logsnr=lam), z_t, atol=1e-10
+        )
         for student_param in PARAMS:
             out = tgt[student_param]  # a student that outputs exactly its target
             np.testing.assert_allclose(
-                out, gaussian.target_for(student_param, tgt["x0"], tgt["eps"], lam), atol=1e-10
+                out,
+                gaussian.target_for(student_param, x=tgt["x0"], eps=tgt["eps"], logsnr=lam),
+                atol=1e-10,
             )
-            pred = gaussian.predictions(out, z_t, lam, student_param)
-            one_step = samplers.ddim_step(z_t, pred, lam_end)
+            pred = gaussian.predictions(out, z_t, logsnr=lam, parametrization=student_param)
+            one_step = samplers.ddim_step(z_t, pred, logsnr_s=lam_end)
             np.testing.assert_allclose(one_step, tgt["z_end"], atol=1e-10)
             for w in gaussian.WEIGHTINGS:
                 loss = distill.gaussian_distill_loss(out, tgt, student_param, w)
@@ -90,8 +94,8 @@ def test_gaussian_student_chain_equals_teacher_sampler():
             teacher, z, u, student_steps=n, schedule=sched, parametrization="v"
         )
         lam = jnp.full((z.shape[0],), sched(u))
-        pred = gaussian.predictions(tgt["v"], z, lam, "v")
-        z = samplers.ddim_step(z, pred, sched(u - 1.0 / n))
+        pred = gaussian.predictions(tgt["v"], z, logsnr=lam, parametrization="v")
+        z = samplers.ddim_step(z, pred, logsnr_s=sched(u - 1.0 / n))
     np.testing.assert_allclose(z, ref, atol=1e-10)
 
 
@@ -109,7 +113,7 @@ def test_flow_student_step_reproduces_two_teacher_steps(solver):
         )
         np.testing.assert_allclose(distill.flow_distill_loss(tgt["v"], tgt), 0.0, atol=1e-20)
         # One student Euler step with the target velocity lands on the teacher's z_{t''}.
-        step = flow.euler_step(lambda z_, t_, v=tgt["v"]: v, z, tgt["t"], tgt["t_end"])
+        step = flow.euler_step(lambda z_, t_, v=tgt["v"]: v, z, t=tgt["t"], t_next=tgt["t_end"])
         np.testing.assert_allclose(step, tgt["z_end"], atol=1e-12)
         z = step
     # Chained over the student grid: the teacher's 2N-step sampler, exactly.

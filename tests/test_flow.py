@@ -37,12 +37,14 @@ def test_interpolation_target_predictions_and_loss():
     x0 = jax.random.normal(k1, (4, 2, 3, 3, 2))
     eps = jax.random.normal(k2, x0.shape)
     t = jnp.array([0.0, 0.25, 0.7, 1.0])
-    xt = flow.flow_interpolate(x0, eps, t)
+    xt = flow.flow_interpolate(x0, eps=eps, t=t)
     np.testing.assert_allclose(xt[0], x0[0], atol=1e-15)
     np.testing.assert_allclose(xt[3], eps[3], atol=1e-15)
     # The target is the time derivative of the (linear) path.
     h = 1e-3
-    d = (flow.flow_interpolate(x0, eps, t + h) - flow.flow_interpolate(x0, eps, t - h)) / (2 * h)
+    d = (
+        flow.flow_interpolate(x0, eps=eps, t=t + h) - flow.flow_interpolate(x0, eps=eps, t=t - h)
+    ) / (2 * h)
     np.testing.assert_allclose(d, flow.flow_target(x0, eps), atol=1e-10)
     # With the true velocity, x0 and eps are recovered from (x_t, t).
     pred = flow.flow_predictions(flow.flow_target(x0, eps), xt, t)

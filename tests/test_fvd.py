@@ -6,6 +6,7 @@ norm, TF 'SAME' padding computed from its formula) without sharing code with
 `cascade.models.i3d`.
 """
 
+import dataclasses
 import importlib.util
 import pickle
 
@@ -232,6 +233,37 @@ def test_protocol_is_validated_and_recorded():
         fvd.compute_fvd(np.zeros((3, 16, 8, 8, 1)), np.zeros((4, 16, 8, 8, 1)), protocol)
     pre = fvd.preprocess(jnp.zeros((2, 20, 16, 16, 1), jnp.uint8), protocol)
     assert pre.shape == (2, 16, 224, 224, 3) and float(pre.min()) == -1.0
+
+
+def _reference_preprocess(videos_uint8: np.ndarray) -> np.ndarray:
+    """google-research frechet_video_distance.py `preprocess`: TF1 resize_bilinear
+    (align_corners=False) of the uint8 frames to 224 x 224, then scaled to [-1, 1]."""
+    import tensorflow as tf
+
+    b, t = videos_uint8.shape[:2]
+    frames = tf.reshape(videos_uint8, (-1, *videos_uint8.shape[2:]))
+    resized = tf.compat.v1.image.resize_bilinear(frames, (224, 224), align_corners=False)
+    return (2.0 * tf.reshape(resized, (b, t, 224, 224, -1)) / 255.0 - 1.0).numpy()
+
+
+@pytest.mark.parametrize("size", [(32, 32), (64, 64), (17, 300)])
+def test_preprocess_is_the_reference_tf1_resize(size):
+    """Default protocol = the reference FVD preprocessing to 1e-5 (up-, odd and down-scaling),
+    jitted; the half-pixel grid is only an explicit, recorded choice, and differs."""
+    rng = np.random.default_rng(0)
+    videos = rng.integers(0, 256, (1, 9, *size, 3), dtype=np.uint8)
+    protocol = fvd.FVDProtocol(num_videos=2, clip_length=9)
+    record = protocol.to_dict()
+    assert record["resize_method"] == "tf1_bilinear" and "reference" in record["resize"]
+    ours = jax.jit(lambda v: fvd.preprocess(v, protocol))(jnp.asarray(videos))
+    want = _reference_preprocess(videos)
+    np.testing.assert_allclose(np.asarray(ours), want, atol=1e-5, rtol=0)
+    floats = videos.astype(np.float32) / 127.5 - 1.0  # float input in [-1, 1]: same frames
+    np.testing.assert_allclose(fvd.preprocess(floats, protocol), want, atol=1e-5, rtol=0)
+    old = dataclasses.replace(protocol, resize_method="half_pixel_bilinear")
+    assert np.abs(np.asarray(fvd.preprocess(jnp.asarray(videos), old)) - want).max() > 0.05
+    with pytest.raises(ValueError, match="resize_method"):
+        fvd.FVDProtocol(resize_method="bilinear")
 
 
 # ------------------------------------------------------------------------- FVD sanity

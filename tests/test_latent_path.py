@@ -3,12 +3,14 @@ the flow DiT, and the errors a misconfigured latent DiT gives."""
 
 import json
 
+import jax
 import numpy as np
 import pytest
 from conftest import tiny_config
 
-from cascade.checkpoints import CheckpointError
+from cascade.checkpoints import Checkpointer, CheckpointError
 from cascade.configs import ConfigError, load
+from cascade.data import loading
 from cascade.distillation import DistillationTrainer
 from cascade.single_stage import SingleStageRunner
 from cascade.stages import build_stage
@@ -27,7 +29,14 @@ def dit_config(data_dir, vae_workdir, **overrides):
     return tiny_config("latent_dit", data_dir, **{"vae.workdir": str(vae_workdir), **overrides})
 
 
-def test_latent_dit_trains_samples_and_distils(data_dir, vae_workdir, tmp_path):
+@pytest.fixture(scope="module")
+def dit_workdir(data_dir, vae_workdir, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("dit")
+    Trainer(dit_config(data_dir, vae_workdir), workdir).train()
+    return workdir
+
+
+def test_latent_dit_trains_samples_and_distils(data_dir, vae_workdir, dit_workdir, tmp_path):
     config = dit_config(data_dir, vae_workdir)
     stage = build_stage(config)
     # 5 frames of 16x16 -> 2 latent frames of 4x4 (4x spatial in the tiny VAE), 4 channels.
@@ -49,11 +58,10 @@ def test_latent_dit_trains_samples_and_distils(data_dir, vae_workdir, tmp_path):
         rtol=1e-5,
         atol=1e-5,
     )
-    Trainer(config, tmp_path / "dit").train()
-    assert (tmp_path / "dit" / "samples" / "step_0000004.gif").exists()
+    assert (dit_workdir / "samples" / "step_0000004.gif").exists()
 
     runner_config = load("single_stage")
-    runner_config.dit.update(workdir=str(tmp_path / "dit"), steps=3)
+    runner_config.dit.update(workdir=str(dit_workdir), steps=3)
     runner_config.update(num_samples=2, batch_size=2)
     runner = SingleStageRunner(runner_config)
     report = runner.write(tmp_path / "out")
@@ -64,7 +72,7 @@ def test_latent_dit_trains_samples_and_distils(data_dir, vae_workdir, tmp_path):
 
     distill = load("distill:tiny")
     distill.distill.update(
-        teacher_workdir=str(tmp_path / "dit"),
+        teacher_workdir=str(dit_workdir),
         start_steps=4,
         end_steps=1,
         steps_per_round=1,
@@ -78,6 +86,32 @@ def test_latent_dit_trains_samples_and_distils(data_dir, vae_workdir, tmp_path):
     assert student.config.sample.sampler == "euler" and student.config.sample.steps == 1
     saved = json.loads((tmp_path / "student" / "distill_report.json").read_text())
     assert saved["end_steps"] == 1
+
+
+def test_trained_latent_dit_samples_without_the_training_set(
+    data_dir, vae_workdir, dit_workdir, monkeypatch
+):
+    """The latent scale measured at training time is in the checkpoint; loading and sampling
+    (config from the checkpoint, or given as on the command line) never read the train split."""
+    meta = Checkpointer(dit_workdir).restore_meta()
+    assert meta["config"]["vae"]["latent_scale"] == 0.0  # "measure it", as configured
+    measured = meta["measured"]["vae.latent_scale"]
+    open_source = loading.open_source
+
+    def test_split_only(data_cfg, split):
+        if split == "train":
+            raise AssertionError("sampling read the training split")
+        return open_source(data_cfg, split)
+
+    monkeypatch.setattr(loading, "open_source", test_split_only)
+    for config in (None, dit_config(data_dir, vae_workdir)):
+        dit = load_trained(dit_workdir, config)
+        assert dit.stage.latent_scale == pytest.approx(measured, rel=1e-6)
+    cond = dit.sampler.test_conditioning(dit.config, 2)
+    videos = dit.stage.to_video(dit.sample(cond, jax.random.key(0), steps=2))
+    assert videos.shape == (2, 5, 16, 16, 1) and np.isfinite(videos).all()
+    monkeypatch.undo()  # the stored scale is the one training measured on the train clips
+    assert dit.stage._measure_latent_scale() == pytest.approx(measured, rel=1e-6)
 
 
 def test_vae_stage_reconstructs_and_rejects_bad_frame_counts(data_dir, vae_workdir):

@@ -319,3 +319,86 @@ def test_bad_call_inputs():
         call(x, aug_logsnr=logsnr, image_mask=jnp.zeros((B, T + 1), bool))
     with pytest.raises(ValueError, match="dropout_rng"):
         call(x, aug_logsnr=logsnr, deterministic=False)
+
+
+# ------------------------------------------------- per-frame labels (joint image-video training)
+
+
+@pytest.mark.parametrize("scale_shift", [False, True])
+def test_res_block_takes_a_per_frame_embedding(scale_shift):
+    """emb [B, T, E] conditions frame t on row t: the same as running that frame alone with
+    its row as a per-clip embedding [B, E] (both the added and the FiLM form)."""
+    block = layers.ResBlock(
+        8, 8, 6, groups=4, conv="space", scale_shift=scale_shift, dropout=0.0, rngs=nnx.Rngs(0)
+    )
+    graphdef, params, *rest = nnx.split(block, nnx.Param, ...)
+    block = nnx.merge(graphdef, perturb(params, jax.random.key(1)), *rest)
+    x = jax.random.normal(jax.random.key(2), (2, 3, 4, 4, 8))
+    emb = jax.random.normal(jax.random.key(3), (2, 3, 6))
+    full = block(x, emb)
+    for t in range(3):
+        np.testing.assert_allclose(full[:, t : t + 1], block(x[:, t : t + 1], emb[:, t]), atol=1e-5)
+
+
+@pytest.mark.parametrize("net", ["attention", "conv3d"], indirect=True)
+def test_per_frame_labels_condition_each_frame(net, video):
+    """Labels [B, T]: the clip's label on every frame is the label [B]; relabelling an
+    independent image frame moves that frame only."""
+    per_clip = net(video)  # labels [0, 2]
+    frames = jnp.array([[0] * T, [2] * T])
+    np.testing.assert_allclose(net(video, label=frames), per_clip, atol=1e-5)
+    mask = jnp.zeros((B, T), bool).at[0, T - 1].set(True)
+    base = net(video, label=frames, mask=mask)
+    relabelled = net(video, label=frames.at[0, T - 1].set(1), mask=mask)
+    np.testing.assert_allclose(relabelled[0, : T - 1], base[0, : T - 1], atol=1e-6)
+    np.testing.assert_allclose(relabelled[1], base[1], atol=1e-6)
+    assert np.max(np.abs(relabelled[0, T - 1] - base[0, T - 1])) > 1e-4
+    with pytest.raises(ValueError, match="per-frame label"):
+        net(video, label=jnp.zeros((B, T + 1), jnp.int32))
+
+
+def test_extra_images_carry_their_own_labels_to_the_unet(data_dir):
+    """Base stage with extra images: each image is labelled with the clip it was taken from;
+    label dropout is drawn once per clip for its frames and once per image."""
+    from conftest import tiny_config
+
+    from cascade.stages import build_stage
+
+    n, extra = 6, 3
+    config = tiny_config("base", data_dir, **{"view.extra_images": extra})
+    stage = build_stage(config)
+    f = config.view.frames
+    t = config.view.frames * config.view.frame_stride
+    # Clip b is the constant frame value b / 10, so an image's pixels name its source clip.
+    values = np.arange(n, dtype=np.float32) / 10
+    clips = {
+        "video": np.broadcast_to(values[:, None, None, None, None], (n, t, 16, 16, 1)).copy(),
+        "label": np.array([3, 1, 4, 1, 5, 9]),
+    }
+    batch = stage.make_batch(clips, np.random.default_rng(0))
+    stage.check_batch(batch)
+    source = np.rint(batch["video"][:, f:, 0, 0, 0] * 10).astype(int)  # [n, extra]
+    assert (source != np.arange(n)[:, None]).all()  # from other clips
+    np.testing.assert_array_equal(batch["image_label"], clips["label"][source])
+
+    null = stage.null_label
+    labels = np.asarray(stage._train_labels(batch, jax.random.key(0)))
+    assert labels.shape == (n, f + extra)
+    stage.config.diffusion.label_dropout = 0.0
+    exact = np.asarray(stage._train_labels(batch, jax.random.key(0)))
+    np.testing.assert_array_equal(exact[:, :f], np.repeat(clips["label"][:, None], f, 1))
+    np.testing.assert_array_equal(exact[:, f:], batch["image_label"])
+    stage.config.diffusion.label_dropout = 0.5
+    drawn = np.stack([stage._train_labels(batch, jax.random.key(k)) for k in range(20)])
+    video_dropped = drawn[:, :, :f] == null
+    assert (video_dropped.all(-1) == video_dropped.any(-1)).all()  # a clip drops as a whole
+    image_dropped = drawn[:, :, f:] == null
+    assert 0.3 < image_dropped.mean() < 0.7
+    assert (image_dropped != video_dropped[:, :, :1]).any()  # images drop on their own
+
+    # The per-frame labels reach the U-Net through the loss (traced only: shapes).
+    abstract = nnx.eval_shape(lambda: stage.build_model(nnx.Rngs(0)))
+    loss, _ = nnx.eval_shape(
+        lambda m: stage.loss(m, jax.tree.map(jnp.asarray, batch), jax.random.key(1)), abstract
+    )
+    assert loss.shape == ()

@@ -125,43 +125,52 @@ def build_and_preview(
     return paths
 
 
+def check_flags(fv: flags.FlagValues) -> None:
+    """Refuse flag values that cannot work, naming the flag (before anything is built)."""
+    from cascade import cli
+
+    for name in ("num_examples", "num_train", "num_test", "frames", "resolution"):
+        if fv[name].value < 1:
+            raise cli.UsageError(f"--{name} must be >= 1, got {fv[name].value}.")
+    for name, low in (("frame_stride", 1), ("scale", 1), ("seed", 0)):
+        if fv[name].value < low:
+            raise cli.UsageError(f"--{name} must be >= {low}, got {fv[name].value}.")
+    if not fv.fps > 0:
+        raise cli.UsageError(f"--fps must be > 0, got {fv.fps}.")
+    if not fv.data_dir:
+        raise cli.UsageError("--data_dir is empty: name the TFDS data directory.")
+    cli.check_data_dir(fv.data_dir, "--data_dir")
+    if fv.preview:
+        cli.check_writable_dir(os.path.dirname(os.path.expanduser(fv.preview)) or ".", "--preview")
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: parses flags from argv (default sys.argv) and runs."""
-    argv = list(sys.argv if argv is None else argv)
-    if any(a in ("-h", "--help", "--helpfull", "-?") for a in argv[1:]):
-        print(__doc__)
-        print(FLAGS.get_help())
-        return 0
-    FLAGS.unparse_flags()  # defaults again when called twice in one process
-    try:
-        rest = FLAGS(argv)
-    except flags.Error as e:
-        print(f"{e}\nPass --help for the flags.", file=sys.stderr)
-        return 2
-    if len(rest) > 1:
-        print(f"Unexpected arguments: {rest[1:]}. Pass --help for the flags.", file=sys.stderr)
-        return 2
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    try:
-        build_and_preview(
-            FLAGS.dataset,
-            FLAGS.data_dir,
-            FLAGS.preview,
-            num_examples=FLAGS.num_examples,
-            split=FLAGS.split,
-            num_train=FLAGS.num_train,
-            num_test=FLAGS.num_test,
-            frames=FLAGS.frames,
-            resolution=FLAGS.resolution,
-            seed=FLAGS.seed,
-            frame_stride=FLAGS.frame_stride,
-            fps=FLAGS.fps,
-            scale=FLAGS.scale,
-        )
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
+    """Entry point: parses flags from argv (default sys.argv) and runs; returns the exit code
+    (2: a user mistake, reported in one line)."""
+    from cascade import cli
+
+    def body(args: cli.Args) -> None:
+        check_flags(FLAGS)
+        try:
+            build_and_preview(
+                FLAGS.dataset,
+                FLAGS.data_dir,
+                FLAGS.preview,
+                num_examples=FLAGS.num_examples,
+                split=FLAGS.split,
+                num_train=FLAGS.num_train,
+                num_test=FLAGS.num_test,
+                frames=FLAGS.frames,
+                resolution=FLAGS.resolution,
+                seed=FLAGS.seed,
+                frame_stride=FLAGS.frame_stride,
+                fps=FLAGS.fps,
+                scale=FLAGS.scale,
+            )
+        except ValueError as err:  # the data layer's ValueErrors name the bad setting
+            raise cli.UsageError(str(err)) from None
+
+    return cli.entry(body, FLAGS, __doc__, argv, distributed=False)
 
 
 if __name__ == "__main__":

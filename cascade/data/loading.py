@@ -30,9 +30,11 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import jax
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from jax.experimental import multihost_utils
 
 from cascade.data import builders
 
@@ -144,11 +146,12 @@ def get_builder(data_cfg: Any, *, build: bool = True) -> tfds.core.DatasetBuilde
     base, config = split_name(name)
     data_dir = _data_dir(data_cfg)
     if base in EMBEDDED:
-        builder = builders.make_builder(base, data_dir or _default_dir(), embedded_config(data_cfg))
+        args = (base, data_dir or _default_dir(), embedded_config(data_cfg))
+        builder = builders.make_builder(*args)
         if not builder.is_prepared():
             if not build:
                 raise DatasetNotFoundError(f"{name!r} is not built in {builder.data_dir}.")
-            builders.prepare(builder)
+            builder = _prepare_once(builder, lambda: builders.make_builder(*args))
         return builder
     tfds_name = f"{base}/{config}" if config else base
     builder = tfds.builder(tfds_name, data_dir=data_dir)
@@ -162,6 +165,28 @@ def get_builder(data_cfg: Any, *, build: bool = True) -> tfds.core.DatasetBuilde
             "(add --file_format=array_record for exact, cheaply resumable shuffling), "
             "then copy that directory here."
         )
+    return builder
+
+
+def _prepare_once(
+    builder: tfds.core.DatasetBuilder, reopen: Callable[[], tfds.core.DatasetBuilder]
+) -> tfds.core.DatasetBuilder:
+    """Build an embedded set; with several processes, process 0 builds and the others wait.
+
+    Every process of a multi-host run reaches this point (the same configs, the same order).
+    Building into a shared data_dir from every host at once races on TFDS's temporary folders;
+    a host whose data_dir is its own local disk still finds nothing after the barrier and
+    builds its own copy (the builders are deterministic, so every copy is the same).
+    """
+    if jax.process_count() == 1:
+        builders.prepare(builder)
+        return builder
+    if jax.process_index() == 0:
+        builders.prepare(builder)
+    multihost_utils.sync_global_devices(f"cascade-build-{builder.name}")
+    builder = reopen()
+    if not builder.is_prepared():
+        builders.prepare(builder)
     return builder
 
 

@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import jax
+import numpy as np
 import tensorflow as tf
 
 from cascade.data import loading
@@ -158,6 +159,32 @@ def batch_iterator(
         drop_remainder=drop_remainder,
     )
     yield from ds.as_numpy_iterator()
+
+
+def test_clips(data_cfg: Any, num: int, split: str = "test") -> dict[str, np.ndarray]:
+    """The first `num` clips of the test split, in stored order: the one reader of real test clips.
+
+    Sampling conditioning, the runners' labels and the real reference of every evaluation
+    read their clips here, so clip i, its label and the sample conditioned on that label
+    always line up. The same on every host (no host sharding: each host evaluates the same
+    reference) and independent of any seed or batch size.
+
+    Returns:
+      {"video": float32 [num, T, H, W, C] in [-1, 1], "label": int32 [num], ...extra
+      features of the data set with a leading num}.
+    """
+    num = int(num)
+    if num < 1:
+        raise ValueError(f"Asked for {num} test clips; ask for at least 1.")
+    source = loading.open_source(data_cfg, split)
+    if num > source.num_examples:
+        raise ValueError(
+            f"{source.name!r} split {split!r} has {source.num_examples} clips but {num} were "
+            f"asked for; ask for at most {source.num_examples} (or build a larger split, e.g. "
+            "config.data.num_test for the embedded sets)."
+        )
+    ds = source.dataset().take(num).batch(num).map(_to_model_format)
+    return next(ds.as_numpy_iterator())
 
 
 def to_device(batch: Any, sharding: Any) -> Any:

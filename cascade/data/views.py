@@ -92,32 +92,45 @@ def random_window(video: Any, length: int, rng: Any) -> Any:
     return video[np.arange(b)[:, None], idx]
 
 
-def extra_images(video_batch: Any, num: int, rng: Any) -> Any:
-    """`num` independent frames per clip, each from another clip of the batch.
+def extra_image_sources(batch: int, frames: int, num: int, rng: Any) -> tuple[Any, Any]:
+    """Where the extra images of `extra_images` come from: (clip [B, num], frame [B, num]).
 
-    For joint image-video training (VDM): frame j of clip b is frame t of clip c
-    with c != b (when B > 1) and t uniform, all drawn independently.
-
-    Args:
-      video_batch: [B, T, H, W, C].
-      rng: numpy Generator or jax PRNG key.
-    Returns:
-      [B, num, H, W, C].
+    Image j of clip b is frame t of clip c with c != b (when B > 1) and t uniform, all
+    drawn independently. Knowing c gives each image its own label (`labels[c]`).
     """
-    _check_video(video_batch)
-    b, t = video_batch.shape[:2]
+    b, t = batch, frames
     if num < 0:
         raise ValueError(f"num must be >= 0, got {num}.")
     if _is_key(rng):
         k_clip, k_time = jax.random.split(rng)
         shift = jax.random.randint(k_clip, (b, num), 1, b) if b > 1 else 0
         times = jax.random.randint(k_time, (b, num), 0, t)
-        clips = (jnp.arange(b)[:, None] + shift) % b
-        return jnp.asarray(video_batch)[clips, times]
+        return (jnp.arange(b)[:, None] + shift) % b, times
     shift = rng.integers(1, b, size=(b, num)) if b > 1 else np.zeros((b, num), np.int64)
     times = rng.integers(0, t, size=(b, num))
-    clips = (np.arange(b)[:, None] + shift) % b
-    return video_batch[clips, times]
+    return (np.arange(b)[:, None] + shift) % b, times
+
+
+def extra_images(video_batch: Any, num: int, rng: Any, labels: Any = None) -> Any:
+    """`num` independent frames per clip, each from another clip of the batch.
+
+    For joint image-video training (VDM): see `extra_image_sources`.
+
+    Args:
+      video_batch: [B, T, H, W, C].
+      rng: numpy Generator or jax PRNG key.
+      labels: optional class labels [B] of the clips.
+    Returns:
+      images [B, num, H, W, C]; with `labels`, (images, image labels [B, num]): each
+      image's label is the label of the clip it was taken from, not of the clip it joins.
+    """
+    _check_video(video_batch)
+    clips, times = extra_image_sources(*video_batch.shape[:2], num, rng)
+    xp = jnp if _is_key(rng) else _xp(video_batch)
+    images = xp.asarray(video_batch)[clips, times]
+    if labels is None:
+        return images
+    return images, xp.asarray(labels)[clips]
 
 
 def append_extra_images(video_batch: Any, num: int, rng: Any) -> tuple[Any, Any]:

@@ -64,8 +64,10 @@ def gaussian_distill_target(
     l0, l1, l2 = schedule(u0), schedule(u1), schedule(u2)
 
     def teacher_step(z, lt, ls):
-        pred = gaussian.predictions(teacher_fn(z, lt), z, lt, parametrization, clip_x0=clip_x0)
-        return samplers.ddim_step(z, pred, ls)
+        pred = gaussian.predictions(
+            teacher_fn(z, lt), z, logsnr=lt, parametrization=parametrization, clip_x0=clip_x0
+        )
+        return samplers.ddim_step(z, pred, logsnr_s=ls)
 
     z_mid = teacher_step(z_t, l0, l1)
     z_end = teacher_step(z_mid, l1, l2)
@@ -89,7 +91,12 @@ def gaussian_distill_loss(
     """Per-example [B] loss of the student's output (in `parametrization`) against the targets
     of `gaussian_distill_target`, with the same weighting as diffusion training."""
     return gaussian.diffusion_loss(
-        student_out, target["x0"], target["eps"], target["logsnr"], parametrization, weighting
+        student_out,
+        x=target["x0"],
+        eps=target["eps"],
+        logsnr=target["logsnr"],
+        parametrization=parametrization,
+        weighting=weighting,
     )
 
 
@@ -117,8 +124,8 @@ def flow_distill_target(
     t0, t1, t2 = (flow.shift_time(x, shift) for x in (u0, u1, u2))
     step = steppers[solver]
 
-    z_mid = step(teacher_fn, z_t, t0, t1)
-    z_end = step(teacher_fn, z_mid, t1, t2)
+    z_mid = step(teacher_fn, z_t, t=t0, t_next=t1)
+    z_end = step(teacher_fn, z_mid, t=t1, t_next=t2)
     v_target = (z_t - z_end) / gaussian.bcast(t0 - t2, z_t)
     return {"v": v_target, "t": t0, "t_end": t2, "z_end": z_end}
 

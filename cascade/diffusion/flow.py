@@ -23,7 +23,7 @@ from cascade.diffusion.gaussian import bcast
 VelocityFn = Callable[[jax.Array, jax.Array], jax.Array]
 
 
-def flow_interpolate(x0: jax.Array, eps: jax.Array, t: jax.Array) -> jax.Array:
+def flow_interpolate(x0: jax.Array, *, eps: jax.Array, t: jax.Array) -> jax.Array:
     """x_t = (1 - t) x0 + t eps; x0, eps [B,...], t [B] or scalar."""
     t = bcast(t, x0)
     return (1.0 - t) * x0 + t * eps
@@ -96,13 +96,13 @@ def _levels(t: jax.Array, z: jax.Array) -> jax.Array:
     return jnp.broadcast_to(jnp.asarray(t, z.dtype), (z.shape[0],))
 
 
-def euler_step(velocity_fn: VelocityFn, z: jax.Array, t: jax.Array, t_next: jax.Array):
+def euler_step(velocity_fn: VelocityFn, z: jax.Array, *, t: jax.Array, t_next: jax.Array):
     """z_{t_next} = z_t + (t_next - t) v(z_t, t); t, t_next scalars or per-example [B]."""
     t, t_next = _levels(t, z), _levels(t_next, z)
     return z + bcast(t_next - t, z) * velocity_fn(z, t)
 
 
-def heun_step(velocity_fn: VelocityFn, z: jax.Array, t: jax.Array, t_next: jax.Array):
+def heun_step(velocity_fn: VelocityFn, z: jax.Array, *, t: jax.Array, t_next: jax.Array):
     """Heun (explicit trapezoid): Euler predictor, then the average of both slopes."""
     t, t_next = _levels(t, z), _levels(t_next, z)
     dt = bcast(t_next - t, z)
@@ -117,7 +117,7 @@ def _integrate(step, velocity_fn, shape, key, steps, shift, z_init, dtype):
 
     def body(i, z):
         t, t_next = _times(i, n, shift, z.dtype)
-        return step(velocity_fn, z, t, t_next).astype(z.dtype)
+        return step(velocity_fn, z, t=t, t_next=t_next).astype(z.dtype)
 
     # A Python step count gives a static trip count: the loop lowers to a scan, whose
     # FLOPs cost accounting can count; a traced count still compiles one loop for all.

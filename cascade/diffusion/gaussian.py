@@ -25,19 +25,20 @@ def bcast(a: jax.Array, x: jax.Array) -> jax.Array:
     return a.reshape(a.shape + (1,) * (x.ndim - a.ndim))
 
 
-def _check(name: str, value: str, allowed: tuple[str, ...]) -> None:
+def check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    """Raise ValueError naming `name` unless `value` is one of `allowed`."""
     if value not in allowed:
         raise ValueError(f"unknown {name} {value!r}; allowed: {list(allowed)}")
 
 
-def q_sample(x: jax.Array, eps: jax.Array, logsnr: jax.Array) -> jax.Array:
+def q_sample(x: jax.Array, *, eps: jax.Array, logsnr: jax.Array) -> jax.Array:
     """z_t = alpha x + sigma eps: a draw from q(z_t | x) given standard noise eps [B, ...]."""
     alpha, sigma = alpha_sigma(bcast(logsnr, x))
     return alpha * x + sigma * eps
 
 
 def posterior_mean_var(
-    z_t: jax.Array, x: jax.Array, logsnr_t: jax.Array, logsnr_s: jax.Array
+    z_t: jax.Array, x: jax.Array, *, logsnr_t: jax.Array, logsnr_s: jax.Array
 ) -> tuple[jax.Array, jax.Array]:
     """Mean and variance of q(z_s | z_t, x) for s < t (so lambda_s > lambda_t).
 
@@ -57,7 +58,7 @@ def posterior_mean_var(
 
 
 def ancestral_log_variance(
-    logsnr_t: jax.Array, logsnr_s: jax.Array, gamma: float | jax.Array
+    *, logsnr_t: jax.Array, logsnr_s: jax.Array, gamma: float | jax.Array
 ) -> jax.Array:
     """log of VDM's interpolated sampler variance (sigma~^2_{s|t})^(1-gamma) (sigma^2_{t|s})^gamma.
 
@@ -75,9 +76,9 @@ def ancestral_log_variance(
 def predictions(
     model_out: jax.Array,
     z: jax.Array,
+    *,
     logsnr: jax.Array,
     parametrization: str,
-    *,
     clip_x0: float | bool | None = None,
 ) -> dict[str, jax.Array]:
     """All three views {"x0", "eps", "v"} of a network output in the given parametrization.
@@ -91,7 +92,7 @@ def predictions(
     when clipping, eps and v are recomputed from the clipped x0 so all three stay consistent
     with z (what the samplers need). All arrays [B, ...]; logsnr [B] or scalar.
     """
-    _check("parametrization", parametrization, PARAMETRIZATIONS)
+    check_choice("parametrization", parametrization, PARAMETRIZATIONS)
     alpha, sigma = alpha_sigma(bcast(logsnr, z))
     if parametrization == "eps":
         eps = model_out
@@ -112,9 +113,11 @@ def predictions(
     return {"x0": x0, "eps": eps, "v": v}
 
 
-def target_for(parametrization: str, x: jax.Array, eps: jax.Array, logsnr: jax.Array) -> jax.Array:
+def target_for(
+    parametrization: str, *, x: jax.Array, eps: jax.Array, logsnr: jax.Array
+) -> jax.Array:
     """Regression target for this parametrization: eps, x, or v = alpha eps - sigma x."""
-    _check("parametrization", parametrization, PARAMETRIZATIONS)
+    check_choice("parametrization", parametrization, PARAMETRIZATIONS)
     if parametrization == "eps":
         return eps
     if parametrization == "x0":
@@ -129,6 +132,7 @@ def _mean_per_example(a: jax.Array) -> jax.Array:
 
 def diffusion_loss(
     model_out: jax.Array,
+    *,
     x: jax.Array,
     eps: jax.Array,
     logsnr: jax.Array,
@@ -146,13 +150,15 @@ def diffusion_loss(
     The model output may be in any parametrization: it is converted with `predictions`, and
     each loss is computed in the space where it is numerically natural.
     """
-    _check("weighting", weighting, WEIGHTINGS)
-    z = q_sample(x, eps, logsnr)
-    pred = predictions(model_out, z, logsnr, parametrization)
+    check_choice("weighting", weighting, WEIGHTINGS)
+    z = q_sample(x, eps=eps, logsnr=logsnr)
+    pred = predictions(model_out, z, logsnr=logsnr, parametrization=parametrization)
     if weighting == "eps_mse":
         return _mean_per_example(jnp.square(pred["eps"] - eps))
     if weighting == "v_mse":
-        return _mean_per_example(jnp.square(pred["v"] - target_for("v", x, eps, logsnr)))
+        return _mean_per_example(
+            jnp.square(pred["v"] - target_for("v", x=x, eps=eps, logsnr=logsnr))
+        )
     x_mse = _mean_per_example(jnp.square(pred["x0"] - x))
     if weighting == "x0_mse":
         return x_mse

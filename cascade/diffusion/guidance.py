@@ -65,9 +65,11 @@ def cfg_denoise_fn(
         out_c, out_u = out[:b], out[b:]
         if parametrization is None:
             return cfg_combine(out_c, out_u, w)
-        eps_c = gaussian.predictions(out_c, z, level, parametrization)["eps"]
-        eps_u = gaussian.predictions(out_u, z, level, parametrization)["eps"]
-        pred = gaussian.predictions(cfg_combine(eps_c, eps_u, w), z, level, "eps")
+        eps_c = gaussian.predictions(out_c, z, logsnr=level, parametrization=parametrization)["eps"]
+        eps_u = gaussian.predictions(out_u, z, logsnr=level, parametrization=parametrization)["eps"]
+        pred = gaussian.predictions(
+            cfg_combine(eps_c, eps_u, w), z, logsnr=level, parametrization="eps"
+        )
         return pred[parametrization]
 
     return guided
@@ -106,14 +108,14 @@ def reconstruction_guidance(
     Returns a denoiser (z, logsnr [B]) -> output in the same `parametrization`, so it plugs
     into every sampler. Costs one forward and one backward pass of the network per call.
     """
-    gaussian._check("parametrization", parametrization, gaussian.PARAMETRIZATIONS)
+    gaussian.check_choice("parametrization", parametrization, gaussian.PARAMETRIZATIONS)
     observe = (lambda x: x) if downsample is None else downsample
 
     def guided(z: jax.Array, logsnr: jax.Array) -> jax.Array:
         def err(z_in):
-            x_hat = gaussian.predictions(denoise_fn(z_in, logsnr), z_in, logsnr, parametrization)[
-                "x0"
-            ]
+            x_hat = gaussian.predictions(
+                denoise_fn(z_in, logsnr), z_in, logsnr=logsnr, parametrization=parametrization
+            )["x0"]
             resid = x_a - observe(x_hat)
             if mask is not None:
                 resid = jnp.where(mask, resid, 0.0)
@@ -126,6 +128,6 @@ def reconstruction_guidance(
         if downsample is None and mask is not None:
             x_known = x_a if replace_known else x_hat
             x_new = jnp.where(mask, x_known, x_new)
-        return gaussian.predictions(x_new, z, logsnr, "x0")[parametrization]
+        return gaussian.predictions(x_new, z, logsnr=logsnr, parametrization="x0")[parametrization]
 
     return guided

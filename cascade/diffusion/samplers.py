@@ -24,7 +24,7 @@ DenoiseFn = Callable[[jax.Array, jax.Array], jax.Array]
 SAMPLERS = ("ddpm", "ddim")
 
 
-def ddim_step(z: jax.Array, pred: dict[str, jax.Array], logsnr_s: jax.Array) -> jax.Array:
+def ddim_step(z: jax.Array, pred: dict[str, jax.Array], *, logsnr_s: jax.Array) -> jax.Array:
     """Deterministic DDIM update to log-SNR lambda_s: z_s = alpha_s x^ + sigma_s eps^.
 
     Works in both directions (s earlier or later than t): the inverse step uses the same form.
@@ -36,6 +36,7 @@ def ddim_step(z: jax.Array, pred: dict[str, jax.Array], logsnr_s: jax.Array) -> 
 def ddim_eta_step(
     z: jax.Array,
     pred: dict[str, jax.Array],
+    *,
     logsnr_t: jax.Array,
     logsnr_s: jax.Array,
     eta: float | jax.Array,
@@ -60,6 +61,7 @@ def ddim_eta_step(
 def ddpm_step(
     z: jax.Array,
     pred: dict[str, jax.Array],
+    *,
     logsnr_t: jax.Array,
     logsnr_s: jax.Array,
     gamma: float | jax.Array,
@@ -67,9 +69,9 @@ def ddpm_step(
 ) -> jax.Array:
     """Ancestral step: posterior mean of q(z_s | z_t, x = x^) plus noise with VDM's variance
     (sigma~^2_{s|t})^(1 - gamma) (sigma^2_{t|s})^gamma."""
-    mean, _ = gaussian.posterior_mean_var(z, pred["x0"], logsnr_t, logsnr_s)
+    mean, _ = gaussian.posterior_mean_var(z, pred["x0"], logsnr_t=logsnr_t, logsnr_s=logsnr_s)
     log_var = gaussian.ancestral_log_variance(
-        gaussian.bcast(logsnr_t, z), gaussian.bcast(logsnr_s, z), gamma
+        logsnr_t=gaussian.bcast(logsnr_t, z), logsnr_s=gaussian.bcast(logsnr_s, z), gamma=gamma
     )
     return mean + jnp.exp(0.5 * log_var) * noise
 
@@ -100,7 +102,7 @@ def sample(
     """
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; allowed: {list(SAMPLERS)}")
-    gaussian._check("parametrization", parametrization, gaussian.PARAMETRIZATIONS)
+    gaussian.check_choice("parametrization", parametrization, gaussian.PARAMETRIZATIONS)
     k_init, k_loop = jax.random.split(key)
     z = jax.random.normal(k_init, shape, dtype) if z_init is None else z_init
     if z.shape != tuple(shape):
@@ -114,12 +116,14 @@ def sample(
         u_s = (n - i - 1).astype(z.dtype) / n.astype(z.dtype)
         lt = jnp.full((batch,), schedule(u_t), z.dtype)
         ls = jnp.full((batch,), schedule(u_s), z.dtype)
-        pred = gaussian.predictions(denoise_fn(z, lt), z, lt, parametrization, clip_x0=clip)
+        pred = gaussian.predictions(
+            denoise_fn(z, lt), z, logsnr=lt, parametrization=parametrization, clip_x0=clip
+        )
         noise = jax.random.normal(jax.random.fold_in(k_loop, i), z.shape, z.dtype)
         if sampler == "ddpm":
-            z_s = ddpm_step(z, pred, lt, ls, gamma, noise)
+            z_s = ddpm_step(z, pred, logsnr_t=lt, logsnr_s=ls, gamma=gamma, noise=noise)
         else:
-            z_s = ddim_eta_step(z, pred, lt, ls, eta, noise)
+            z_s = ddim_eta_step(z, pred, logsnr_t=lt, logsnr_s=ls, eta=eta, noise=noise)
         if final_x0:
             z_s = jnp.where(i == n - 1, pred["x0"].astype(z.dtype), z_s)
         return z_s.astype(z.dtype)
@@ -145,7 +149,7 @@ def ddim_invert(
     eta=0, final_x0=False)` up to the O(1/steps) discretisation error (exactly when the
     denoiser's x^ does not depend on z). x: [B, ...]; returns z_1 [B, ...].
     """
-    gaussian._check("parametrization", parametrization, gaussian.PARAMETRIZATIONS)
+    gaussian.check_choice("parametrization", parametrization, gaussian.PARAMETRIZATIONS)
     batch = x.shape[0]
     n = jnp.asarray(steps)
     clip = clip_x0 if clip_x0 is not False else None
@@ -155,7 +159,9 @@ def ddim_invert(
         u_s = (i + 1).astype(z.dtype) / n.astype(z.dtype)
         lt = jnp.full((batch,), schedule(u_t), z.dtype)
         ls = jnp.full((batch,), schedule(u_s), z.dtype)
-        pred = gaussian.predictions(denoise_fn(z, lt), z, lt, parametrization, clip_x0=clip)
-        return ddim_step(z, pred, ls).astype(z.dtype)
+        pred = gaussian.predictions(
+            denoise_fn(z, lt), z, logsnr=lt, parametrization=parametrization, clip_x0=clip
+        )
+        return ddim_step(z, pred, logsnr_s=ls).astype(z.dtype)
 
     return jax.lax.fori_loop(0, n, body, x)

@@ -26,22 +26,24 @@ from cascade.train_state import merge_model
 MIN_I3D_FRAMES = 9  # the Kinetics I3D head needs at least 9 frames
 
 
-def test_clips(data: ml_collections.ConfigDict, num: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """The first `num` clips of the test split in stored order (the same for every evaluation)."""
-    it = pipeline.batch_iterator(data, split="test", batch_size=num, seed=seed, shuffle=False)
-    return next(it)
-
-
-def real_videos(config: ml_collections.ConfigDict, num: int) -> np.ndarray:
-    """Real test clips seen the way a stage's output is: its view (frames, stride, resolution)."""
-    clips = test_clips(config.data, num)
+def real_videos(config: ml_collections.ConfigDict, num: int, split: str = "test") -> np.ndarray:
+    """Real clips [num, T, H, W, C] seen the way a stage's output is: its view (frames, stride,
+    resolution). Clip i is `pipeline.test_clips(...)[i]`, whose label sample i was conditioned
+    on (split="test"); the split is the FVD protocol's `real_split`."""
+    clips = pipeline.test_clips(config.data, num, split=split)
     return clip_view(clips["video"], config.view, config.data, np.random.default_rng(0))
 
 
 def fvd_metrics(
-    real: np.ndarray, fake: np.ndarray, max_videos: int | None = None
+    real: np.ndarray,
+    fake: np.ndarray,
+    max_videos: int | None = None,
+    *,
+    real_split: str = "test",
 ) -> dict[str, Any]:
-    """FVD and KVD of `fake` against `real` with the pinned protocol (clip = all frames, <= 16)."""
+    """FVD and KVD of `fake` against `real` with the pinned protocol (clip = all frames, <= 16).
+
+    `real_split` names the split `real` was read from; it is recorded in the protocol."""
     frames_available = min(real.shape[1], fake.shape[1])
     if frames_available < MIN_I3D_FRAMES:
         return {
@@ -51,7 +53,10 @@ def fvd_metrics(
         }
     n = min(len(real), len(fake), max_videos or len(real))
     protocol = FVDProtocol(
-        num_videos=n, clip_length=min(16, frames_available), batch_size=min(8, n)
+        num_videos=n,
+        clip_length=min(16, frames_available),
+        batch_size=min(8, n),
+        real_split=real_split,
     )
     # I3D batches split over every device when they divide evenly (one mesh axis).
     devices = jax.devices()
@@ -92,7 +97,7 @@ def evaluate_super_resolution(trained: Any, num: int, seed: int = 0) -> dict[str
     on the in-between frames only. PSNR/SSIM are per-frame values averaged over frames and clips.
     """
     stage = trained.stage
-    clips = test_clips(trained.config.data, num)
+    clips = pipeline.test_clips(trained.config.data, num)
     target = clip_view(
         clips["video"], trained.config.view, trained.config.data, np.random.default_rng(seed)
     )
@@ -136,17 +141,57 @@ def reconstruction_metrics(recon: np.ndarray, clips: np.ndarray) -> dict[str, fl
     return {**_frame_scores(recon, clips), "background_baseline": _frame_scores(background, clips)}
 
 
-def sampling_flops(trained: Any, cond: dict[str, np.ndarray]) -> dict[str, float]:
-    """XLA-counted FLOPs of one sampler call (loops counted by trip count), per video."""
+def stage_sampler(trained: Any):
+    """(params, cond, key) -> outputs: one trained stage's whole sampling loop, for FLOP counting."""
     stage, graphdef = trained.stage, trained.graphdef
 
     def run(params, cond, key):
         return stage.sample(merge_model(graphdef, params), key, cond)
 
+    return run
+
+
+def sampling_flops(trained: Any, cond: dict[str, np.ndarray]) -> dict[str, float]:
+    """XLA-counted FLOPs of one sampler call (loops counted by trip count), per video."""
     counted = cost.sampling_cost(
-        run, (trained.params, cond, jax.random.key(0)), num_videos=len(cond["label"]), time_it=False
+        stage_sampler(trained),
+        (trained.params, cond, jax.random.key(0)),
+        num_videos=len(cond["label"]),
+        time_it=False,
     )
     return {"flops_per_video": counted["flops_per_video"]}
+
+
+def runner_sampling_flops(
+    runner: Any, labels: np.ndarray, outputs: dict[str, np.ndarray]
+) -> dict[str, Any]:
+    """XLA-counted sampling FLOPs per video of a runner: every stage of a cascade (each given
+    the previous stage's `outputs` as conditioning), or the latent DiT plus the VAE decode.
+
+    Counted on one batch (at most `runner.config.batch_size` videos); returns
+    `cost.pipeline_sampling_cost`'s dict: flops_per_video (the sum) and per-stage costs.
+    """
+    b = min(len(labels), runner.config.batch_size)
+    key = jax.random.key(0)
+    if runner.config.stage == "cascade":
+        chain, prev = [], None
+        for name, trained in runner.stages:
+            cond = {"label": labels[:b]} if prev is None else {"label": labels[:b], "cond": prev}
+            chain.append((name, stage_sampler(trained), (trained.params, cond, key)))
+            prev = outputs[name][:b]
+    else:
+        dit = runner.dit
+        vae = dit.stage.vae
+        latents = jax.ShapeDtypeStruct((b, *dit.stage.output_shape), np.float32)
+        chain = [
+            ("latent_dit", stage_sampler(dit), (dit.params, {"label": labels[:b]}, key)),
+            (
+                "vae_decode",
+                lambda p, z: merge_model(vae.graphdef, p).decode(z),
+                (vae.params, latents),
+            ),
+        ]
+    return cost.pipeline_sampling_cost(chain, num_videos=b, time_it=False)
 
 
 def evaluate_outputs(
@@ -200,18 +245,29 @@ def evaluate_runner(
     num = num or config.num_samples
     outputs, seconds = runner.sample_many(num)
     write_run_outputs(workdir, outputs, seconds, config.fps)
-    result = evaluate_outputs(outputs, runner.final_config, runner.labels(num))
+    labels = runner.labels(num)  # the labels sample_many conditioned on
+    result = evaluate_outputs(outputs, runner.final_config, labels)
+    flops = runner_sampling_flops(runner, labels, outputs)
     result.update(
         runner=config.stage,
         num_videos=num,
         seconds=seconds,
         params=runner.params(),
+        sampling_cost={
+            "flops_per_video": flops["flops_per_video"],
+            "flops_per_video_by_stage": {
+                name: s["flops_per_video"] for name, s in flops["stages"].items()
+            },
+        },
         config=json.loads(config.to_json_best_effort()),
     )
     return write_metrics(result, Path(workdir))
 
 
 def write_metrics(result: dict[str, Any], out_dir: Path) -> dict[str, Any]:
+    """out_dir/metrics.json and a printed table, from process 0 (every host has the same)."""
+    if jax.process_index() != 0:
+        return result
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "metrics.json"
     path.write_text(json.dumps(result, indent=2, default=_json_default))

@@ -1,7 +1,8 @@
 """Fréchet Video Distance (FVD) and Kernel Video Distance (KVD) with the Kinetics-400 I3D.
 
 Protocol (Unterthiner et al. 2018, "Towards Accurate Generative Models of Video"):
-clips of `clip_length` frames are resized to 224 x 224 (bilinear), given to the
+clips of `clip_length` frames are resized to 224 x 224 (TF1 bilinear, exactly as the
+reference `frechet_video_distance.py` does), given to the
 Kinetics-400 I3D as RGB in [-1, 1], and the 400 pre-softmax logits -- what the TF-Hub
 module `deepmind/i3d-kinetics-400/1` returns and what the reference FVD code embeds --
 are the features. FVD is the Fréchet distance between Gaussians fitted to real and
@@ -21,10 +22,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cascade import parallel
 from cascade.models import i3d
 
 FEATURE_LAYERS = {"logits": "Logits", "pool": "AvgPool"}
-RESIZE_METHODS = ("bilinear",)
+# tf1_bilinear: the reference FVD code's `tf.image.resize_bilinear(align_corners=False)` (TF1,
+# no half-pixel centres), so numbers compare with published ones. half_pixel_bilinear: the
+# `jax.image.resize` / TF2 / torch(align_corners=False) grid this code used before; it shifts
+# the picture by (in/out - 1)/2 input pixels and moves FVD (by ~6 at 64 px, ~16 at 32 px on
+# moving_digits), so it is kept only to reproduce old numbers.
+RESIZE_DESCRIPTIONS = {
+    "tf1_bilinear": "TF1 resize_bilinear(align_corners=False) as the reference FVD code: "
+    "src = dst * in/out, no half-pixel centres, no antialiasing",
+    "half_pixel_bilinear": "bilinear with half-pixel centres (src = (dst + 0.5) * in/out - 0.5), "
+    "no antialiasing: NOT the reference FVD preprocessing",
+}
+RESIZE_METHODS = tuple(RESIZE_DESCRIPTIONS)
 SPLITS = ("train", "test", "validation")
 
 
@@ -37,9 +50,12 @@ class FVDProtocol:
       clip_length: frames per clip fed to I3D (>= 9; 16 is the FVD paper's choice).
       clip_start: first frame of the clip inside each video.
       resolution: I3D input size (224: the head's 7 x 7 pool needs it).
-      resize_method: "bilinear" with half-pixel centres and no antialiasing (as
-        `tf.image.resize` v2 / torch `interpolate(align_corners=False)`; the original TF1
-        code used legacy corner-aligned sampling, a sub-pixel shift).
+      resize_method: "tf1_bilinear" (default): exactly the reference implementation's
+        TF1 `resize_bilinear(align_corners=False)`, source pixel = output pixel * in/out,
+        no half-pixel centres, no antialiasing (`resize_tf1_bilinear`);
+        "half_pixel_bilinear": half-pixel centres (as `tf.image.resize` v2 / torch
+        `interpolate(align_corners=False)`), the pre-2026-12 default; not comparable with
+        published FVDs.
       quantize_uint8: round generated clips to 256 levels first, so fake clips are
         treated like real ones (which come from uint8) and like a saved video.
       real_split: which split of the data set is the real reference.
@@ -52,7 +68,7 @@ class FVDProtocol:
     clip_length: int = 16
     clip_start: int = 0
     resolution: int = 224
-    resize_method: str = "bilinear"
+    resize_method: str = "tf1_bilinear"
     quantize_uint8: bool = True
     real_split: str = "test"
     feature_layer: str = "logits"
@@ -97,6 +113,7 @@ class FVDProtocol:
             network="I3D Kinetics-400 RGB (deepmind/kinetics-i3d = TF-Hub i3d-kinetics-400/1)",
             weights=f"{i3d.WEIGHTS_PACKAGE} 0.0.1: {i3d.WEIGHTS_FILE}",
             input_range=[-1.0, 1.0],
+            resize=RESIZE_DESCRIPTIONS[self.resize_method],
             feature_dim=400 if self.feature_layer == "logits" else 1024,
             frechet="float64, trace sqrt via eigh of sqrt(S1) S2 sqrt(S1)",
             kvd="unbiased MMD^2, polynomial kernel (x.y/d + coef)^degree",
@@ -124,7 +141,42 @@ def preprocess(videos: jax.Array, protocol: FVDProtocol) -> jax.Array:
         x = jnp.repeat(x, 3, axis=-1)  # grayscale -> RGB, as a gray video would be stored
     b, t, _, _, c = x.shape
     size = protocol.resolution
+    if protocol.resize_method == "tf1_bilinear":
+        return resize_tf1_bilinear(x, size, size)
     return jax.image.resize(x, (b, t, size, size, c), method="bilinear", antialias=False)
+
+
+def _tf1_grid(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(lower index, upper index, weight of upper) per output pixel on TF1's legacy grid.
+
+    TF1 `resize_bilinear(align_corners=False, half_pixel_centers=False)`: source coordinate
+    = dst * in/out (float32, as TF computes it); lower = floor, upper = min(ceil, in - 1).
+    Static shapes, so the grid is a compile-time constant.
+    """
+    scale = np.float32(in_size) / np.float32(out_size)
+    src = np.arange(out_size, dtype=np.float32) * scale
+    lower = np.floor(src)
+    upper = np.minimum(np.ceil(src), in_size - 1).astype(np.int32)
+    weight = (src - lower).astype(np.float32)
+    return np.minimum(lower, in_size - 1).astype(np.int32), upper, weight
+
+
+def resize_tf1_bilinear(images: jax.Array, height: int, width: int) -> jax.Array:
+    """[..., H, W, C] -> [..., height, width, C] float32, as `tf.compat.v1.image.resize_bilinear`
+    (align_corners=False) computes it: the reference FVD preprocessing, in JAX (jittable;
+    batch axes stay sharded, as only H and W are gathered)."""
+    x = jnp.asarray(images, jnp.float32)
+    y0, y1, fy = _tf1_grid(x.shape[-3], height)
+    x0, x1, fx = _tf1_grid(x.shape[-2], width)
+    top, bottom = jnp.take(x, y0, axis=-3), jnp.take(x, y1, axis=-3)
+    fx, fy = jnp.asarray(fx)[:, None], jnp.asarray(fy)[:, None, None]
+
+    def along_width(rows: jax.Array) -> jax.Array:
+        left, right = jnp.take(rows, x0, axis=-2), jnp.take(rows, x1, axis=-2)
+        return left + (right - left) * fx  # TF's lerp order, for bit-level agreement
+
+    top, bottom = along_width(top), along_width(bottom)
+    return top + (bottom - top) * fy
 
 
 @functools.lru_cache(maxsize=1)
@@ -156,7 +208,7 @@ class I3DFeatureExtractor:
         params = params if params is not None else _default_params()
         if isinstance(sharding, jax.sharding.NamedSharding):
             replicated = jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec())
-            params = jax.device_put(params, replicated)
+            params = parallel.global_array(params, replicated)
         self.params = params
         endpoint = FEATURE_LAYERS[protocol.feature_layer]
 
@@ -181,8 +233,10 @@ class I3DFeatureExtractor:
             if valid < bs:
                 pad = np.zeros((bs - valid, *batch.shape[1:]), batch.dtype)
                 batch = np.concatenate([batch, pad])
-            batch = jax.device_put(batch, self.sharding) if self.sharding is not None else batch
-            out.append(np.asarray(self._features(self.params, batch), np.float64)[:valid])
+            if self.sharding is not None:  # every process holds all videos: fill own shards
+                batch = parallel.global_array(batch, self.sharding)
+            features = parallel.to_host(self._features(self.params, batch))
+            out.append(np.asarray(features, np.float64)[:valid])
         return np.concatenate(out) if out else np.zeros((0, 0))
 
 

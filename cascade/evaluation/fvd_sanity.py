@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from typing import Any
 
@@ -115,30 +116,37 @@ def format_table(result: dict[str, Any]) -> str:
 
 
 def load_videos(data_cfg: dict[str, Any], split: str, n: int) -> np.ndarray:
-    """The first n clips of a split as float32 [n, T, H, W, C] in [-1, 1]."""
-    from cascade.data import loading
+    """The first n clips of a split (stored order, as every evaluation reads them) as float32
+    [n, T, H, W, C] in [-1, 1]."""
+    from cascade.data import pipeline
 
-    clips = [
-        ex["video"] for ex in loading.load_dataset(data_cfg, split).take(n).as_numpy_iterator()
-    ]
-    if len(clips) < n:
-        raise ValueError(f"{data_cfg['name']!r} {split} has {len(clips)} clips, asked for {n}")
-    return np.stack(clips).astype(np.float32) / 127.5 - 1.0
+    return pipeline.test_clips(data_cfg, n, split=split)["video"]
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--dataset", default="moving_digits")
-    parser.add_argument("--data_dir", default=None)
-    parser.add_argument("--num_videos", type=int, default=64, help="clips per side")
-    parser.add_argument("--clip_length", type=int, default=16)
-    parser.add_argument("--batch_size", type=int, default=8)
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line (argparse exits 2 with one usage line on a malformed flag)."""
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument("--dataset", default="moving_digits", help="data set name")
+    parser.add_argument("--data_dir", default=None, help="TFDS data_dir (default: TFDS's)")
+    parser.add_argument("--num_videos", type=int, default=64, help="clips per side, >= 2")
+    parser.add_argument("--clip_length", type=int, default=16, help="frames fed to I3D, >= 9")
+    parser.add_argument("--batch_size", type=int, default=8, help="clips per I3D call")
     parser.add_argument("--frames", type=int, default=32, help="embedded builder: frames")
     parser.add_argument("--resolution", type=int, default=64, help="embedded builder: size")
     parser.add_argument("--num_train", type=int, default=1000, help="embedded builder")
     parser.add_argument("--num_test", type=int, default=100, help="embedded builder")
     parser.add_argument("--output", default=None, help="write the table as JSON here")
     args = parser.parse_args(argv)
+    for name in ("frames", "resolution", "num_train", "num_test"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    return args
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """The sanity table for parsed arguments; prints it and writes --output."""
     data_cfg = {
         "name": args.dataset,
         "data_dir": args.data_dir,
@@ -154,6 +162,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         batch_size=args.batch_size,
         real_split="train",
     )
+    if args.output:
+        from cascade import cli
+
+        cli.check_writable_dir(os.path.dirname(os.path.abspath(args.output)), "--output")
     train = load_videos(data_cfg, "train", args.num_videos)
     test = load_videos(data_cfg, "test", args.num_videos)
     result = sanity_table(train, test, protocol)
@@ -166,5 +178,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return result
 
 
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit code (2: a user mistake, reported in one line)."""
+    from cascade import cli
+
+    args = parse_args(argv)
+
+    def body() -> None:
+        try:
+            run(args)
+        except ValueError as err:  # FVDProtocol and the data layer name the bad setting
+            if isinstance(err, cli.user_errors()):
+                raise
+            raise cli.UsageError(str(err)) from None
+
+    return cli.guarded(body)
+
+
 if __name__ == "__main__":
-    main()
+    import sys
+
+    sys.exit(main())

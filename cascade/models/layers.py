@@ -151,7 +151,8 @@ class GroupNorm(nnx.Module):
     def __call__(
         self, x: jax.Array, scale: jax.Array | None = None, shift: jax.Array | None = None
     ) -> jax.Array:
-        """x [B, T, H, W, C] -> same; optional FiLM scale, shift [B, C]: y * (1 + scale) + shift."""
+        """x [B, T, H, W, C] -> same; optional FiLM scale, shift [B, C] or per frame [B, T, C]:
+        y * (1 + scale) + shift."""
         *lead, h, w, c = x.shape
         g = self.groups
         # Per-channel moments over the contiguous H*W axis first, then per group: XLA:CPU
@@ -165,8 +166,10 @@ class GroupNorm(nnx.Module):
         a = jnp.repeat(inv, c // g, axis=-1) * self.scale[...]
         b = self.bias[...] - jnp.repeat(m1, c // g, axis=-1) * a
         if scale is not None:  # FiLM folded into the same per-(frame, channel) affine map
-            film = (1.0 + scale.astype(jnp.float32))[:, None, :]
-            a, b = a * film, b * film + shift.astype(jnp.float32)[:, None, :]
+            film, shift = 1.0 + scale.astype(jnp.float32), shift.astype(jnp.float32)
+            if film.ndim < a.ndim:  # one scale/shift per clip: the same on every frame
+                film, shift = film[:, None, :], shift[:, None, :]
+            a, b = a * film, b * film + shift
         y = x.astype(jnp.float32) * a[..., None, None, :] + b[..., None, None, :]
         return y.astype(self.dtype)
 
@@ -485,16 +488,20 @@ class ResBlock(nnx.Module):
         links=None,
         dropout_rng: jax.Array | None = None,
     ) -> jax.Array:
-        """x [B, T, H, W, Cin], emb [B, E] (already swish-activated) -> [B, T, H, W, Cout]."""
+        """x [B, T, H, W, Cin], emb [B, E] or per frame [B, T, E] (already swish-activated)
+        -> [B, T, H, W, Cout]."""
         h = nnx.swish(self.norm1(x))
         h = self._conv(self.conv1, self.tconv1, h, links)
-        e = self.emb(emb)  # [B, C] or [B, 2C]
+        e = self.emb(emb)  # [B, (T,) C] or [B, (T,) 2C]
         if self.scale_shift:
             scale, shift = jnp.split(e, 2, axis=-1)
             h = self.norm2(h, scale, shift)
-        else:  # add on a [B, T*H*W, C] view (fast backward reduction on CPU)
+        else:  # add on a [B, T*H*W, C] (or [B, T, H*W, C]) view: fast backward on CPU
             b, t, hh, ww, c = h.shape
-            h = self.norm2((h.reshape(b, -1, c) + e[:, None, :]).reshape(h.shape))
+            if e.ndim == 3:  # per-frame embedding (joint image-video batches)
+                h = self.norm2((h.reshape(b, t, -1, c) + e[:, :, None, :]).reshape(h.shape))
+            else:
+                h = self.norm2((h.reshape(b, -1, c) + e[:, None, :]).reshape(h.shape))
         h = dropout(nnx.swish(h), self.rate, dropout_rng)
         h = self._conv(self.conv2, self.tconv2, h, links)
         skip = x if self.skip is None else self.skip(x)

@@ -268,6 +268,7 @@ class UNet3D(nnx.Module):
         return UNetBlock(cin, cout, self.cfg, spatial=spatial, temporal=temporal, rngs=None)
 
     def _embed(self, logsnr, label, aug_logsnr, batch: int) -> jax.Array:
+        """[B, E], or [B, T, E] when labels are per frame [B, T] (images in a joint batch)."""
         cfg = self.cfg
         logsnr = jnp.broadcast_to(jnp.asarray(logsnr, jnp.float32), (batch,))
         feats = fourier_embedding(logsnr_to_unit(logsnr), cfg.base_channels)
@@ -279,7 +280,10 @@ class UNet3D(nnx.Module):
         if self.label_emb is not None:
             if label is None:  # unconditional call: the null class
                 label = jnp.full((batch,), cfg.num_classes, jnp.int32)
-            emb = emb + jnp.take(self.label_emb[...], jnp.asarray(label, jnp.int32), axis=0)
+            label = jnp.asarray(label, jnp.int32)
+            if label.ndim == 2:  # per frame: broadcast the clip's embedding over time
+                emb = emb[:, None, :]
+            emb = emb + jnp.take(self.label_emb[...], label, axis=0)
         return nnx.swish(emb).astype(jnp.dtype(cfg.dtype))
 
     def _run(self, block, *args):
@@ -300,10 +304,11 @@ class UNet3D(nnx.Module):
     ) -> jax.Array:
         """Predict from x [B, T, H, W, in_channels] at log-SNR [B] -> float32 [B, T, H, W, out].
 
-        label int [B] (class ids; num_classes = null), aug_logsnr [B] (noise-augmentation
-        level, needs cfg.use_aug_cond), image_mask bool [B, T] (True = independent image
-        frame: no temporal link to other frames), dropout_rng (needed when
-        deterministic=False and cfg.dropout > 0).
+        label int [B] (class ids; num_classes = null) or per frame [B, T] (a joint
+        image-video batch: each independent image has its own label), aug_logsnr [B]
+        (noise-augmentation level, needs cfg.use_aug_cond), image_mask bool [B, T] (True =
+        independent image frame: no temporal link to other frames), dropout_rng (needed
+        when deterministic=False and cfg.dropout > 0).
         """
         cfg = self.cfg
         if x.ndim != 5:
@@ -326,6 +331,10 @@ class UNet3D(nnx.Module):
             raise ValueError("UNet3D: aug_logsnr given but cfg.use_aug_cond=False")
         if not cfg.num_classes and label is not None:
             raise ValueError("UNet3D: label given but cfg.num_classes=0 (unconditional)")
+        if label is not None and jnp.ndim(label) == 2 and tuple(jnp.shape(label)) != (b, t):
+            raise ValueError(
+                f"UNet3D: per-frame label must be [B, T] = {(b, t)}, got {label.shape}"
+            )
         rng = None
         if not deterministic and cfg.dropout > 0:
             if dropout_rng is None:

@@ -3,8 +3,8 @@
 Its training clips are views of the stored clips: a random window of
 `frames * frame_stride` frames, every `frame_stride`-th kept, box-downsampled
 to `resolution`. Optional extra independent images from other clips
-(VDM joint image-video training) are appended on the time axis and masked in
-temporal attention.
+(VDM joint image-video training) are appended on the time axis, masked in
+temporal attention, and carry their own labels (`image_label` [B, extra]).
 """
 
 from __future__ import annotations
@@ -79,6 +79,7 @@ class BaseStage(GaussianStage):
             t, h, w, c = self.output_shape
             spec["video"] = jax.ShapeDtypeStruct((batch_size, t + extra, h, w, c), np.float32)
             spec["image_mask"] = jax.ShapeDtypeStruct((batch_size, t + extra), np.bool_)
+            spec["image_label"] = jax.ShapeDtypeStruct((batch_size, extra), np.int32)
         return spec
 
     def make_batch(self, clips: Batch, rng: np.random.Generator) -> Batch:
@@ -86,9 +87,13 @@ class BaseStage(GaussianStage):
         video = clip_view(clips["video"], v, self.config.data, rng)
         batch = {"video": video, "label": clips["label"].astype(np.int32)}
         if v.extra_images:
-            images = views.extra_images(clips["video"], v.extra_images, rng)
+            images, image_labels = views.extra_images(
+                clips["video"], v.extra_images, rng, labels=clips["label"]
+            )
             images = views.spatial_downsample(images, clips["video"].shape[2] // v.resolution)
             batch["video"] = np.concatenate([video, images], axis=1)
+            # Each image keeps the label of the clip it came from (see GaussianStage.loss).
+            batch["image_label"] = np.asarray(image_labels, np.int32)
             mask = np.zeros((len(video), v.frames + v.extra_images), bool)
             mask[:, v.frames :] = True
             batch["image_mask"] = mask

@@ -25,6 +25,24 @@ class ShapeMismatchError(ValueError):
     """A batch or a chained stage whose shape disagrees with the config."""
 
 
+def apply_measured(
+    config: ml_collections.ConfigDict, measured: dict[str, Any] | None
+) -> ml_collections.ConfigDict:
+    """`config` with the values a stage measured at training time (`Stage.measured_config`)
+    filled in where the config leaves them to be measured (0); others are kept as given."""
+    if not measured:
+        return config
+    config = ml_collections.ConfigDict(config.to_dict())  # never change the caller's config
+    for dotted, value in measured.items():
+        section, _, key = dotted.rpartition(".")
+        target = config
+        for part in section.split(".") if section else ():
+            target = target[part]
+        if not target[key]:
+            target[key] = value
+    return config
+
+
 class Stage(abc.ABC):
     """Base class: subclasses set `name` and implement the abstract methods."""
 
@@ -70,6 +88,14 @@ class Stage(abc.ABC):
         if self.input_shape is not None:
             spec["cond"] = jax.ShapeDtypeStruct((batch_size, *self.input_shape), jnp.float32)
         return spec
+
+    def measured_config(self) -> dict[str, Any]:
+        """Config values this stage measured from the training data (dotted key -> value).
+
+        The trainer stores them in the checkpoint's meta ("measured"), and loading applies
+        them (`apply_measured`), so a trained stage samples without the training set.
+        """
+        return {}
 
     def to_video(self, outputs: np.ndarray) -> np.ndarray:
         """What `sample` produced, as clips [B,T,H,W,C] in [-1, 1] (latent stages decode)."""

@@ -97,6 +97,27 @@ class GaussianStage(Stage, abc.ABC):
             return None
         return batch["label"].astype(jnp.int32)
 
+    def _train_labels(self, batch: Batch, key: jax.Array) -> jax.Array | None:
+        """Training labels with classifier-free label dropout: [B], or [B, T] per frame when
+        the batch has extra independent images (`image_label` [B, n], the last n frames).
+
+        A clip's frames share its label and one dropout draw; each image has its own label
+        and its own draw, so the null label is learnt on images as on clips.
+        """
+        label = self._labels(batch)
+        if label is None:
+            return None
+        p = self.config.diffusion.label_dropout
+        if p > 0:
+            label = guidance.drop_labels(label, p, key, self.null_label)
+        if "image_label" not in batch:
+            return label
+        images = batch["image_label"].astype(jnp.int32)
+        if p > 0:
+            images = guidance.drop_labels(images, p, jax.random.fold_in(key, 1), self.null_label)
+        b, frames = label.shape[0], batch["video"].shape[1] - images.shape[1]
+        return jnp.concatenate([jnp.broadcast_to(label[:, None], (b, frames)), images], axis=1)
+
     def _network(self, model, z, logsnr, cond, aug_logsnr, label, **kwargs):
         x_in = z if cond is None else jnp.concatenate([z, cond.astype(z.dtype)], axis=-1)
         return model(x_in, logsnr, label=label, aug_logsnr=aug_logsnr, **kwargs)
@@ -109,12 +130,8 @@ class GaussianStage(Stage, abc.ABC):
         t = schedules.uniform_t(k_t, b)  # low-discrepancy (VDM)
         logsnr = self.schedule(t)
         eps = jax.random.normal(k_eps, x.shape, x.dtype)
-        z = gaussian.q_sample(x, eps, logsnr)
-        label = self._labels(batch)
-        if label is not None and self.config.diffusion.label_dropout > 0:
-            label = guidance.drop_labels(
-                label, self.config.diffusion.label_dropout, k_label, self.null_label
-            )
+        z = gaussian.q_sample(x, eps=eps, logsnr=logsnr)
+        label = self._train_labels(batch, k_label)
         cond, aug_logsnr = self.conditioning(batch, k_cond, train=True)
         out = self._network(
             model,
@@ -129,11 +146,11 @@ class GaussianStage(Stage, abc.ABC):
         )
         per_example = gaussian.diffusion_loss(
             out.astype(jnp.float32),
-            x,
-            eps,
-            logsnr,
-            self.config.diffusion.parametrization,
-            self.config.diffusion.loss,
+            x=x,
+            eps=eps,
+            logsnr=logsnr,
+            parametrization=self.config.diffusion.parametrization,
+            weighting=self.config.diffusion.loss,
         )
         loss = jnp.mean(per_example)
         return loss, {"loss": loss}

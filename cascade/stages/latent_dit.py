@@ -17,6 +17,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
+from cascade import parallel
 from cascade.configs import ConfigError, build_dataclass, check_choice
 from cascade.diffusion import flow, guidance
 from cascade.models.dit import DiTConfig, LatentDiT
@@ -48,7 +49,9 @@ def vae_section(workdir: str = "workdirs/video_vae") -> ml_collections.ConfigDic
     return ml_collections.ConfigDict(
         {
             "workdir": workdir,  # a trained video_vae stage
-            "latent_scale": 0.0,  # 0: 1 / std of the latents of the first training clips
+            # 0: 1 / std of the latents of the first training clips, measured when training
+            # starts and stored in the checkpoint (sampling never reads the training set)
+            "latent_scale": 0.0,
             "sample_posterior": True,  # z ~ q(z|x) rather than its mean
             # on_the_fly: encode every batch's random window. cached: each clip's first window
             # is encoded once (posterior moments kept in memory, keyed by the clip's content)
@@ -107,6 +110,10 @@ class LatentDiTStage(Stage):
         except ValueError as err:
             raise ConfigError(f"config.view {self.pixel_shape}: {err}") from err
         graphdef = self.vae.graphdef
+        # The VAE works on data each process holds itself (its own training clips, the full
+        # set of sampled latents), so its weights live on this process's first device, not
+        # on a mesh that spans processes (which would demand the same data everywhere).
+        self._vae_params = jax.device_put(parallel.to_host(self.vae.params), jax.local_devices()[0])
         self._encode = jax.jit(lambda p, x: merge_model(graphdef, p).encode(x))
         self._decode = jax.jit(lambda p, z: merge_model(graphdef, p).decode(z))
         self.latent_scale = float(config.vae.latent_scale) or self._measure_latent_scale()
@@ -134,16 +141,20 @@ class LatentDiTStage(Stage):
         video = clip_view(
             clips["video"], self.config.view, self.config.data, np.random.default_rng(0)
         )
-        mean, _ = self._encode(self.vae.params, video)
+        mean, _ = self._encode(self._vae_params, video)
         return float(1.0 / max(float(jnp.std(mean)), 1e-6))
+
+    def measured_config(self) -> dict[str, float]:
+        """The latent scale, so a checkpoint is self-contained (see `Stage.measured_config`)."""
+        return {"vae.latent_scale": float(self.latent_scale)} if self.vae is not None else {}
 
     def _moments(self, video: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Posterior (mean, logvar) of clips [B, *pixel_shape], from the cache when enabled."""
         if self.config.vae.latents == "on_the_fly":
-            return tuple(np.asarray(a) for a in self._encode(self.vae.params, video))
+            return tuple(np.asarray(a) for a in self._encode(self._vae_params, video))
         keys = [hashlib.sha1(clip.tobytes()).digest() for clip in video]
         if any(k not in self._moment_cache for k in keys):  # whole batch: one compiled shape
-            mean, logvar = (np.asarray(a) for a in self._encode(self.vae.params, video))
+            mean, logvar = (np.asarray(a) for a in self._encode(self._vae_params, video))
             self._moment_cache.update(zip(keys, zip(mean, logvar, strict=True), strict=True))
         mean, logvar = zip(*(self._moment_cache[k] for k in keys), strict=True)
         return np.stack(mean), np.stack(logvar)
@@ -157,7 +168,7 @@ class LatentDiTStage(Stage):
 
     def to_video(self, latents: np.ndarray) -> np.ndarray:
         """Decode generated latents [B, *output_shape] to clips [B, *pixel_shape] in [-1, 1]."""
-        video = self._decode(self.vae.params, jnp.asarray(latents) / self.latent_scale)
+        video = self._decode(self._vae_params, jnp.asarray(latents) / self.latent_scale)
         return np.clip(np.asarray(video, np.float32), -1.0, 1.0)
 
     # -- network and objective ---------------------------------------------------------------------
@@ -189,7 +200,7 @@ class LatentDiTStage(Stage):
         if label is not None and f.label_dropout > 0:
             label = guidance.drop_labels(label, f.label_dropout, k_label, self.null_label)
         v = model(
-            flow.flow_interpolate(x0, eps, t), t, label=label, deterministic=False, rng=k_drop
+            flow.flow_interpolate(x0, eps=eps, t=t), t, label=label, deterministic=False, rng=k_drop
         )
         loss = jnp.mean(flow.flow_loss(v.astype(jnp.float32), x0, eps))
         return loss, {"loss": loss}

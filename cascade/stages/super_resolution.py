@@ -107,7 +107,7 @@ class SuperResolutionStage(GaussianStage):
         else:
             t_aug = jnp.full((b,), sr.sample_aug_t)
         aug_logsnr = self.schedule(t_aug)
-        noisy = gaussian.q_sample(up, jax.random.normal(k_eps, up.shape), aug_logsnr)
+        noisy = gaussian.q_sample(up, eps=jax.random.normal(k_eps, up.shape), logsnr=aug_logsnr)
         return noisy, aug_logsnr
 
 
