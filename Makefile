@@ -6,6 +6,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 OUT ?= results/quickstart
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist): each file runs whole in one of them; 0 runs in this process.
+TEST_WORKERS ?= 2
 
 .PHONY: quickstart test lint format bench clean-venv
 
@@ -20,7 +22,7 @@ quickstart: $(STAMP)
 
 ## make test: lint + the test suite (pytest exit 5, "no tests ran", fails too)
 test: $(STAMP) lint
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check cascade configs experiments tests
@@ -31,7 +33,7 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix cascade configs experiments tests
 
 bench: $(STAMP)
-	$(BIN)/python -m cascade.bench --config=configs/base.py:bench
+	$(BIN)/python -m cascade.bench --config=configs/keyframes.py:bench
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,6 +1,6 @@
 """Benchmark a stage's training step (and its extra kernels) from a config; one JSON line each.
 
-    python -m cascade.bench --config=configs/base.py:bench
+    python -m cascade.bench --config=configs/keyframes.py:bench
     python -m cascade.bench --config=configs/latent_dit.py:bench
     python -m cascade.bench --config=configs/video_vae.py:bench
 
@@ -24,14 +24,21 @@ import jax.numpy as jnp  # noqa: E402
 import ml_collections  # noqa: E402
 from absl import flags  # noqa: E402
 
-from cascade import benchmarking, cli, parallel  # noqa: E402
+from cascade import cli  # noqa: E402
 from cascade.configs import ConfigError  # noqa: E402
-from cascade.evaluation.cost import count_params  # noqa: E402
+from cascade.evaluation import benchmarking  # noqa: E402
 from cascade.stages import TRAINABLE_STAGES, build_stage  # noqa: E402
-from cascade.train_state import init_state, make_optimizer, make_train_step, model_graphdef  # noqa: E402
+from cascade.stages.stage import model_graphdef  # noqa: E402
+from cascade.training import parallel  # noqa: E402
+from cascade.training.train_state import (  # noqa: E402
+    count_params,
+    init_state,
+    make_optimizer,
+    make_train_step,
+)
 
 FLAGS = cli.new_flags()
-cli.define_config(FLAGS, "Stage config with a preset, e.g. configs/base.py:bench.")
+cli.define_config(FLAGS, "Stage config with a preset, e.g. configs/keyframes.py:bench.")
 flags.DEFINE_integer("iters", 5, "Timed iterations (median reported), >= 1.", flag_values=FLAGS)
 flags.DEFINE_integer("warmup", 2, "Untimed iterations after compilation, >= 0.", flag_values=FLAGS)
 
@@ -104,7 +111,7 @@ def _body(args: cli.Args) -> None:
     if args.config.stage not in TRAINABLE_STAGES:
         raise ConfigError(
             f"cascade.bench times a stage's training step; a {args.config.stage} config has "
-            f"none. Use a stage config ({', '.join(TRAINABLE_STAGES)}), e.g. configs/base.py:bench."
+            f"none. Use a stage config ({', '.join(TRAINABLE_STAGES)}), e.g. configs/keyframes.py:bench."
         )
     for record in bench_config(args.config, warmup=args.warmup, iters=args.iters):
         print(json.dumps(record), flush=True)

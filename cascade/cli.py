@@ -3,7 +3,7 @@ config loading with `--config.a.b=value` overrides, up-front validation, workdir
 multi-host initialisation, and one handler that turns a user mistake into one message.
 
     FLAGS = cli.new_flags()
-    cli.define_config(FLAGS, "Stage config, e.g. configs/base.py:tiny.")
+    cli.define_config(FLAGS, "Stage config, e.g. configs/keyframes.py:tiny.")
     def body(args: cli.Args) -> None: ...
     if __name__ == "__main__":
         sys.exit(cli.entry(body, FLAGS, __doc__))
@@ -70,7 +70,7 @@ def define_config(fv: flags.FlagValues, help_text: str) -> None:
     flags.DEFINE_string(
         "config",
         None,
-        f"{help_text} Append :PRESET to pick a preset (configs/base.py:tiny); override any "
+        f"{help_text} Append :PRESET to pick a preset (configs/keyframes.py:tiny); override any "
         "field with --config.section.key=value (a key that does not exist or a value of the "
         "wrong type is refused before anything runs).",
         flag_values=fv,
@@ -84,9 +84,9 @@ def define_config(fv: flags.FlagValues, help_text: str) -> None:
 USER_ERROR_TYPES = (
     ("cascade.configs", "ConfigError"),
     ("cascade.cli", "UsageError"),
-    ("cascade.stages.common", "ShapeMismatchError"),
-    ("cascade.checkpoints", "CheckpointError"),
-    ("cascade.train", "NonFiniteLossError"),
+    ("cascade.stages.stage", "ShapeMismatchError"),
+    ("cascade.training.checkpoints", "CheckpointError"),
+    ("cascade.training.trainer", "NonFiniteLossError"),
     ("cascade.data.loading", "DatasetNotFoundError"),
 )
 
@@ -265,10 +265,10 @@ def split_overrides(argv: Sequence[str]) -> tuple[list[str], list[tuple[str, str
 
 def load_config(spec: str | None, overrides: Sequence[tuple[str, str | None]]):
     """The config of `--config=FILE[:PRESET]` with overrides applied, validated."""
-    from cascade import configs
+    from cascade import config_checks, config_overrides, configs
 
     if not spec:
-        raise UsageError("--config is required, e.g. --config=configs/base.py:tiny.")
+        raise UsageError("--config is required, e.g. --config=configs/keyframes.py:tiny.")
     config = configs.load(spec)
     for key, text in overrides:
         if text is None:
@@ -276,20 +276,20 @@ def load_config(spec: str | None, overrides: Sequence[tuple[str, str | None]]):
             if not isinstance(current, bool):
                 raise ConfigError(f"--config.{key} needs a value: --config.{key}=VALUE.")
             text = "true"
-        configs.set_override(config, key, text)
-    return configs.validate(config)
+        config_overrides.set_override(config, key, text)
+    return config_checks.validate(config)
 
 
 def _lookup(config, dotted: str) -> Any:
     """The current value at `dotted`; an unknown key raises set_override's did-you-mean error."""
     import ml_collections
 
-    from cascade import configs
+    from cascade import config_overrides
 
     target = config
     for part in dotted.split("."):
         if not isinstance(target, ml_collections.ConfigDict) or part not in target:
-            configs.set_override(config, dotted, "")
+            config_overrides.set_override(config, dotted, "")
         target = target[part]
     return target
 
@@ -343,7 +343,7 @@ def entry(
     def run() -> None:
         args = parse(fv, argv, required=required, config=config)
         if distributed:
-            from cascade import parallel
+            from cascade.training import parallel
 
             parallel.maybe_initialize_distributed()
         body(args)

@@ -1,6 +1,6 @@
 """Up-front validation of config values (ranges, choices, keys a stage would ignore).
 
-`cascade.configs.validate(config)` runs `check_config` once, before anything is
+`validate(config)` runs `check_config` once, before anything is
 built or compiled, in every entry point. Each check names the key, the value and
 what is allowed, so a mistake is one clear message instead of a late
 ZeroDivisionError, a shape error after compiling, or a setting silently ignored.
@@ -17,7 +17,7 @@ import ml_collections
 
 from cascade.configs import STAGES, ConfigError, check_choice
 
-GAUSSIAN_STAGES = ("base", "temporal_sr", "spatial_sr")
+GAUSSIAN_STAGES = ("keyframes", "temporal_sr", "spatial_sr")
 DATA_STAGES = (*GAUSSIAN_STAGES, "video_vae", "latent_dit")
 # cascade.data.loading.KNOWN_DATASETS, repeated so that checking a config never imports
 # TensorFlow (20 s on 2 busy cores); tests/test_config_keys.py keeps the two equal.
@@ -132,9 +132,9 @@ def check_view(config: ml_collections.ConfigDict) -> None:
     for name in ("frames", "resolution", "frame_stride", "channels"):
         at_least(v, name, 1, "view")
     at_least(v, "extra_images", 0, "view")
-    if v.extra_images and config.stage != "base":
+    if v.extra_images and config.stage != "keyframes":
         raise ConfigError(
-            f"config.view.extra_images={v.extra_images}: joint image-video training is a base "
+            f"config.view.extra_images={v.extra_images}: joint image-video training is a keyframe "
             f"stage feature; a {config.stage} stage would ignore it. Set it to 0."
         )
     span = v.frames * v.frame_stride
@@ -258,7 +258,7 @@ def check_distill(config: ml_collections.ConfigDict) -> None:
     for name in ("start_steps", "end_steps", "steps_per_round", "compare_videos"):
         at_least(d, name, 1, "distill")
     check_choice(d.weighting, ("auto", *WEIGHTINGS), "distill.weighting")
-    from cascade.distillation import rounds  # noqa: PLC0415 - heavy import, only here
+    from cascade.diffusion.distill import rounds
 
     rounds(d.start_steps, d.end_steps)
 
@@ -288,3 +288,10 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     else:  # video_vae
         check_choice(config.loss.recon, ("l1", "l2"), "loss.recon")
         at_least(config.loss, "kl_weight", 0, "loss", integer=False)
+
+
+def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Check every value of a config (ranges, choices, keys a stage would ignore) before
+    anything is built; the first problem is a ConfigError naming the key. Returns `config`."""
+    check_config(config)
+    return config

@@ -1,7 +1,7 @@
 """Entry point for every experiment.
 
-    python -m cascade.main --config=configs/base.py:tiny --workdir=/tmp/base --mode=train
-    python -m cascade.main --config=configs/base.py:tiny --workdir=/tmp/base --mode=sample
+    python -m cascade.main --config=configs/keyframes.py:tiny --workdir=/tmp/keyframes --mode=train
+    python -m cascade.main --config=configs/keyframes.py:tiny --workdir=/tmp/keyframes --mode=sample
     python -m cascade.main --config=configs/cascade.py --workdir=/tmp/cascade --mode=sample
 
 Any config field can be overridden: `--config.train.steps=100`. A key that does
@@ -23,7 +23,7 @@ from cascade import cli  # noqa: E402
 FLAGS = cli.new_flags()
 cli.define_config(
     FLAGS,
-    "Config file: a stage (configs/base.py, ...), configs/cascade.py or configs/single_stage.py.",
+    "Config file: a stage (configs/keyframes.py, ...), configs/cascade.py or configs/single_stage.py.",
 )
 flags.DEFINE_string(
     "workdir",
@@ -53,7 +53,7 @@ def refuse_mode(config, mode: str) -> None:
     if config.stage in ("cascade", "single_stage") and mode == "train":
         raise ConfigError(
             f"a {config.stage} config chains trained stages and is not trained itself; train "
-            "each stage with its own config (configs/base.py, configs/temporal_sr.py, ...), "
+            "each stage with its own config (configs/keyframes.py, configs/temporal_sr.py, ...), "
             "then use --mode=sample or --mode=evaluate."
         )
     if config.stage == "distill":
@@ -65,12 +65,12 @@ def refuse_mode(config, mode: str) -> None:
 
 def run(config, workdir: str, mode: str, num_samples: int | None = None):
     """Dispatch on config.stage and mode; returns what the mode produced (state, paths, metrics)."""
-    from cascade import parallel
+    from cascade.training import parallel
 
     refuse_mode(config, mode)
     parallel.maybe_initialize_distributed()
     if config.stage in ("cascade", "single_stage"):
-        from cascade.runners import build_runner
+        from cascade.sampling.runners import build_runner
 
         runner = build_runner(config)
         if mode == "sample":
@@ -79,14 +79,14 @@ def run(config, workdir: str, mode: str, num_samples: int | None = None):
 
         return evaluate_runner(runner, config, workdir, num_samples)
     if mode == "train":
-        from cascade.train import Trainer
+        from cascade.training.trainer import Trainer
 
         return Trainer(config, workdir).train()
-    from cascade.trained import load_trained
+    from cascade.training.trained import load_trained
 
     trained = load_trained(workdir, config)
     if mode == "sample":
-        from cascade.sampling import sample_to_files
+        from cascade.sampling.runners import sample_to_files
 
         return sample_to_files(trained, workdir, num_samples or config.train.num_samples)
     from cascade.evaluation.evaluate import evaluate_stage

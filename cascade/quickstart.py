@@ -4,7 +4,7 @@
 
 Steps (each resumes if its output already exists, so a rerun finishes quickly):
   1. build moving_digits and bouncing_shapes into OUT/data, write previews;
-  2. train the base, temporal-SR and spatial-SR stages (`quick` presets) in OUT/<stage>;
+  2. train the keyframe, temporal-SR and spatial-SR stages (`quick` presets) in OUT/<stage>;
   3. run the cascade, writing videos of every stage to OUT/cascade;
   4. evaluate: FVD/KVD of the cascade's videos against real test clips, each SR
      stage against its trivial baseline (PSNR/SSIM), parameters and timings -> OUT/metrics.json.
@@ -43,11 +43,11 @@ flags.DEFINE_integer(
     flag_values=FLAGS,
 )
 
-STAGES = ("base", "temporal_sr", "spatial_sr")
+STAGES = ("keyframes", "temporal_sr", "spatial_sr")
 
 
 def stage_config(name: str, data_dir: Path, steps: int | None):
-    from cascade import configs
+    from cascade import config_checks, configs
 
     config = configs.load(f"{name}:quick")
     config.data.data_dir = str(data_dir)
@@ -55,21 +55,21 @@ def stage_config(name: str, data_dir: Path, steps: int | None):
         config.train.steps = steps
         config.train.checkpoint_every = min(config.train.checkpoint_every, steps)
         config.train.warmup_steps = min(config.train.warmup_steps, max(steps // 10, 1))
-    return configs.validate(config)
+    return config_checks.validate(config)
 
 
 def run(out: Path, *, steps: int | None, num_videos: int, fvd_videos: int) -> dict:
     from cascade import configs
     from cascade.data.__main__ import build_and_preview
     from cascade.evaluation.evaluate import evaluate_outputs, evaluate_super_resolution
-    from cascade.runners import CascadeRunner
-    from cascade.train import Trainer
+    from cascade.sampling.runners import CascadeRunner
+    from cascade.training.trainer import Trainer
 
     out.mkdir(parents=True, exist_ok=True)
     data_dir = out / "data"
     report: dict = {"seconds": {}}
     tick = time.perf_counter()
-    base_data = stage_config("base", data_dir, steps).data
+    base_data = stage_config("keyframes", data_dir, steps).data
     for dataset in ("moving_digits", "bouncing_shapes"):
         build_and_preview(dataset, base_data, data_dir / "previews" / f"{dataset}.gif")
     report["seconds"]["data"] = time.perf_counter() - tick

@@ -5,14 +5,21 @@ arrays, with 1 (grayscale, upgraded to RGB) or 3 channels; a missing channel
 axis means grayscale. jax arrays are accepted too (converted with np.asarray).
 GIFs are written with Pillow; MP4 with the ffmpeg binary bundled by
 imageio-ffmpeg (H.264, yuv420p, so odd sizes are padded to even ones).
+
+Run outputs (what training previews, `--mode=sample` and the runners write) are
+`write_videos` (name.gif, name.mp4, name_grid.png) and `write_run_outputs` (every
+stage, the final videos, all stages side by side, timing.json).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
+from pathlib import Path
 from typing import Any
 
+import jax
 import numpy as np
 from PIL import Image
 
@@ -217,3 +224,69 @@ def write_video_grid_mp4(
 ) -> str:
     """Writes N videos tiled on a grid (see `tile_videos`) as one MP4."""
     return write_mp4(path, tile_videos(videos, ncols, pad), fps=fps, scale=scale)
+
+
+def nearest_resize(videos: np.ndarray, frames: int, size: int) -> np.ndarray:
+    """[N,T,H,W,C] -> [N,frames,size,size,C] by repetition (for showing stages side by side)."""
+    n, t, h, w, c = videos.shape
+    ti = (np.arange(frames) * t) // frames
+    yi = (np.arange(size) * h) // size
+    xi = (np.arange(size) * w) // size
+    return videos[:, ti][:, :, yi][:, :, :, xi]
+
+
+def side_by_side(outputs: dict[str, np.ndarray]) -> np.ndarray:
+    """Every stage's output on the final grid, concatenated along width: [N,T,H,W*stages,C]."""
+    final = list(outputs.values())[-1]
+    _, t, h, _, c = final.shape
+    panels = []
+    for video in outputs.values():
+        if video.shape[-1] != c:
+            video = np.repeat(video[..., :1], c, axis=-1)
+        panels.append(nearest_resize(video, t, h))
+    return np.concatenate(panels, axis=3)
+
+
+def write_videos(videos: np.ndarray, out_dir: str | os.PathLike, name: str, fps: int = 8) -> Path:
+    """name.gif and name.mp4 (videos [N,T,H,W,C] tiled), name_grid.png (rows = videos, cols =
+    frames). Small frames are upscaled (nearest) to at least 64 pixels so a person can see them.
+    With several processes (all holding the same videos) only process 0 writes."""
+    out_dir = Path(out_dir)
+    if jax.process_index() != 0:
+        return out_dir / f"{name}.gif"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    scale = max(1, 64 // max(videos.shape[2], 1))
+    write_video_grid_gif(out_dir / f"{name}.gif", videos, fps=fps, scale=scale)
+    write_video_grid_mp4(out_dir / f"{name}.mp4", videos, fps=fps, scale=scale)
+    write_grid_png(out_dir / f"{name}_grid.png", videos, scale=scale)
+    return out_dir / f"{name}.gif"
+
+
+def write_run_outputs(
+    out_dir: str | os.PathLike,
+    outputs: dict[str, np.ndarray],
+    seconds: dict[str, float],
+    fps: int,
+) -> dict[str, Any]:
+    """final.{gif,mp4,_grid.png}, <stage>.{...} for every intermediate, stages.gif, timing.json.
+
+    `outputs`: each stage's videos [N,T,H,W,C] in run order; `seconds`: wall time per stage.
+    Returns the timing report written to timing.json.
+    """
+    out_dir = Path(out_dir)
+    names = list(outputs)
+    for name in names:
+        write_videos(outputs[name], out_dir, name, fps=fps)
+    write_videos(outputs[names[-1]], out_dir, "final", fps=fps)
+    write_videos(side_by_side(outputs), out_dir, "stages", fps=fps)
+    n = len(outputs[names[-1]])
+    report = {
+        "stages": names,
+        "shapes": {k: list(v.shape[1:]) for k, v in outputs.items()},
+        "seconds": seconds,
+        "seconds_per_video": {k: v / n for k, v in seconds.items()},
+        "num_videos": n,
+    }
+    if jax.process_index() == 0:  # every host holds the same outputs; one writes them
+        (out_dir / "timing.json").write_text(json.dumps(report, indent=2))
+    return report

@@ -1,7 +1,7 @@
-"""The cascade: trained base -> temporal SR -> spatial SR, chained at sampling.
+"""The cascade: trained keyframes -> temporal SR -> spatial SR, chained at sampling.
 
     python -m cascade.main --config=configs/cascade.py --mode=sample --workdir=OUT \
-        --config.stages.base.workdir=W1 --config.stages.temporal_sr.workdir=W2 \
+        --config.stages.keyframes.workdir=W1 --config.stages.temporal_sr.workdir=W2 \
         --config.stages.spatial_sr.workdir=W3
 
 Each stage's workdir holds its checkpoints (and the config it was trained
@@ -22,7 +22,7 @@ def stage_sampling(
     guidance_scale: float | None = None,
     aug_t: float | None = None,
 ) -> ml_collections.ConfigDict:
-    """One stage's sampling settings. Only a class-conditional stage (the base) has
+    """One stage's sampling settings. Only a class-conditional stage (the keyframe stage) has
     `guidance_scale`, only a super-resolution stage `aug_t`: a key a stage would ignore is
     not there to be set."""
     section = {"workdir": workdir, "sampler": sampler, "steps": steps, "eta": 0.0}
@@ -41,10 +41,10 @@ def _config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.stage = "cascade"
     config.seed = 0
-    config.order = ("base", "temporal_sr", "spatial_sr")
+    config.order = ("keyframes", "temporal_sr", "spatial_sr")
     config.stages = ml_collections.ConfigDict(
         {
-            "base": stage_sampling("workdirs/base", steps=128, guidance_scale=1.0),
+            "keyframes": stage_sampling("workdirs/keyframes", steps=128, guidance_scale=1.0),
             "temporal_sr": stage_sampling("workdirs/temporal_sr", steps=64, aug_t=0.1),
             "spatial_sr": stage_sampling("workdirs/spatial_sr", steps=64, aug_t=0.1),
         }
@@ -61,7 +61,7 @@ def _default(config):
 
 
 def _quick(config):
-    for name, steps in (("base", 64), ("temporal_sr", 32), ("spatial_sr", 32)):
+    for name, steps in (("keyframes", 64), ("temporal_sr", 32), ("spatial_sr", 32)):
         config.stages[name].update(workdir=f"results/quickstart/{name}", steps=steps)
 
 

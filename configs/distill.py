@@ -10,7 +10,6 @@ the rounds (start_steps -> end_steps, halving) and the optimizer.
 import ml_collections
 
 from cascade import configs
-from cascade.distillation import distill_section
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -21,7 +20,7 @@ def _config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.stage = "distill"
     config.seed = 0
-    config.distill = distill_section()
+    config.distill = configs.distill_section()
     config.train = configs.train_section()
     # A lower learning rate than training; no warm-up: the student starts from the teacher.
     # No EMA: it would average students of different rounds (different step counts).

@@ -11,8 +11,6 @@ import ml_collections
 
 from cascade import configs
 from cascade.models.dit import DiTConfig
-from cascade.stages.base import view_section
-from cascade.stages.latent_dit import flow_sample_section, flow_section, vae_section
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -24,8 +22,8 @@ def _config() -> ml_collections.ConfigDict:
     config.stage = "latent_dit"
     config.seed = 0
     config.data = configs.data_section("moving_digits")
-    config.view = view_section(frames=17, resolution=64, frame_stride=1)
-    config.vae = vae_section("workdirs/video_vae")
+    config.view = configs.view_section(frames=17, resolution=64, frame_stride=1)
+    config.vae = configs.vae_section("workdirs/video_vae")
     config.model = configs.model_section(
         DiTConfig,
         in_channels=4,
@@ -35,8 +33,8 @@ def _config() -> ml_collections.ConfigDict:
         num_heads=6,
         num_classes=10,
     )
-    config.flow = flow_section()
-    config.sample = flow_sample_section(steps=32)
+    config.flow = configs.flow_section()
+    config.sample = configs.flow_sample_section(steps=32)
     config.train = configs.train_section()
     config.train.update(learning_rate=3e-4)
     config.mesh = configs.mesh_section()

@@ -7,9 +7,6 @@ import ml_collections
 
 from cascade import configs
 from cascade.models.unet3d import UNetConfig
-from cascade.stages.base import view_section
-from cascade.stages.gaussian import diffusion_section, sample_section
-from cascade.stages.super_resolution import sr_section
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -21,8 +18,8 @@ def _config() -> ml_collections.ConfigDict:
     config.stage = "temporal_sr"
     config.seed = 0
     config.data = configs.data_section("moving_digits")
-    config.view = view_section(frames=32, resolution=16, frame_stride=1)
-    config.sr = sr_section(factor=4, upsample="repeat")
+    config.view = configs.view_section(frames=32, resolution=16, frame_stride=1)
+    config.sr = configs.sr_section(factor=4, upsample="repeat")
     # Imagen Video's TSR models mix time with temporal convolutions, not attention.
     config.model = configs.model_section(
         UNetConfig,
@@ -38,9 +35,9 @@ def _config() -> ml_collections.ConfigDict:
         num_classes=0,
         use_aug_cond=True,
     )
-    config.diffusion = diffusion_section(parametrization="v", loss="v_mse")
+    config.diffusion = configs.diffusion_section(parametrization="v", loss="v_mse")
     config.diffusion.label_dropout = 0.0
-    config.sample = sample_section(steps=64)
+    config.sample = configs.sample_section(steps=64)
     config.train = configs.train_section()
     config.mesh = configs.mesh_section()
     return config

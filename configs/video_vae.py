@@ -8,8 +8,6 @@ import ml_collections
 
 from cascade import configs
 from cascade.models.vae import VAEConfig
-from cascade.stages.base import view_section
-from cascade.stages.video_vae import vae_loss_section
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -21,7 +19,7 @@ def _config() -> ml_collections.ConfigDict:
     config.stage = "video_vae"
     config.seed = 0
     config.data = configs.data_section("moving_digits")
-    config.view = view_section(frames=17, resolution=64, frame_stride=1)
+    config.view = configs.view_section(frames=17, resolution=64, frame_stride=1)
     config.model = configs.model_section(
         VAEConfig,
         in_channels=1,
@@ -31,7 +29,7 @@ def _config() -> ml_collections.ConfigDict:
         spatial_downsample=8,
         temporal_downsample=4,
     )
-    config.loss = vae_loss_section()
+    config.loss = configs.vae_loss_section()
     config.train = configs.train_section()
     config.train.update(learning_rate=1e-3, ema_decay=0.99)
     config.mesh = configs.mesh_section()

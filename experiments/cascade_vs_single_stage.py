@@ -1,4 +1,4 @@
-"""The cascade (base -> temporal SR -> spatial SR) against the single-stage path (causal video
+"""The cascade (keyframes -> temporal SR -> spatial SR) against the single-stage path (causal video
 VAE + latent DiT), trained on the same clips with training budgets matched in FLOPs.
 
     python -m experiments.cascade_vs_single_stage --preset=tiny --out=results/cascade_vs_single_stage
@@ -14,8 +14,9 @@ VAE + latent DiT), trained on the same clips with training budgets matched in FL
    the digit metrics, parameters, training FLOPs, sampling FLOPs per video (XLA, loops
    counted) and sampling seconds per video (after compilation, on this machine).
 
-Writes OUT/results.{md,csv,json}, OUT/comparison.png, OUT/cascade/ and OUT/single_stage/
-(final videos, every intermediate stage, side-by-side strips, timing.json).
+Writes OUT/results.{md,csv,json}, OUT/stages.csv, OUT/comparison.png
+(`cascade_vs_single_stage_report`), OUT/cascade/ and OUT/single_stage/ (final videos, every
+intermediate stage, side-by-side strips, timing.json).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -32,10 +33,14 @@ import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import flags  # noqa: E402
 
+from experiments import cascade_vs_single_stage_report as report  # noqa: E402
 from experiments import common  # noqa: E402
 
+if TYPE_CHECKING:  # cascade is imported when the script runs, after its flags are checked
+    from cascade.evaluation.fvd import FeatureCache
+
 NAME = "cascade_vs_single_stage"
-CASCADE = ("base", "temporal_sr", "spatial_sr")
+CASCADE = ("keyframes", "temporal_sr", "spatial_sr")
 SINGLE = ("video_vae", "latent_dit")
 
 
@@ -44,7 +49,7 @@ SINGLE = ("video_vae", "latent_dit")
 # 16 frames at 8x8, spatial SR x2 to 16x16; the VAE and DiT see 17 frames at 16x16.
 SHAPES: dict[str, dict[str, dict[str, Any]]] = {
     "tiny": {
-        "base": {"view.frames": 4, "view.frame_stride": 4},
+        "keyframes": {"view.frames": 4, "view.frame_stride": 4},
         "temporal_sr": {"view.frames": 16, "sr.factor": 4},
         "spatial_sr": {"view.frames": 16},
         "video_vae": {"view.frames": 17},
@@ -54,8 +59,8 @@ SHAPES: dict[str, dict[str, dict[str, Any]]] = {
 }
 # Sampling steps: the presets' (cascade.py:quick for the cascade at `quick`).
 SAMPLE_STEPS = {
-    "tiny": {"base": 8, "temporal_sr": 8, "spatial_sr": 8, "latent_dit": 8},
-    "quick": {"base": 64, "temporal_sr": 32, "spatial_sr": 32, "latent_dit": 32},
+    "tiny": {"keyframes": 8, "temporal_sr": 8, "spatial_sr": 8, "latent_dit": 8},
+    "quick": {"keyframes": 64, "temporal_sr": 32, "spatial_sr": 32, "latent_dit": 32},
 }
 
 
@@ -83,6 +88,7 @@ def latent_dit_step_flops(
     """
     import jax.numpy as jnp
 
+    from cascade.evaluation import cost
     from cascade.stages import build_stage
     from cascade.stages.latent_dit import LatentDiTStage
 
@@ -90,12 +96,12 @@ def latent_dit_step_flops(
     v = dit_config.view
     latent_shape = vae_stage.model_config.latent_shape(v.frames, v.resolution, v.resolution)
     dit_stage = LatentDiTStage(dit_config, latent_shape=latent_shape)
-    step = common.train_step_flops(dit_config, dit_stage)["flops_per_step"]
+    step = cost.train_step_flops(dit_config, dit_stage)["flops_per_step"]
     clips = jax.ShapeDtypeStruct(
         (dit_config.train.batch_size, v.frames, v.resolution, v.resolution, v.channels),
         jnp.float32,
     )
-    encode = common.model_flops(vae_stage, lambda model, x: model.encode(x), clips)
+    encode = cost.model_call_flops(vae_stage, lambda model, x: model.encode(x), clips)
     if dit_config.vae.latents == "cached":
         fixed = encode / dit_config.train.batch_size * dit_config.data.num_train
         return {
@@ -141,7 +147,7 @@ def runner_configs(
     cascade = configs.load("cascade")
     for name in CASCADE:
         cascade.stages[name].update(workdir=str(workdirs[name]), steps=steps[name])
-    cascade.stages.base.guidance_scale = guidance
+    cascade.stages.keyframes.guidance_scale = guidance
     single = configs.load("single_stage")
     single.dit.update(workdir=str(workdirs["latent_dit"]), steps=steps["latent_dit"])
     single.dit.guidance_scale = guidance
@@ -155,18 +161,20 @@ def sample_and_measure(
     runner: Any,
     out_dir: Path,
     num: int,
-    scorer: common.FVDScorer,
     real: np.ndarray,
+    fvd_videos: int,
+    fvd_cache: FeatureCache,
     watch: common.Stopwatch,
 ) -> dict[str, Any]:
     """Sample `num` videos (written to out_dir), time them, count their FLOPs, and score their
-    first `real.shape[1]` frames (the same frames for both pipelines) against `real`."""
-    from cascade.evaluation.evaluate import content_metrics, runner_sampling_flops
+    first `real.shape[1]` frames (the same frames for both pipelines) against `real`: FVD on
+    the first `fvd_videos` of each side, real I3D features kept in `fvd_cache`."""
+    from cascade.evaluation.evaluate import content_metrics, fvd_metrics, runner_sampling_flops
 
     with watch(f"{kind}: sample + write (first call compiles)"):
-        report = runner.write(out_dir, num)
+        written = runner.write(out_dir, num)
     first_seconds = watch.seconds[f"{kind}: sample + write (first call compiles)"]
-    outputs = report.pop("outputs")
+    outputs = written.pop("outputs")
     final = list(outputs.values())[-1]
     scored = final[:, : real.shape[1]]
     labels = runner.labels(num)
@@ -177,7 +185,7 @@ def sample_and_measure(
     with watch(f"{kind}: sampling FLOPs"):
         flops = runner_sampling_flops(runner, labels, outputs)
     with watch(f"{kind}: FVD"):
-        fvd = scorer.score(real, scored)
+        fvd = fvd_metrics(real, scored, fvd_videos, cache=fvd_cache)
     with watch(f"{kind}: content metrics"):
         content = content_metrics(scored, runner.final_config.data.name, labels)
     return {
@@ -211,9 +219,10 @@ def run(
     guidance_scale: float = 0.0,
 ) -> dict[str, Any]:
     """The whole experiment; returns what results.json holds."""
+    from cascade.evaluation import cost
     from cascade.evaluation.evaluate import content_metrics, real_videos
-    from cascade.runners import CascadeRunner
-    from cascade.single_stage import SingleStageRunner
+    from cascade.evaluation.fvd import FeatureCache
+    from cascade.sampling.runners import CascadeRunner, SingleStageRunner
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -225,7 +234,7 @@ def run(
     per_step = {}
     for name in CASCADE + ("video_vae",):
         with watch(f"FLOPs of a {name} train step"):
-            per_step[name] = common.train_step_flops(configs[name])["flops_per_step"]
+            per_step[name] = cost.train_step_flops(configs[name])["flops_per_step"]
     with watch("FLOPs of a latent_dit train step"):
         dit_cost = latent_dit_step_flops(configs["latent_dit"], configs["video_vae"])
     per_step["latent_dit"] = dit_cost["flops_per_step"]
@@ -269,9 +278,9 @@ def run(
     # One real reference and one protocol: the first `frames` frames of every clip.
     frames = min(c.view.frames for c in final_configs.values())
     real = real_videos(final_configs["cascade"], num)[:, :frames]
-    scorer = common.FVDScorer(fvd_videos, clip_length=min(16, frames))
+    fvd_cache = FeatureCache()  # the real clips' I3D features, computed once for both
     pipelines = {
-        kind: sample_and_measure(kind, runner, out / kind, num, scorer, real, watch)
+        kind: sample_and_measure(kind, runner, out / kind, num, real, fvd_videos, fvd_cache, watch)
         for kind, runner in runners.items()
     }
     groups = {"cascade": CASCADE, "single_stage": SINGLE}
@@ -302,182 +311,8 @@ def run(
         "real_reference": content_metrics(real, final_configs["cascade"].data.name, None),
         "stage_configs": {n: c.to_dict() for n, c in configs.items()},
     }
-    write_outputs(out, result)
+    report.write_outputs(out, result)
     return result
-
-
-# -- outputs -------------------------------------------------------------------------------------
-COLUMNS = [
-    "pipeline",
-    "final_shape",
-    "params",
-    "train_flops",
-    "train_steps",
-    "sampling_flops_per_video",
-    "sampling_seconds_per_video",
-    "fvd",
-    "kvd",
-    "label_match",
-    "identity_stability",
-    "cv_residual_px",
-]
-
-
-def table_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
-    rows = []
-    for kind, p in result["pipelines"].items():
-        digits = p.get("digits", {})
-        rows.append(
-            {
-                "pipeline": kind,
-                "final_shape": "x".join(str(s) for s in p["final_shape"]),
-                "params": p["params"]["total"],
-                "train_flops": p["train_flops"],
-                "train_steps": " + ".join(f"{n} {s['steps']}" for n, s in p["train"].items()),
-                "sampling_flops_per_video": p["sampling"]["flops_per_video"],
-                "sampling_seconds_per_video": p["sampling"]["seconds_per_video"],
-                "fvd": p["fvd"].get("fvd"),
-                "kvd": p["fvd"].get("kvd"),
-                "label_match": digits.get("label_match"),
-                "identity_stability": digits.get("identity_stability"),
-                "cv_residual_px": digits.get("cv_residual"),
-            }
-        )
-    return rows
-
-
-STAGE_COLUMNS = [
-    "pipeline",
-    "stage",
-    "params",
-    "flops_per_train_step",
-    "train_steps",
-    "train_flops",
-    "train_seconds_this_run",
-    "sampling_flops_per_video",
-    "sampling_seconds_per_video",
-]
-
-# The sampling step that belongs to each trained stage (the VAE's part is decoding).
-SAMPLING_STAGE = {"video_vae": "vae_decode"}
-
-
-def stage_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per trained stage: its training cost and its share of sampling."""
-    rows = []
-    for kind, p in result["pipelines"].items():
-        sampling = p["sampling"]
-        for name, train in p["train"].items():
-            sampled = SAMPLING_STAGE.get(name, name)
-            rows.append(
-                {
-                    "pipeline": kind,
-                    "stage": name,
-                    "params": p["params"].get(name),
-                    "flops_per_train_step": train["flops_per_step"],
-                    "train_steps": train["steps"],
-                    "train_flops": train["total_flops"],
-                    "train_seconds_this_run": train["seconds_this_run"],
-                    "sampling_flops_per_video": sampling["flops_per_video_by_stage"].get(sampled),
-                    "sampling_seconds_per_video": sampling["seconds_per_video_by_stage"].get(
-                        sampled
-                    ),
-                }
-            )
-    return rows
-
-
-def write_outputs(out: Path, result: dict[str, Any]) -> None:
-    rows = table_rows(result)
-    common.write_csv(out / "results.csv", rows, COLUMNS)
-    common.write_csv(out / "stages.csv", stage_rows(result), STAGE_COLUMNS)
-    common.write_json(out / "results.json", result)
-    budget = result["budget"]
-    fvd = {r["pipeline"]: r["fvd"] for r in rows}
-    cascade_fvd = result["pipelines"]["cascade"]["fvd"]
-    fvd_note = (
-        f"FVD/KVD compare {cascade_fvd['num_fake']} generated with as many real test clips "
-        f"(I3D Kinetics-400 logits, 224x224 TF1 bilinear as in the reference FVD code), one protocol and one real set for both."
-        if fvd["cascade"] is not None
-        else f"FVD not computed: {cascade_fvd.get('reason')}."
-    )
-    fvd_note += (
-        f" Both pipelines are scored on the first {result['scored_frames']} frames of their "
-        "clips (FVD and digit metrics)."
-    )
-    real = result["real_reference"].get("digits", {})
-    md = [
-        f"# Cascade vs single stage (preset `{result['preset']}`)",
-        "",
-        f"Training budgets matched by XLA-counted FLOPs: the cascade's three stages cost "
-        f"{budget['cascade_total']:.3e} FLOPs at their preset steps; the VAE and latent DiT "
-        f"steps were chosen in their preset ratio (x{budget['factor']:.3g}) to cost "
-        f"{budget['single_stage_total']:.3e} FLOPs, {budget['ratio']:.3f} x the cascade's "
-        + (
-            "(the DiT's steps include encoding each batch with the frozen VAE)."
-            if not budget["latent_dit_step"]["fixed_flops"]
-            else f"(including {budget['latent_dit_step']['fixed_flops']:.3e} FLOPs to encode the "
-            "training clips once with the frozen VAE)."
-        ),
-        "",
-        common.markdown_table(rows, COLUMNS),
-        "",
-        "Sampling: the cascade with "
-        + ", ".join(f"{n} {s}" for n, s in result["sampling_steps"].items() if n in CASCADE)
-        + f" ancestral steps, the DiT with {result['sampling_steps']['latent_dit']} Euler steps; "
-        f"classifier-free guidance w = {result['guidance_scale']:g} for both.",
-        "",
-        "## Per stage",
-        "",
-        common.markdown_table(stage_rows(result), STAGE_COLUMNS),
-        "",
-        "## What the numbers mean",
-        "",
-        f"Lower FVD/KVD means generated clips whose I3D features are distributed more like real "
-        f"test clips; label match and identity stability (higher is better) say whether the "
-        f"generated digits are the requested class and keep their identity over time, and the "
-        f"constant-velocity residual (px, lower is better) how physically their motion runs "
-        f"(real clips: identity stability {common.fmt(real.get('identity_stability'))}, residual "
-        f"{common.fmt(real.get('cv_residual'))} px). {fvd_note} Sampling seconds are per video "
-        f"on this machine after compilation (batch of "
-        f"{result['pipelines']['cascade']['sampling']['timed_batch']}); sampling FLOPs count "
-        "every sampler step.",
-        "",
-        f"Caveat: {result['num_videos']} videos per pipeline and "
-        f"{result['fvd_videos']} per side for FVD; FVD is biased upwards and noisy at such "
-        "sample sizes (papers use 256 or more) and only differences far larger than the run-to-"
-        "run spread mean anything. At the `tiny` preset the models train for a handful of "
-        "steps: the numbers test the pipeline, not the methods.",
-        "",
-    ]
-    (out / "results.md").write_text("\n".join(md))
-    labels = [r["pipeline"] for r in rows]
-    common.bar_panels(
-        out / "comparison.png",
-        [
-            {
-                "title": "FVD (lower is better)",
-                "labels": labels,
-                "values": [r["fvd"] for r in rows],
-            },
-            {
-                "title": "Parameters",
-                "labels": labels,
-                "values": [r["params"] for r in rows],
-            },
-            {
-                "title": "Training FLOPs (matched)",
-                "labels": labels,
-                "values": [r["train_flops"] for r in rows],
-            },
-            {
-                "title": "Sampling seconds / video",
-                "labels": labels,
-                "values": [r["sampling_seconds_per_video"] for r in rows],
-            },
-        ],
-        title=f"Cascade vs single stage ({result['preset']}, {result['num_videos']} videos)",
-    )
 
 
 def _run_from_flags(fv) -> None:
@@ -492,7 +327,7 @@ def _guidance_flag(fv) -> None:
     flags.DEFINE_float(
         "guidance_scale",
         0.0,
-        "Classifier-free guidance w of the cascade's base and of the DiT, >= 0.",
+        "Classifier-free guidance w of the cascade's keyframe stage and of the DiT, >= 0.",
         flag_values=fv,
     )
 

@@ -2,7 +2,7 @@
 
     python -m experiments.kill_resume --trials=12 --out=results/kill_resume.md
 
-Each trial trains `configs/base.py:tiny` through `python -m cascade.main --mode=train`
+Each trial trains `configs/keyframes.py:tiny` through `python -m cascade.main --mode=train`
 with a checkpoint after every step (asynchronous writes), SIGKILLs it, reruns the same
 command to completion, and compares every array of the final checkpoint (params,
 optimizer state, EMA) with an uninterrupted run's, bit for bit. Kill moments alternate
@@ -36,7 +36,7 @@ def train_command(workdir: Path, data_dir: str, steps: int) -> list[str]:
         sys.executable,
         "-m",
         "cascade.main",
-        "--config=configs/base.py:tiny",
+        "--config=configs/keyframes.py:tiny",
         f"--workdir={workdir}",
         "--mode=train",
         f"--config.train.steps={steps}",

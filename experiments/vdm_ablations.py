@@ -1,4 +1,4 @@
-"""VDM-style ablations of the base stage (and the spatial-SR stage), each row beside the
+"""VDM-style ablations of the keyframe stage (and the spatial-SR stage), each row beside the
 direction the papers report, with an "agrees?" verdict computed from our numbers.
 
     python -m experiments.vdm_ablations --preset=tiny --out=results/vdm_ablations
@@ -12,10 +12,10 @@ direction the papers report, with an "agrees?" verdict computed from our numbers
     VDM: the space-time factorization is what makes samples temporally coherent.
 (d) noise conditioning augmentation of the spatial-SR stage on / off (`sr.noise_aug`,
     `model.use_aug_cond`); CDM / Imagen Video: augmentation helps the cascade. Measured
-    on the chain base samples -> SR (what the cascade sees), plus PSNR with ground-truth
+    on the chain keyframe samples -> SR (what the cascade sees), plus PSNR with ground-truth
     low-res input against bilinear upsampling.
 
-The base stage sees 16-frame clips here (stride 1), so FVD (Kinetics I3D needs >= 9
+The keyframe stage sees 16-frame clips here (stride 1), so FVD (Kinetics I3D needs >= 9
 frames) is the metric of every row; the digit metrics (label match, identity
 stability, constant-velocity residual) are reported beside it and are the fallback
 verdict metric when FVD is off (--fvd_videos < 2). Every setting samples the same
@@ -27,24 +27,28 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import jax  # noqa: E402
+import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
-from experiments import common  # noqa: E402
+from experiments import common, tables  # noqa: E402
+
+if TYPE_CHECKING:  # cascade is imported when the script runs, after its flags are checked
+    from cascade.evaluation.fvd import FeatureCache
 
 NAME = "vdm_ablations"
 
-BASE_VIEW = {"view.frames": 16, "view.frame_stride": 1}  # >= 9 frames: FVD applies
-SSR_VIEW = {"view.frames": 16}  # takes the base's 16 frames, doubles height and width
+KEYFRAMES_VIEW = {"view.frames": 16, "view.frame_stride": 1}  # >= 9 frames: FVD applies
+SSR_VIEW = {"view.frames": 16}  # takes the keyframe stage's 16 frames, doubles height and width
 # Trained variants: (stage config name, overrides on top of the view).
 MODELS = {
-    "base": ("base", {}),
-    "base_extra_images": ("base", {"view.extra_images": 4}),
-    "base_no_temporal": ("base", {"model.temporal_mixing": "none"}),
+    "keyframes": ("keyframes", {}),
+    "keyframes_extra_images": ("keyframes", {"view.extra_images": 4}),
+    "keyframes_no_temporal": ("keyframes", {"model.temporal_mixing": "none"}),
     "spatial_sr": ("spatial_sr", {}),
     "spatial_sr_no_aug": ("spatial_sr", {"sr.noise_aug": False, "model.use_aug_cond": False}),
 }
@@ -60,9 +64,12 @@ METRIC_NAMES = {"fvd": "FVD", "identity_stability": "identity stability"}
 FALLBACK = ("identity_stability", "higher")
 
 
-def model_config(key: str, preset: str, data_dir: str | Path, steps_scale: float):
+def model_config(
+    key: str, preset: str, data_dir: str | Path, steps_scale: float
+) -> ml_collections.ConfigDict:
+    """The stage config of ablation model `key` (a key of MODELS), its steps scaled."""
     name, extra = MODELS[key]
-    view = BASE_VIEW if name == "base" else SSR_VIEW
+    view = KEYFRAMES_VIEW if name == "keyframes" else SSR_VIEW
     config = common.stage_config(name, preset, data_dir, {**view, **extra})
     common.set_steps(config, common.scaled_steps(config.train.steps, steps_scale))
     return config
@@ -70,7 +77,7 @@ def model_config(key: str, preset: str, data_dir: str | Path, steps_scale: float
 
 def load(workdir: Path, data_dir: str | Path, guidance: float | None = None):
     """A trained stage, reading its data from `data_dir` (the workdir may be shared)."""
-    from cascade.trained import config_from_checkpoint, load_trained
+    from cascade.training.trained import config_from_checkpoint, load_trained
 
     config = config_from_checkpoint(workdir)
     config.data.data_dir = str(data_dir)
@@ -80,12 +87,18 @@ def load(workdir: Path, data_dir: str | Path, guidance: float | None = None):
 
 
 def measure(
-    videos: np.ndarray, real: np.ndarray, labels: np.ndarray, scorer: common.FVDScorer
+    videos: np.ndarray,
+    real: np.ndarray,
+    labels: np.ndarray,
+    fvd_videos: int,
+    fvd_cache: FeatureCache,
 ) -> dict[str, Any]:
-    from cascade.evaluation.evaluate import content_metrics
+    """A row's numbers for `videos` [N, T, H, W, 1] sampled for `labels` [N]: FVD/KVD on the
+    first `fvd_videos` against `real` (real I3D features kept in `fvd_cache`), digit metrics."""
+    from cascade.evaluation.evaluate import content_metrics, fvd_metrics
 
     digits = content_metrics(videos, "moving_digits", labels).get("digits", {})
-    fvd = scorer.score(real, videos)
+    fvd = fvd_metrics(real, videos, fvd_videos, cache=fvd_cache)
     return {
         "fvd": fvd.get("fvd"),
         "kvd": fvd.get("kvd"),
@@ -105,7 +118,7 @@ def moved(value: Any, reference: Any, expect: str) -> str:
     'yes' / 'no' when they differ by more than TIE (relative), 'tie' within it, 'n/a'
     when either number is missing (NaN: e.g. no digit could be tracked).
     """
-    if not (common.finite(value) and common.finite(reference)):
+    if not (tables.finite(value) and tables.finite(reference)):
         return "n/a"
     if abs(value - reference) <= TIE * max(abs(value), abs(reference)):
         return "tie"
@@ -120,7 +133,7 @@ def add_verdicts(rows: list[dict[str, Any]]) -> None:
     for name, group in groups.items():
         ref = group[0]
         ref["agrees"] = "reference"
-        use_fvd = all(common.finite(r["fvd"]) for r in group)
+        use_fvd = all(tables.finite(r["fvd"]) for r in group)
         metric, good = ("fvd", "lower") if use_fvd else FALLBACK
         worse = "higher" if good == "lower" else "lower"
         for row in group[1:]:
@@ -151,6 +164,7 @@ def run(
 ) -> dict[str, Any]:
     """Train the five variants (or reuse them), sample, measure; returns results.json's content."""
     from cascade.evaluation.evaluate import content_metrics, evaluate_super_resolution, real_videos
+    from cascade.evaluation.fvd import FeatureCache
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -158,27 +172,32 @@ def run(
     configs = {k: model_config(k, preset, data_dir, steps_scale) for k in MODELS}
     workdir, train_seconds = {}, {}
     for key, config in configs.items():
-        workdir[key], train_seconds[key] = common.train_stage(config, workdirs, key)
+        # Labelled by stage, not by variant: the hash tells variants apart, and a variant
+        # whose config another experiment (or variant) already trained reuses its workdir.
+        label = MODELS[key][0]
+        workdir[key], train_seconds[key] = common.train_stage(config, workdirs, label)
 
-    scorer = common.FVDScorer(fvd_videos)
+    fvd_cache = FeatureCache()  # the real clips' I3D features, computed once per resolution
     key = jax.random.key(0)
-    real_low = real_videos(configs["base"], num)
+    real_low = real_videos(configs["keyframes"], num)
     real_high = real_videos(configs["spatial_sr"], num)
     # Every setting samples the same test-split labels with the same key.
-    cond = load(workdir["base"], data_dir).sampler.test_conditioning(configs["base"], num)
+    cond = load(workdir["keyframes"], data_dir).sampler.test_conditioning(configs["keyframes"], num)
     labels = cond["label"]
     samples: dict[tuple[str, float], np.ndarray] = {}
     measured: dict[tuple[str, float], dict[str, Any]] = {}
 
-    def base_samples(model: str, w: float) -> np.ndarray:
+    def keyframe_samples(model: str, w: float) -> np.ndarray:
         if (model, w) not in samples:
             samples[(model, w)] = load(workdir[model], data_dir, guidance=w).sample(cond, key)
         return samples[(model, w)]
 
-    def base_metrics(model: str, w: float) -> dict[str, Any]:
-        """Metrics of a base model's samples (one model and w appears in several ablations)."""
+    def keyframe_metrics(model: str, w: float) -> dict[str, Any]:
+        """Metrics of a keyframe model's samples (one model and w is in several ablations)."""
         if (model, w) not in measured:
-            measured[(model, w)] = measure(base_samples(model, w), real_low, labels, scorer)
+            measured[(model, w)] = measure(
+                keyframe_samples(model, w), real_low, labels, fvd_videos, fvd_cache
+            )
         return measured[(model, w)]
 
     tick = time.perf_counter()
@@ -196,14 +215,14 @@ def run(
         )
 
     a = "joint image-video training"
-    add(a, "0 extra images / clip", base_metrics("base", 0.0))
-    add(a, "4 extra images / clip", base_metrics("base_extra_images", 0.0))
+    add(a, "0 extra images / clip", keyframe_metrics("keyframes", 0.0))
+    add(a, "4 extra images / clip", keyframe_metrics("keyframes_extra_images", 0.0))
     for w in (0.0, 1.0, 2.0):
-        add("classifier-free guidance", f"w = {w:g}", base_metrics("base", w))
+        add("classifier-free guidance", f"w = {w:g}", keyframe_metrics("keyframes", w))
     t = "temporal mixing"
-    add(t, "factorized space-time attention", base_metrics("base", 0.0))
-    add(t, "none (per-frame image model)", base_metrics("base_no_temporal", 0.0))
-    low_res = base_samples("base", 0.0)
+    add(t, "factorized space-time attention", keyframe_metrics("keyframes", 0.0))
+    add(t, "none (per-frame image model)", keyframe_metrics("keyframes_no_temporal", 0.0))
+    low_res = keyframe_samples("keyframes", 0.0)
     sr_key = jax.random.key(1)
     for model, setting in (("spatial_sr", "on"), ("spatial_sr_no_aug", "off")):
         trained = load(workdir[model], data_dir)
@@ -211,8 +230,8 @@ def run(
         psnr = evaluate_super_resolution(trained, num)
         add(
             "SR noise augmentation",
-            f"{setting} (base samples -> SR)",
-            measure(chained, real_high, labels, scorer),
+            f"{setting} (keyframe samples -> SR)",
+            measure(chained, real_high, labels, fvd_videos, fvd_cache),
             sr_psnr=psnr["model"]["psnr"],
             sr_psnr_bilinear=psnr["baselines"]["bilinear"]["psnr"],
         )
@@ -224,7 +243,7 @@ def run(
         "fvd_videos": fvd_videos,
         "rows": rows,
         "real_reference": {
-            "base_view": content_metrics(real_low, "moving_digits", None).get("digits"),
+            "keyframe_view": content_metrics(real_low, "moving_digits", None).get("digits"),
             "sr_view": content_metrics(real_high, "moving_digits", None).get("digits"),
         },
         "train": {
@@ -266,26 +285,26 @@ SHOWN = (
 
 def write_outputs(out: Path, result: dict[str, Any]) -> None:
     rows = result["rows"]
-    common.write_csv(out / "results.csv", rows, CSV_COLUMNS)
-    common.write_json(out / "results.json", result)
+    tables.write_csv(out / "results.csv", rows, CSV_COLUMNS)
+    tables.write_json(out / "results.json", result)
     md_rows = [
         {
             "ablation": r["ablation"],
             "setting": r["setting"],
             "our metric(s)": ", ".join(
-                f"{label} {common.fmt(r[k])}" for k, label in SHOWN if k in r
+                f"{label} {tables.fmt(r[k])}" for k, label in SHOWN if k in r
             ),
             "paper's direction": r["paper_direction"],
             "agrees?": r["agrees"],
         }
         for r in rows
     ]
-    real = result["real_reference"]["base_view"] or {}
-    fvd_on = common.finite(rows[0]["fvd"])
+    real = result["real_reference"]["keyframe_view"] or {}
+    fvd_on = tables.finite(rows[0]["fvd"])
     md = [
         f"# VDM ablations (preset `{result['preset']}`)",
         "",
-        common.markdown_table(md_rows, MD_COLUMNS),
+        tables.markdown_table(md_rows, MD_COLUMNS),
         "",
         '"agrees?" is computed from the numbers above: each setting against the first '
         f"setting of its ablation ('tie': within {TIE:.0%}, 'n/a': a number is missing), on "
@@ -300,8 +319,8 @@ def write_outputs(out: Path, result: dict[str, Any]) -> None:
         "SR rows at the SR resolution). Label match: the requested digit class is read in the "
         "video (our stand-in for IS); identity: fraction of frames a tracked digit keeps its "
         "class; CV residual: constant-velocity fit residual of digit tracks (px). Real clips: "
-        f"identity {common.fmt(real.get('identity_stability'))}, CV residual "
-        f"{common.fmt(real.get('cv_residual'))} px. SR PSNR: the SR stage given ground-truth "
+        f"identity {tables.fmt(real.get('identity_stability'))}, CV residual "
+        f"{tables.fmt(real.get('cv_residual'))} px. SR PSNR: the SR stage given ground-truth "
         "low-res clips, against bilinear upsampling (a fidelity measure; the papers' claim is "
         "about the chained samples, the FVD of the SR rows).",
         "",
@@ -345,7 +364,7 @@ def write_plot(path: Path, result: dict[str, Any]) -> None:
                     "values": [*(r["sr_psnr"] for r in group), group[0]["sr_psnr_bilinear"]],
                 }
             )
-    common.bar_panels(
+    tables.bar_panels(
         path, panels, f"VDM ablations ({result['preset']}, {result['num_videos']} videos)", ncols=3
     )
 

@@ -30,7 +30,7 @@ class Case:
 
 
 M, B, D = "cascade.main", "cascade.bench", "cascade.distillation"
-BASE = "--config={configs}/base.py:tiny"
+BASE = "--config={configs}/keyframes.py:tiny"
 WD = "--workdir={root}/run"
 
 
@@ -41,7 +41,9 @@ def _main(*args: str) -> tuple[str, ...]:
 CASES = (
     Case(M, "unknown key (README's example)", _main("--config.train.stpes=5"), "'train.steps'"),
     Case(M, "unknown section", _main("--config.trian.steps=5"), "no key 'trian'"),
-    Case(M, "unknown preset", ("--config={configs}/base.py:huge", WD), "unknown preset 'huge'"),
+    Case(
+        M, "unknown preset", ("--config={configs}/keyframes.py:huge", WD), "unknown preset 'huge'"
+    ),
     Case(M, "missing config file", ("--config={configs}/nope.py", WD), "does not exist"),
     Case(M, "config file with a syntax error", ("--config={root}/bad.py", WD), "syntax error"),
     Case(M, "config file without get_config", ("--config={root}/noget.py", WD), "get_config"),
@@ -66,7 +68,7 @@ CASES = (
         M,
         "extra_images on an SR stage (ignored)",
         ("--config={configs}/temporal_sr.py:tiny", WD, "--config.view.extra_images=2"),
-        "base stage feature",
+        "keyframe stage feature",
     ),
     Case(
         M,
@@ -118,18 +120,25 @@ CASES = (
             "--config={configs}/cascade.py",
             WD,
             "--mode=sample",
-            "--config.stages.base.workdir={root}/empty",
+            "--config.stages.keyframes.workdir={root}/empty",
         ),
-        "config.stages.base.workdir",
+        "config.stages.keyframes.workdir",
     ),
     Case(
         M,
-        "aug_t on the cascade's base stage (ignored)",
-        ("--config={configs}/cascade.py", WD, "--mode=sample", "--config.stages.base.aug_t=0.2"),
+        "aug_t on the cascade's keyframe stage (ignored)",
+        (
+            "--config={configs}/cascade.py",
+            WD,
+            "--mode=sample",
+            "--config.stages.keyframes.aug_t=0.2",
+        ),
         "no key 'aug_t'",
     ),
     Case(B, "bench a cascade config", ("--config={configs}/cascade.py",), "none"),
-    Case(B, "bench with --iters=0", ("--config={configs}/base.py:tiny", "--iters=0"), "--iters"),
+    Case(
+        B, "bench with --iters=0", ("--config={configs}/keyframes.py:tiny", "--iters=0"), "--iters"
+    ),
     Case(
         D, "distil without a teacher", ("--config={configs}/distill.py:tiny", WD), "teacher_workdir"
     ),

@@ -1,10 +1,10 @@
-"""One process of tests/test_multihost.py: train the tiny base stage, resume, sample.
+"""One process of tests/test_multihost.py: train the tiny keyframe stage, resume, sample.
 
     python tests/multihost_worker.py --workdir=W --data_dir=D --steps=N --out=OUT.npz
         [--sample] [--emulate_hosts=2]
 
 Joins a multi-process run when the launcher env says so (JAX_COORDINATOR_ADDRESS,
-JAX_NUM_PROCESSES, JAX_PROCESS_ID) through `cascade.parallel.maybe_initialize_distributed`,
+JAX_NUM_PROCESSES, JAX_PROCESS_ID) through `cascade.training.parallel.maybe_initialize_distributed`,
 exactly as the entry points do. The device count comes from the XLA_FLAGS the parent sets.
 With --emulate_hosts=H a single process feeds the global batches that H processes would
 feed (each host's shard of the data, each host's batch randomness), so its result is the
@@ -21,16 +21,16 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from cascade import parallel  # noqa: E402
+from cascade.training import parallel  # noqa: E402
 
 NUM_SAMPLES = 4
 
 
 def tiny_config(data_dir: str, steps: int):
-    """configs/base.py:tiny, smaller still, on a (data=1, fsdp=2) mesh that shards params."""
+    """configs/keyframes.py:tiny, smaller still, on a (data=1, fsdp=2) mesh that shards params."""
     from cascade import configs
 
-    config = configs.load("base:tiny")
+    config = configs.load("keyframes:tiny")
     config.data.data_dir = data_dir
     # One U-Net level without attention: compilation, not arithmetic, is what this test waits on.
     config.model.update(channel_mults=(1,), attn_resolutions=())
@@ -45,7 +45,7 @@ def emulating_trainer(hosts: int):
     import numpy as np
 
     from cascade.data import pipeline
-    from cascade.train import Trainer
+    from cascade.training.trainer import Trainer
 
     class EmulatedHosts(Trainer):
         def batches(self, start_step: int, split: str = "train"):
@@ -89,8 +89,8 @@ def main() -> None:
     import jax
     import numpy as np
 
-    from cascade.train import Trainer
-    from cascade.trained import load_trained
+    from cascade.training.trained import load_trained
+    from cascade.training.trainer import Trainer
 
     config = tiny_config(args.data_dir, args.steps)
     cls = emulating_trainer(args.emulate_hosts) if args.emulate_hosts else Trainer

@@ -8,17 +8,17 @@ from conftest import tiny_config
 
 from cascade.configs import ConfigError, load
 from cascade.evaluation.evaluate import evaluate_runner
-from cascade.runners import CascadeRunner
+from cascade.sampling.runners import CascadeRunner
 from cascade.stages.super_resolution import spatial_upsample, temporal_upsample
-from cascade.train import Trainer
+from cascade.training.trainer import Trainer
 
 
 @pytest.fixture(scope="module")
 def trained_workdirs(data_dir, tmp_path_factory):
-    """Tiny base, TSR (noise augmentation on) and SSR (off) trained for a few steps."""
+    """Tiny keyframe, TSR (noise augmentation on) and SSR (off) trained for a few steps."""
     root = tmp_path_factory.mktemp("stages")
     overrides = {
-        "base": {},
+        "keyframes": {},
         "temporal_sr": {"sr.noise_aug": True},
         "spatial_sr": {"sr.noise_aug": False, "model.use_aug_cond": False},
     }
@@ -28,10 +28,10 @@ def trained_workdirs(data_dir, tmp_path_factory):
     return root
 
 
-def cascade_config(root, order=("base", "temporal_sr", "spatial_sr")):
+def cascade_config(root, order=("keyframes", "temporal_sr", "spatial_sr")):
     config = load("cascade")
     config.order = order
-    for name in ("base", "temporal_sr", "spatial_sr"):
+    for name in ("keyframes", "temporal_sr", "spatial_sr"):
         config.stages[name].update(workdir=str(root / name), steps=4)
     config.update(num_samples=3, batch_size=2)
     return config
@@ -40,18 +40,18 @@ def cascade_config(root, order=("base", "temporal_sr", "spatial_sr")):
 def test_cascade_runs_and_writes_every_stage(trained_workdirs, tmp_path):
     runner = CascadeRunner(cascade_config(trained_workdirs))
     report = runner.write(tmp_path)
-    # base (4 frames, 8x8) -> TSR x2 (8 frames) -> SSR x2 (16x16)
+    # keyframes (4 frames, 8x8) -> TSR x2 (8 frames) -> SSR x2 (16x16)
     assert report["shapes"] == {
-        "base": [4, 8, 8, 1],
+        "keyframes": [4, 8, 8, 1],
         "temporal_sr": [8, 8, 8, 1],
         "spatial_sr": [8, 16, 16, 1],
     }
     assert report["num_videos"] == 3
-    for name in ("base", "temporal_sr", "spatial_sr", "final", "stages"):
+    for name in ("keyframes", "temporal_sr", "spatial_sr", "final", "stages"):
         for suffix in (".gif", ".mp4", "_grid.png"):
             assert (tmp_path / f"{name}{suffix}").stat().st_size > 0
     timing = json.loads((tmp_path / "timing.json").read_text())
-    assert set(timing["seconds"]) == {"base", "temporal_sr", "spatial_sr"}
+    assert set(timing["seconds"]) == {"keyframes", "temporal_sr", "spatial_sr"}
     outputs, _ = runner.sample_many(2)
     final = outputs["spatial_sr"]
     assert final.shape == (2, 8, 16, 16, 1) and np.all(np.isfinite(final))
@@ -60,7 +60,7 @@ def test_cascade_runs_and_writes_every_stage(trained_workdirs, tmp_path):
     result = evaluate_runner(runner, runner.config, tmp_path / "eval", num=2)
     cost = result["sampling_cost"]
     by_stage = cost["flops_per_video_by_stage"]
-    assert list(by_stage) == ["base", "temporal_sr", "spatial_sr"]
+    assert list(by_stage) == ["keyframes", "temporal_sr", "spatial_sr"]
     assert all(v > 0 for v in by_stage.values())
     assert cost["flops_per_video"] == pytest.approx(sum(by_stage.values()))
     saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
@@ -68,7 +68,7 @@ def test_cascade_runs_and_writes_every_stage(trained_workdirs, tmp_path):
 
 
 def test_mismatched_chain_is_rejected_before_sampling(trained_workdirs):
-    config = cascade_config(trained_workdirs, order=("base", "spatial_sr"))
+    config = cascade_config(trained_workdirs, order=("keyframes", "spatial_sr"))
     with pytest.raises(ConfigError, match=r"\(4, 8, 8, 1\).*expects \(8, 8, 8, 1\)"):
         CascadeRunner(config)
     config = cascade_config(trained_workdirs, order=("temporal_sr", "spatial_sr"))

@@ -12,21 +12,21 @@ import pytest
 from conftest import tiny_config
 from orbax.checkpoint._src.handlers import base_pytree_checkpoint_handler as pytree_handler
 
-from cascade.checkpoints import (
+from cascade.training.checkpoints import (
     Checkpointer,
     CheckpointError,
     CheckpointMismatchError,
     CheckpointWriteError,
 )
-from cascade.train import NonFiniteLossError, Trainer
-from cascade.trained import config_from_checkpoint, load_trained
+from cascade.training.trained import config_from_checkpoint, load_trained
+from cascade.training.trainer import NonFiniteLossError, Trainer
 
 
 @pytest.fixture(scope="module")
 def trained_dir(data_dir, tmp_path_factory):
-    """A tiny base run with checkpoints at steps 2 and 4, trained once and copied per test."""
+    """A tiny keyframe-stage run with checkpoints at steps 2 and 4, trained once and copied per test."""
     workdir = tmp_path_factory.mktemp("trained")
-    Trainer(tiny_config("base", data_dir, **{"train.num_samples": 0}), workdir).train()
+    Trainer(tiny_config("keyframes", data_dir, **{"train.num_samples": 0}), workdir).train()
     return workdir
 
 
@@ -50,7 +50,9 @@ def _truncate_arrays(step_dir):
 
 def test_other_model_width_is_refused_and_nothing_moves(data_dir, workdir):
     before = _listing(workdir)
-    wider = tiny_config("base", data_dir, **{"model.base_channels": 16, "train.num_samples": 0})
+    wider = tiny_config(
+        "keyframes", data_dir, **{"model.base_channels": 16, "train.num_samples": 0}
+    )
     shapes = r"conv_in\.kernel: stored \(3, 3, 1, 8\), requested \(3, 3, 1, 16\)"
     with pytest.raises(CheckpointMismatchError, match=rf"step 4.*{shapes}.*Nothing was moved"):
         Trainer(wider, workdir).train()
@@ -61,7 +63,7 @@ def test_other_model_width_is_refused_and_nothing_moves(data_dir, workdir):
 
 def test_truncated_arrays_are_quarantined_with_a_message(data_dir, workdir, capsys):
     _truncate_arrays(workdir / "checkpoints" / "4")
-    trainer = Trainer(tiny_config("base", data_dir), workdir)
+    trainer = Trainer(tiny_config("keyframes", data_dir), workdir)
     assert int(trainer.restore_or_init()["step"]) == 2
     err = capsys.readouterr().err
     assert "step 4" in err and "corrupt" in err and "corrupt-4" in err
@@ -70,7 +72,7 @@ def test_truncated_arrays_are_quarantined_with_a_message(data_dir, workdir, caps
 
 
 def test_trainer_never_restarts_next_to_unusable_checkpoints(data_dir, workdir):
-    config = tiny_config("base", data_dir, **{"train.num_samples": 0})
+    config = tiny_config("keyframes", data_dir, **{"train.num_samples": 0})
     for step in (2, 4):
         _truncate_arrays(workdir / "checkpoints" / str(step))
     refusal = r"no usable checkpoint.*corrupt-2, corrupt-4.*Refusing to start again from step 0"
@@ -90,9 +92,9 @@ def test_garbage_meta_falls_back_to_the_previous_checkpoint(data_dir, workdir, c
     ckpt = Checkpointer(workdir)
     assert ckpt.restore_meta()["step"] == 2
     assert "metadata" in capsys.readouterr().err
-    assert config_from_checkpoint(workdir).stage == "base"
+    assert config_from_checkpoint(workdir).stage == "keyframes"
     # The arrays of step 4 are intact: they restore, and nothing is quarantined.
-    assert int(Trainer(tiny_config("base", data_dir), workdir).restore_or_init()["step"]) == 4
+    assert int(Trainer(tiny_config("keyframes", data_dir), workdir).restore_or_init()["step"]) == 4
     assert ckpt.quarantined() == []
     (workdir / "checkpoints" / "2" / "meta" / "metadata").write_bytes(b"\xff\x00")
     with pytest.raises(CheckpointError, match="no stored config"):
@@ -138,7 +140,7 @@ def test_full_disk_during_save_is_one_message_and_keeps_earlier_checkpoints(
 
 def test_overflowing_update_is_reported_as_an_update(data_dir, tmp_path, capsys):
     config = tiny_config(
-        "base",
+        "keyframes",
         data_dir,
         **{
             "train.learning_rate": 1e38,  # the loss stays finite; Adam's update norm overflows
@@ -158,11 +160,11 @@ def test_looking_up_a_missing_stage_creates_nothing(tmp_path, data_dir):
     """A mistyped workdir named for reading is an error and leaves no empty folders behind."""
     missing = tmp_path / "no_such_run"
     with pytest.raises(CheckpointError, match="No checkpoint found"):
-        load_trained(missing, tiny_config("base", data_dir))
+        load_trained(missing, tiny_config("keyframes", data_dir))
     with pytest.raises(CheckpointError, match="No checkpoint found"):
         config_from_checkpoint(missing)
     assert not missing.exists()
     (missing / "checkpoints").mkdir(parents=True)  # an empty checkpoints folder stays empty
     with pytest.raises(CheckpointError, match="No checkpoint found"):
-        load_trained(missing, tiny_config("base", data_dir))
+        load_trained(missing, tiny_config("keyframes", data_dir))
     assert list((missing / "checkpoints").iterdir()) == []

@@ -7,7 +7,7 @@ embedded data through `make_batch`, `jax.eval_shape` of the training step and of
 the distillation trainer and its loss; the runners with their checkpoint loading stubbed.
 Then every key of every preset of every config file must be
   - read by that path, or
-  - refused by `configs.validate` when set to a value that path would ignore (REFUSED), or
+  - refused by `config_checks.validate` when set to a value that path would ignore (REFUSED), or
   - in ALLOWED: read only by another path, whose source is checked to really read it.
 """
 
@@ -20,14 +20,14 @@ import numpy as np
 import pytest
 from conftest import tiny_config
 
-from cascade import configs
+from cascade import config_checks, configs
 from cascade.configs import ConfigError
 
 CONFIG_FILES = sorted(p.stem for p in configs.CONFIG_DIR.glob("*.py"))
 
 # Keys no stage path reads, each refused by validate() at this value (the default is harmless).
 REFUSED = {
-    "view.extra_images": 2,  # joint image-video training: base stage only
+    "view.extra_images": 2,  # joint image-video training: keyframe stage only
     "diffusion.label_dropout": 0.2,  # unconditional stages have no labels to drop
     "flow.label_dropout": 0.2,
     "sample.guidance_scale": 1.0,
@@ -40,7 +40,7 @@ def _source(obj) -> str:
 
 
 def _trainer_loop():
-    from cascade.train import Trainer
+    from cascade.training.trainer import Trainer
 
     return _source(Trainer.train) + _source(Trainer.write_samples)
 
@@ -64,7 +64,7 @@ def _distill_main():
 
 
 def _distill_compare():
-    from cascade.distillation import DistillationTrainer
+    from cascade.training.distillation import DistillationTrainer
 
     return _source(DistillationTrainer.compare)
 
@@ -148,8 +148,9 @@ def leaf_keys(config: ml_collections.ConfigDict, prefix: str = "") -> set[str]:
 def _fake_trained(config):
     """A TrainedStage as load_trained returns it, with untrained (zero) weights."""
     from cascade.stages import build_stage
-    from cascade.train_state import init_state, make_optimizer, model_graphdef
-    from cascade.trained import TrainedStage
+    from cascade.stages.stage import model_graphdef
+    from cascade.training.train_state import init_state, make_optimizer
+    from cascade.training.trained import TrainedStage
 
     stage = build_stage(config)
     tx = make_optimizer(config.train)
@@ -161,9 +162,9 @@ def _fake_trained(config):
 
 
 def walk_stage(config, reads: KeyReads, tmp_path, monkeypatch) -> None:
-    from cascade import trained
-    from cascade.train import Trainer
-    from cascade.train_state import merge_model
+    from cascade.stages.stage import merge_model
+    from cascade.training import trained
+    from cascade.training.trainer import Trainer
 
     if config.stage == "latent_dit":
         # Its VAE: an untrained video_vae of the same view, as small as compiles fastest; a
@@ -176,7 +177,7 @@ def walk_stage(config, reads: KeyReads, tmp_path, monkeypatch) -> None:
         vae = _fake_trained(vae_config)
         monkeypatch.setattr(trained, "load_trained", lambda workdir, *a, **k: vae)
         config.vae.latent_scale = 1.0
-    configs.validate(config)
+    config_checks.validate(config)
     reads.track(config)
     trainer = Trainer(config, tmp_path / "run")
     batch = next(trainer.batches(0))
@@ -192,16 +193,16 @@ def walk_stage(config, reads: KeyReads, tmp_path, monkeypatch) -> None:
 
 
 def walk_distill(config, reads: KeyReads, tmp_path, monkeypatch) -> None:
-    import cascade.distillation as distillation
-    from cascade.train_state import merge_model
+    import cascade.training.distillation as distillation
+    from cascade.stages.stage import merge_model
 
     # As stored in a checkpoint: a plain (unlocked) copy of the teacher's config.
-    teacher = tiny_config("base", DATA_DIR[0]).to_dict()
+    teacher = tiny_config("keyframes", DATA_DIR[0]).to_dict()
     monkeypatch.setattr(
         distillation, "config_from_checkpoint", lambda w: ml_collections.ConfigDict(teacher)
     )
     config.distill.teacher_workdir = str(tmp_path / "teacher")
-    configs.validate(config)
+    config_checks.validate(config)
     original = distillation.student_config
 
     def student_config(cfg):
@@ -244,7 +245,7 @@ class _StubTrained:
 
 
 def walk_runner(config, reads: KeyReads, tmp_path, monkeypatch) -> None:
-    from cascade import runners, single_stage
+    from cascade.sampling import runners
 
     data_dir = DATA_DIR[0]
     if config.stage == "cascade":
@@ -258,9 +259,9 @@ def walk_runner(config, reads: KeyReads, tmp_path, monkeypatch) -> None:
         monkeypatch.setattr(runners, "load_trained", lambda w, c, mesh: _StubTrained(c))
     else:
         dit = ml_collections.ConfigDict(tiny_config("latent_dit", data_dir).to_dict())
-        monkeypatch.setattr(single_stage, "config_from_checkpoint", lambda w: dit)
-        monkeypatch.setattr(single_stage, "load_trained", lambda w, c, mesh: _StubTrained(c))
-    configs.validate(config)
+        monkeypatch.setattr(runners, "config_from_checkpoint", lambda w: dit)
+        monkeypatch.setattr(runners, "load_trained", lambda w, c, mesh: _StubTrained(c))
+    config_checks.validate(config)
     reads.track(config)
     runner = runners.build_runner(config)
     runner.write(tmp_path / "out")
@@ -312,7 +313,7 @@ def test_every_key_is_read_or_refused(name, read_keys):
         checked = config.copy_and_resolve_references()
         if checked.stage == "distill":
             checked.distill.teacher_workdir = "teacher"  # a required path, checked elsewhere
-        configs.validate(checked)  # every shipped preset is a valid config
+        config_checks.validate(checked)  # every shipped preset is a valid config
         for key in sorted(leaf_keys(config) - read):
             if key in ALLOWED:
                 source, text = ALLOWED[key]
@@ -326,7 +327,7 @@ def test_every_key_is_read_or_refused(name, read_keys):
             section, _, leaf = key.rpartition(".")
             probe[section][leaf] = REFUSED[key]
             with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
-                configs.validate(probe)
+                config_checks.validate(probe)
 
 
 def test_key_reads_are_recorded(monkeypatch):

@@ -37,7 +37,7 @@ def flow_teacher(z, t):
 
 
 def test_grids_and_student_times():
-    np.testing.assert_allclose(distill.student_time_grid(4), [1.0, 0.75, 0.5, 0.25, 0.0])
+    np.testing.assert_allclose(schedules.unit_time_grid(4), [1.0, 0.75, 0.5, 0.25, 0.0])
     u = distill.sample_student_u(jax.random.PRNGKey(0), 4096, 8, jnp.float64)
     np.testing.assert_allclose(np.unique(np.asarray(u)), np.arange(1, 9) / 8)
 
@@ -89,7 +89,7 @@ def test_gaussian_student_chain_equals_teacher_sampler():
         parametrization="v", clip_x0=False, z_init=z1, final_x0=False,
     )  # fmt: skip
     z = z1
-    for u in distill.student_time_grid(n, jnp.float64)[:-1]:
+    for u in schedules.unit_time_grid(n, jnp.float64)[:-1]:
         tgt = distill.gaussian_distill_target(
             teacher, z, u, student_steps=n, schedule=sched, parametrization="v"
         )
@@ -107,7 +107,7 @@ def test_flow_student_step_reproduces_two_teacher_steps(solver):
     sampler = {"euler": flow.euler_sample, "heun": flow.heun_sample}[solver]
     ref = sampler(flow_teacher, z1.shape, key, 2 * n, shift, z_init=z1, dtype=jnp.float64)
     z = z1
-    for u in distill.student_time_grid(n, jnp.float64)[:-1]:
+    for u in schedules.unit_time_grid(n, jnp.float64)[:-1]:
         tgt = distill.flow_distill_target(
             flow_teacher, z, u, student_steps=n, shift=shift, solver=solver
         )

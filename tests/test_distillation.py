@@ -1,4 +1,4 @@
-"""Progressive distillation of a tiny trained base stage: the few-step student beats the teacher
+"""Progressive distillation of a tiny trained keyframe stage: the few-step student beats the teacher
 run at the same few steps (distance to the teacher's many-step samples, same noise)."""
 
 import json
@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 from conftest import tiny_config
 
-from cascade.checkpoints import Checkpointer
 from cascade.configs import ConfigError, load
-from cascade.distillation import DistillationTrainer, rounds
-from cascade.train import Trainer
-from cascade.trained import load_trained
+from cascade.diffusion.distill import rounds
+from cascade.training.checkpoints import Checkpointer
+from cascade.training.distillation import DistillationTrainer
+from cascade.training.trained import load_trained
+from cascade.training.trainer import Trainer
 
 
 def distill_config(teacher_workdir, **distill):
@@ -26,7 +27,7 @@ def test_four_step_student_is_closer_to_teacher_than_teacher_at_four_steps(data_
     teacher = tmp_path / "teacher"
     Trainer(
         tiny_config(
-            "base",
+            "keyframes",
             data_dir,
             **{
                 "train.steps": 60,
@@ -49,7 +50,7 @@ def test_four_step_student_is_closer_to_teacher_than_teacher_at_four_steps(data_
     report = trainer.compare()
     print("distillation report:", json.dumps(report))
     assert report["student_closer"], report
-    # The result is an ordinary base-stage checkpoint that samples in 4 DDIM steps.
+    # The result is an ordinary keyframe-stage checkpoint that samples in 4 DDIM steps.
     student = load_trained(tmp_path / "student")
     assert student.config.sample.steps == 4 and student.config.sample.sampler == "ddim"
     videos = student.sample({"label": np.zeros(2, np.int32)}, __import__("jax").random.key(0))

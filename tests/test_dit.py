@@ -7,7 +7,6 @@ import optax
 import pytest
 from flax import nnx
 
-from cascade.evaluation.cost import count_params
 from cascade.models.dit import (
     DiTBlock,
     DiTConfig,
@@ -15,6 +14,8 @@ from cascade.models.dit import (
     grid_positions,
     rope_tables,
 )
+from cascade.models.ops import sinusoidal_embedding
+from cascade.training.train_state import count_params
 
 SHAPE = (2, 3, 4, 4, 4)  # [B, T, h, w, C] -> 3*2*2 = 12 tokens with patch (1, 2, 2)
 
@@ -85,6 +86,20 @@ def test_conditioning_changes_output(model_and_fn, data):
     # label=None means the null label (index num_classes) for classifier-free guidance
     null = apply(params, x, t, jnp.array([3, 3]))
     np.testing.assert_allclose(pert(x, t, label=None), null, atol=1e-5)
+
+
+def test_time_features_are_cos_then_sin_of_1000t():
+    """The DiT keeps the DiT/ADM order (cos, sin) of the shared sinusoidal embedding; the
+    U-Net's VDM order (sin, cos) is the same features with the halves swapped."""
+    t, dim = np.array([0.0, 0.25, 1.0], np.float32), 8
+    freqs = np.exp(-np.log(10000.0) * np.arange(dim // 2) / (dim // 2))
+    args = 1000.0 * t[:, None] * freqs[None]
+    dit_feats = sinusoidal_embedding(t, dim, cos_first=True)
+    np.testing.assert_allclose(
+        dit_feats, np.concatenate([np.cos(args), np.sin(args)], -1), atol=2e-4
+    )
+    vdm_feats = sinusoidal_embedding(t, dim)
+    np.testing.assert_array_equal(vdm_feats, jnp.roll(dit_feats, dim // 2, axis=-1))
 
 
 def test_rotary_depends_on_relative_positions_only():

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 from conftest import tiny_config
 
-from cascade.checkpoints import Checkpointer, CheckpointError
 from cascade.configs import ConfigError, load
 from cascade.data import loading
-from cascade.distillation import DistillationTrainer
-from cascade.single_stage import SingleStageRunner
+from cascade.sampling.runners import SingleStageRunner
 from cascade.stages import build_stage
-from cascade.train import Trainer
-from cascade.trained import load_trained
+from cascade.training.checkpoints import Checkpointer, CheckpointError
+from cascade.training.distillation import DistillationTrainer
+from cascade.training.trained import build_stage_from_config, load_trained
+from cascade.training.trainer import Trainer
 
 
 @pytest.fixture(scope="module")
@@ -38,23 +38,23 @@ def dit_workdir(data_dir, vae_workdir, tmp_path_factory):
 
 def test_latent_dit_trains_samples_and_distils(data_dir, vae_workdir, dit_workdir, tmp_path):
     config = dit_config(data_dir, vae_workdir)
-    stage = build_stage(config)
+    stage = build_stage_from_config(config)
     # 5 frames of 16x16 -> 2 latent frames of 4x4 (4x spatial in the tiny VAE), 4 channels.
     assert stage.output_shape == (2, 4, 4, 4)
-    assert np.isfinite(stage.latent_scale) and stage.latent_scale > 0
+    assert np.isfinite(stage.vae.latent_scale) and stage.vae.latent_scale > 0
     # Cached latents: each clip is encoded once; the same clips give the same posterior means.
-    cached = build_stage(dit_config(data_dir, vae_workdir, **{"vae.latents": "cached"}))
+    cached = build_stage_from_config(dit_config(data_dir, vae_workdir, **{"vae.latents": "cached"}))
     clips = {
         "video": np.random.default_rng(0).uniform(-1, 1, (2, 8, 16, 16, 1)).astype(np.float32),
         "label": np.zeros(2, np.int64),
     }
     first = cached.make_batch(clips, np.random.default_rng(1))["video"]
-    assert len(cached._moment_cache) == 2
+    assert len(cached.vae._moment_cache) == 2
     again = cached.make_batch(clips, np.random.default_rng(2))["video"]
-    assert len(cached._moment_cache) == 2 and first.shape == again.shape == (2, 2, 4, 4, 4)
+    assert len(cached.vae._moment_cache) == 2 and first.shape == again.shape == (2, 2, 4, 4, 4)
     np.testing.assert_allclose(
-        cached.encode(clips["video"][:, :5]),
-        stage.encode(clips["video"][:, :5]),
+        cached.vae.encode(clips["video"][:, :5]),
+        stage.vae.encode(clips["video"][:, :5]),
         rtol=1e-5,
         atol=1e-5,
     )
@@ -106,12 +106,12 @@ def test_trained_latent_dit_samples_without_the_training_set(
     monkeypatch.setattr(loading, "open_source", test_split_only)
     for config in (None, dit_config(data_dir, vae_workdir)):
         dit = load_trained(dit_workdir, config)
-        assert dit.stage.latent_scale == pytest.approx(measured, rel=1e-6)
+        assert dit.stage.vae.latent_scale == pytest.approx(measured, rel=1e-6)
     cond = dit.sampler.test_conditioning(dit.config, 2)
     videos = dit.stage.to_video(dit.sample(cond, jax.random.key(0), steps=2))
     assert videos.shape == (2, 5, 16, 16, 1) and np.isfinite(videos).all()
     monkeypatch.undo()  # the stored scale is the one training measured on the train clips
-    assert dit.stage._measure_latent_scale() == pytest.approx(measured, rel=1e-6)
+    assert dit.stage.vae.measure_latent_scale(dit.config) == pytest.approx(measured, rel=1e-6)
 
 
 def test_vae_stage_reconstructs_and_rejects_bad_frame_counts(data_dir, vae_workdir):
@@ -125,13 +125,15 @@ def test_vae_stage_reconstructs_and_rejects_bad_frame_counts(data_dir, vae_workd
 
 def test_latent_dit_bad_inputs(data_dir, vae_workdir, tmp_path):
     with pytest.raises(CheckpointError, match="No checkpoint found"):
-        build_stage(dit_config(data_dir, tmp_path / "no_vae"))
+        build_stage_from_config(dit_config(data_dir, tmp_path / "no_vae"))
     with pytest.raises(ConfigError, match=r"in_channels=8.*\(2, 4, 4, 4\)"):
-        build_stage(dit_config(data_dir, vae_workdir, **{"model.in_channels": 8}))
+        build_stage_from_config(dit_config(data_dir, vae_workdir, **{"model.in_channels": 8}))
     with pytest.raises(ConfigError, match="1 \\+ 4k"):
-        build_stage(dit_config(data_dir, vae_workdir, **{"view.frames": 4}))
+        build_stage_from_config(dit_config(data_dir, vae_workdir, **{"view.frames": 4}))
     with pytest.raises(ConfigError, match="does not tile"):
-        build_stage(dit_config(data_dir, vae_workdir, **{"model.patch_size": (1, 3, 3)}))
+        build_stage_from_config(
+            dit_config(data_dir, vae_workdir, **{"model.patch_size": (1, 3, 3)})
+        )
 
 
 @pytest.mark.slow

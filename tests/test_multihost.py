@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from conftest import tiny_config
 
-from cascade.parallel import DistributedSetupError, distributed_arguments
+from cascade.training.parallel import DistributedSetupError, distributed_arguments
 
 WORKER = Path(__file__).with_name("multihost_worker.py")
 # Variables by which a launcher around pytest itself would reach the workers.
@@ -97,7 +97,7 @@ def test_two_processes_train_resume_sample_like_one(data_dir, tmp_path):
     """
     from cascade.data import loading
 
-    loading.get_builder(tiny_config("base", data_dir).data)  # built once, before the workers
+    loading.get_builder(tiny_config("keyframes", data_dir).data)  # built once, before the workers
     multi = str(tmp_path / "multi")
 
     def args(workdir: str, steps: int, out: str, *extra: str) -> list[str]:
@@ -171,7 +171,7 @@ def test_bad_launcher_env_is_one_clear_error(tmp_path):
     env = _env(1, JAX_NUM_PROCESSES="2", JAX_PROCESS_ID="0")  # no coordinator address
     workdir = tmp_path / "run"
     proc = subprocess.run(
-        [sys.executable, "-m", "cascade.main", "--config=configs/base.py:tiny"]
+        [sys.executable, "-m", "cascade.main", "--config=configs/keyframes.py:tiny"]
         + [f"--workdir={workdir}", "--mode=train"],
         env=env,
         cwd=Path(__file__).parents[1],

@@ -1,4 +1,4 @@
-"""The one trainer on the base stage: overfitting, 1-vs-8-device equality, kill/resume, bad input."""
+"""The one trainer on the keyframe stage: overfitting, 1-vs-8-device equality, kill/resume, bad input."""
 
 import json
 
@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from conftest import tiny_config
 
-from cascade.checkpoints import Checkpointer
 from cascade.configs import ConfigError, load
-from cascade.stages.common import ShapeMismatchError
-from cascade.train import NonFiniteLossError, Trainer
+from cascade.stages.stage import ShapeMismatchError
+from cascade.training.checkpoints import Checkpointer
+from cascade.training.trainer import NonFiniteLossError, Trainer
 
 
 def _leaves(tree):
@@ -20,7 +20,9 @@ def _leaves(tree):
 
 def test_overfit_fixed_batch(data_dir, tmp_path):
     """On one fixed batch the loss falls clearly: mean of the last 10 steps < 0.6 x first 10."""
-    config = tiny_config("base", data_dir, **{"train.learning_rate": 3e-3, "train.grad_clip": 0.0})
+    config = tiny_config(
+        "keyframes", data_dir, **{"train.learning_rate": 3e-3, "train.grad_clip": 0.0}
+    )
     trainer = Trainer(config, tmp_path)
     batch = next(trainer.batches(0))
     state = trainer.fresh_state()
@@ -46,7 +48,7 @@ def test_sharded_step_matches_single_device(data_dir, tmp_path):
         ({"data": 4, "fsdp": 2}, None),
     ):
         config = tiny_config(
-            "base",
+            "keyframes",
             data_dir,
             **{"mesh.data": mesh["data"], "mesh.fsdp": mesh["fsdp"], "mesh.fsdp_min_size": 64},
         )
@@ -64,7 +66,7 @@ def test_sharded_step_matches_single_device(data_dir, tmp_path):
 
 
 def test_kill_resume_matches_uninterrupted(data_dir, tmp_path):
-    config = tiny_config("base", data_dir, **{"train.steps": 4, "train.checkpoint_every": 2})
+    config = tiny_config("keyframes", data_dir, **{"train.steps": 4, "train.checkpoint_every": 2})
     uninterrupted = Trainer(config, tmp_path / "full").train()
     # "Killed" after 3 steps: the checkpoint of step 2 survives, step 3 is lost and redone.
     Trainer(config, tmp_path / "killed").train(stop_after=3)
@@ -79,7 +81,7 @@ def test_kill_resume_matches_uninterrupted(data_dir, tmp_path):
     assert (workdir / "samples" / "step_0000004.gif").exists()
     assert (workdir / "samples" / "step_0000004.mp4").exists()
     meta = Checkpointer(workdir).restore_meta()
-    assert meta["stage"] == "base" and meta["config"]["train"]["steps"] == 4
+    assert meta["stage"] == "keyframes" and meta["config"]["train"]["steps"] == 4
     lines = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     assert lines[-1]["step"] == 4 and np.isfinite(lines[-1]["loss"])
 
@@ -96,7 +98,7 @@ def test_kill_resume_matches_uninterrupted(data_dir, tmp_path):
 
 def test_nan_loss_stops_with_clear_message_and_keeps_checkpoint(data_dir, tmp_path):
     config = tiny_config(
-        "base",
+        "keyframes",
         data_dir,
         **{"train.steps": 8, "train.checkpoint_every": 2, "train.max_nonfinite_steps": 2},
     )
@@ -121,18 +123,18 @@ def test_nan_loss_stops_with_clear_message_and_keeps_checkpoint(data_dir, tmp_pa
 
 def test_bad_inputs_give_clear_errors(data_dir, tmp_path):
     with pytest.raises(ConfigError, match="unknown preset 'huge'.*tiny"):
-        load("base:huge")
-    config = load("base:tiny")
+        load("keyframes:huge")
+    config = load("keyframes:tiny")
     with pytest.raises(AttributeError):
         config.train.stpes = 3  # locked config: no new keys
-    bad = tiny_config("base", data_dir, **{"model.temporal_mixing": "magic"})
+    bad = tiny_config("keyframes", data_dir, **{"model.temporal_mixing": "magic"})
     with pytest.raises(ConfigError, match="temporal_mixing"):
         Trainer(bad, tmp_path)
-    bad = tiny_config("base", data_dir, **{"view.frames": 64})
+    bad = tiny_config("keyframes", data_dir, **{"view.frames": 64})
     with pytest.raises(ConfigError, match="frames=64"):
         trainer = Trainer(bad, tmp_path / "frames")
         next(trainer.batches(0))
-    config = tiny_config("base", data_dir)
+    config = tiny_config("keyframes", data_dir)
     stage = Trainer(config, tmp_path / "shape").stage
     with pytest.raises(ShapeMismatchError, match=r"\(2, 4, 16, 16, 1\).*\(2, 4, 8, 8, 1\)"):
         stage.check_batch(

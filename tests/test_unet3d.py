@@ -11,7 +11,7 @@ from flax import nnx
 from jax import lax
 from jax.flatten_util import ravel_pytree
 
-from cascade.models import layers
+from cascade.models import attention, layers
 from cascade.models.unet3d import TEMPORAL_MIXING, UNet3D, UNetConfig
 
 B, T, S, C = 2, 4, 8, 3
@@ -150,17 +150,17 @@ def test_group_norm_matches_reference_and_folds_film():
 
 
 def test_relative_bias_depends_only_on_offset_and_buckets_are_signed():
-    bias = layers.RelativePositionBias(3, rngs=nnx.Rngs(0))
+    bias = attention.RelativePositionBias(3, rngs=nnx.Rngs(0))
     b = np.asarray(bias(6))[0]  # [heads, T, T]
     for d in range(-5, 6):
         diag = np.diagonal(b, offset=d, axis1=1, axis2=2)
         np.testing.assert_array_equal(diag, np.repeat(diag[:, :1], diag.shape[1], axis=1))
-    buckets = layers.relative_position_bucket(jnp.arange(-4, 5))
+    buckets = attention.relative_position_bucket(jnp.arange(-4, 5))
     assert len(set(np.asarray(buckets).tolist())) == 9  # exact and signed near 0
 
 
 def test_temporal_attention_mask_semantics():
-    mask = np.asarray(layers.temporal_attention_mask(jnp.array([[False, False, True]])))[0, 0]
+    mask = np.asarray(attention.temporal_attention_mask(jnp.array([[False, False, True]])))[0, 0]
     expected = np.array([[1, 1, 0], [1, 1, 0], [0, 0, 1]], bool)
     np.testing.assert_array_equal(mask, expected)
 
@@ -365,7 +365,7 @@ def test_extra_images_carry_their_own_labels_to_the_unet(data_dir):
     from cascade.stages import build_stage
 
     n, extra = 6, 3
-    config = tiny_config("base", data_dir, **{"view.extra_images": extra})
+    config = tiny_config("keyframes", data_dir, **{"view.extra_images": extra})
     stage = build_stage(config)
     f = config.view.frames
     t = config.view.frames * config.view.frame_stride

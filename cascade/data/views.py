@@ -3,7 +3,7 @@
 All functions take videos [B, T, H, W, C] as numpy or jax arrays and return the
 same kind (jax inputs stay jax, so they can run inside `jax.jit`). Typical pairs:
 
-  base stage:     spatial_downsample(temporal_subsample(x, s), f)   (few frames, low res)
+  keyframe stage: spatial_downsample(temporal_subsample(x, s), f)   (few frames, low res)
   temporal SR:    temporal_subsample(x, k)  ->  x                    (every k-th frame -> all)
   spatial SR:     spatial_downsample(x, f)  ->  x                    (low res -> full res)
   joint training: append_extra_images(x, n, rng)                    (clip + n independent frames)
@@ -17,7 +17,10 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
+
+from cascade.configs import ConfigError, ensure_divisible
 
 
 def _xp(x: Any):
@@ -147,3 +150,26 @@ def append_extra_images(video_batch: Any, num: int, rng: Any) -> tuple[Any, Any]
     video = xp.concatenate([xp.asarray(video_batch), images], axis=1)
     mask = xp.concatenate([xp.zeros((b, t), bool), xp.ones((b, num), bool)], axis=1)
     return video, mask
+
+
+def clip_view(
+    clips: np.ndarray,
+    view: ml_collections.ConfigDict,
+    data: ml_collections.ConfigDict,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """A stage's view of stored clips (its `config.view` section): a random window of
+    `frames * frame_stride` frames, every `frame_stride`-th kept, box-downsampled to
+    `resolution`. [B,T,H,W,C] -> [B,view.frames,view.resolution,view.resolution,C]."""
+    span = view.frames * view.frame_stride
+    if span > clips.shape[1]:
+        raise ConfigError(
+            f"config.view: frames={view.frames} x frame_stride={view.frame_stride} = {span} "
+            f"frames, but stored clips have only {clips.shape[1]} (config.data.frames)."
+        )
+    ensure_divisible(
+        clips.shape[2], view.resolution, "config.data.resolution / config.view.resolution"
+    )
+    window = random_window(clips, span, rng)
+    video = temporal_subsample(window, view.frame_stride)
+    return spatial_downsample(video, clips.shape[2] // view.resolution)

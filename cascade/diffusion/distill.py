@@ -12,20 +12,17 @@ with `guidance.cfg_denoise_fn` first to distil a guided teacher.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 
+from cascade.configs import ConfigError
 from cascade.diffusion import flow, gaussian, samplers
 from cascade.diffusion.schedules import Schedule, alpha_sigma
 
 TeacherFn = Callable[[jax.Array, jax.Array], jax.Array]
-
-
-def student_time_grid(steps: int, dtype=jnp.float32) -> jax.Array:
-    """The student's grid u_i = i / steps for i = steps .. 0: [steps + 1], from 1 down to 0."""
-    return jnp.arange(steps, -1, -1, dtype=dtype) / steps
 
 
 def sample_student_u(key: jax.Array, batch: int, steps: int, dtype=jnp.float32) -> jax.Array:
@@ -134,3 +131,15 @@ def flow_distill_loss(student_v: jax.Array, target: dict[str, jax.Array]) -> jax
     """Per-example [B] mean squared error between the student's velocity and the target."""
     d = jnp.square(student_v - target["v"])
     return jnp.mean(d.reshape(d.shape[0], -1), axis=1)
+
+
+def rounds(start_steps: int, end_steps: int) -> int:
+    """Number of halving rounds from `start_steps` to `end_steps` sampling steps (a ConfigError
+    unless start_steps = end_steps x 2^r, r >= 1)."""
+    ratio = start_steps // end_steps
+    if end_steps < 1 or start_steps % end_steps or ratio & (ratio - 1) or ratio < 2:
+        raise ConfigError(
+            f"config.distill: start_steps={start_steps} must be end_steps={end_steps} times a "
+            "power of two >= 2 (each round halves the step count)."
+        )
+    return int(math.log2(ratio))

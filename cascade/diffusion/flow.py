@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from cascade.diffusion.gaussian import bcast
+from cascade.diffusion.schedules import step_times, unit_time_grid
 
 VelocityFn = Callable[[jax.Array, jax.Array], jax.Array]
 
@@ -74,8 +75,7 @@ def flow_loss(v_pred: jax.Array, x0: jax.Array, eps: jax.Array) -> jax.Array:
 
 def time_grid(steps: int | jax.Array, shift: float = 1.0, dtype=jnp.float32) -> jax.Array:
     """t_i = shift_time(i / steps), i = steps .. 0: [steps + 1] from 1 down to 0 (static steps)."""
-    u = jnp.arange(steps, -1, -1, dtype=dtype) / steps
-    return shift_time(u, shift)
+    return shift_time(unit_time_grid(steps, dtype), shift)
 
 
 def _init(shape, key, z_init, dtype):
@@ -87,8 +87,7 @@ def _init(shape, key, z_init, dtype):
 
 def _times(i, n, shift, dtype):
     """Shifted (t, t_next) of step i of n, computed inside the loop (steps may be traced)."""
-    u_t = (n - i).astype(dtype) / n.astype(dtype)
-    u_s = (n - i - 1).astype(dtype) / n.astype(dtype)
+    u_t, u_s = step_times(i, n, dtype)
     return shift_time(u_t, shift), shift_time(u_s, shift)
 
 

@@ -18,9 +18,10 @@ import jax
 import jax.numpy as jnp
 
 from cascade.diffusion import gaussian
-from cascade.diffusion.schedules import Schedule, alpha_sigma, logsnr_cosine
+from cascade.diffusion.schedules import Schedule, alpha_sigma, logsnr_cosine, step_times
 
 DenoiseFn = Callable[[jax.Array, jax.Array], jax.Array]
+ReplaceFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
 SAMPLERS = ("ddpm", "ddim")
 
 
@@ -91,6 +92,7 @@ def sample(
     z_init: jax.Array | None = None,
     final_x0: bool = True,
     dtype: jnp.dtype = jnp.float32,
+    replace_fn: ReplaceFn | None = None,
 ) -> jax.Array:
     """Generate x [shape] from noise with `steps` denoiser calls.
 
@@ -99,6 +101,8 @@ def sample(
     before each update. z_init: starting noise [shape] (else drawn from `key`, in `dtype`).
     final_x0: the last step returns the model's x^ (VDM / Imagen practice); if False it
     returns z at t = 0 (lambda = lambda_max), which is what `ddim_invert` inverts exactly.
+    replace_fn(z_t, lambda_t [B], step index) -> z_t: applied to z before each denoiser call
+    and update (conditioning by replacement, `cascade.diffusion.conditioning`); None: no-op.
     """
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; allowed: {list(SAMPLERS)}")
@@ -112,10 +116,11 @@ def sample(
     clip = clip_x0 if clip_x0 is not False else None
 
     def body(i, z):
-        u_t = (n - i).astype(z.dtype) / n.astype(z.dtype)
-        u_s = (n - i - 1).astype(z.dtype) / n.astype(z.dtype)
+        u_t, u_s = step_times(i, n, z.dtype)
         lt = jnp.full((batch,), schedule(u_t), z.dtype)
         ls = jnp.full((batch,), schedule(u_s), z.dtype)
+        if replace_fn is not None:
+            z = replace_fn(z, lt, i).astype(z.dtype)
         pred = gaussian.predictions(
             denoise_fn(z, lt), z, logsnr=lt, parametrization=parametrization, clip_x0=clip
         )
@@ -155,8 +160,7 @@ def ddim_invert(
     clip = clip_x0 if clip_x0 is not False else None
 
     def body(i, z):
-        u_t = i.astype(z.dtype) / n.astype(z.dtype)
-        u_s = (i + 1).astype(z.dtype) / n.astype(z.dtype)
+        u_s, u_t = step_times(n - 1 - i, n, z.dtype)  # the sampling grid, walked upwards
         lt = jnp.full((batch,), schedule(u_t), z.dtype)
         ls = jnp.full((batch,), schedule(u_s), z.dtype)
         pred = gaussian.predictions(

@@ -21,6 +21,19 @@ import jax.numpy as jnp
 Schedule = Callable[[jax.Array], jax.Array]
 
 
+def unit_time_grid(steps: int, dtype=jnp.float32) -> jax.Array:
+    """The one time grid every sampler, ODE solver and distillation student walks:
+    u_i = i / steps for i = steps .. 0, [steps + 1] from 1 (noise) down to 0 (data)."""
+    return jnp.arange(steps, -1, -1, dtype=dtype) / steps
+
+
+def step_times(i: jax.Array, steps: jax.Array, dtype) -> tuple[jax.Array, jax.Array]:
+    """(u_t, u_s) of step i of `steps` on `unit_time_grid`, computed inside a loop (the step
+    count may be traced): u_t = (steps - i) / steps, u_s = (steps - i - 1) / steps."""
+    n = jnp.asarray(steps)
+    return (n - i).astype(dtype) / n.astype(dtype), (n - i - 1).astype(dtype) / n.astype(dtype)
+
+
 def alpha_sigma(logsnr: jax.Array) -> tuple[jax.Array, jax.Array]:
     """(alpha, sigma) with alpha^2 = sigmoid(lambda), sigma^2 = sigmoid(-lambda); same shape."""
     logsnr = jnp.asarray(logsnr)

@@ -22,21 +22,14 @@ from typing import Any
 
 import jax
 import jax.extend as jex
+import ml_collections
 import numpy as np
 from flax import nnx
 
-from cascade.benchmarking import compiled_flops, median_seconds
-
-
-def count_params(model_or_tree: Any) -> int:
-    """Number of parameter scalars of an NNX module (its `nnx.Param`s) or of any pytree
-    of arrays (an `nnx.State`, a params dict, `jax.ShapeDtypeStruct`s)."""
-    tree = (
-        nnx.state(model_or_tree, nnx.Param)
-        if isinstance(model_or_tree, nnx.Module)
-        else model_or_tree
-    )
-    return int(sum(np.prod(leaf.shape) for leaf in jax.tree.leaves(tree) if hasattr(leaf, "shape")))
+from cascade.evaluation.benchmarking import compiled_flops, median_seconds
+from cascade.stages import build_stage
+from cascade.stages.stage import model_graphdef
+from cascade.training.train_state import init_state, make_optimizer, make_train_step
 
 
 def abstract(args: Any) -> Any:
@@ -84,6 +77,33 @@ def training_cost(
     return out
 
 
+def train_step_flops(config: ml_collections.ConfigDict, stage: Any = None) -> dict[str, float]:
+    """`training_cost` of one real training step (forward, backward, AdamW, EMA) of a stage
+    config, lowered from shapes alone on one device (so the number does not depend on the
+    mesh): flops_per_step, num_steps (config.train.steps), total_flops, flops_per_example.
+
+    `stage` defaults to `build_stage(config)`; pass one to avoid building its dependencies
+    (e.g. a latent DiT stage built on a latent shape, without a trained VAE).
+    """
+    stage = stage or build_stage(config)
+    tx = make_optimizer(config.train)
+    state = jax.eval_shape(lambda k: init_state(stage, tx, k), jax.random.key(0))
+    step = make_train_step(
+        stage, model_graphdef(stage), tx, seed=0, ema_decay=config.train.ema_decay
+    )
+    batch = stage.batch_spec(config.train.batch_size)
+    return training_cost(
+        step, (state, batch), num_steps=config.train.steps, batch_size=config.train.batch_size
+    )
+
+
+def model_call_flops(stage: Any, fn: Callable[..., Any], *inputs: Any) -> float:
+    """Loop-aware XLA FLOPs of `fn(model, *inputs)` for a stage's freshly built network,
+    built abstractly (no weights), e.g. a VAE's `encode` of a [B, T, H, W, C] batch."""
+    graphdef, params = nnx.split(nnx.eval_shape(lambda: stage.build_model(nnx.Rngs(0))))
+    return xla_flops(lambda p, *x: fn(nnx.merge(graphdef, p), *x), params, *inputs)["flops"]
+
+
 def sampling_cost(
     sampler: Callable[..., Any],
     args: Sequence[Any],
@@ -120,7 +140,7 @@ def pipeline_sampling_cost(
     warmup: int = 1,
     iters: int = 3,
 ) -> dict[str, Any]:
-    """Sampling cost of a chain of stages: a cascade (base -> TSR -> SSR) or the
+    """Sampling cost of a chain of stages: a cascade (keyframes -> TSR -> SSR) or the
     single-stage path (latent DiT -> VAE decode); a single stage is a chain of one.
 
     `stages` is [(name, sampler, example_args)], each sampler generating the same

@@ -16,12 +16,12 @@ import jax
 import ml_collections
 import numpy as np
 
+from cascade import video_io
 from cascade.data import pipeline, views
 from cascade.evaluation import cost, digits, frames, physics
-from cascade.evaluation.fvd import FVDProtocol, compute_fvd
-from cascade.stages.base import clip_view
-from cascade.stages.super_resolution import SpatialSRStage, TemporalSRStage, temporal_upsample
-from cascade.train_state import merge_model
+from cascade.evaluation.fvd import FeatureCache, FVDProtocol, compute_fvd
+from cascade.stages.stage import merge_model, sampling_fn
+from cascade.training.train_state import count_params
 
 MIN_I3D_FRAMES = 9  # the Kinetics I3D head needs at least 9 frames
 
@@ -31,7 +31,7 @@ def real_videos(config: ml_collections.ConfigDict, num: int, split: str = "test"
     resolution). Clip i is `pipeline.test_clips(...)[i]`, whose label sample i was conditioned
     on (split="test"); the split is the FVD protocol's `real_split`."""
     clips = pipeline.test_clips(config.data, num, split=split)
-    return clip_view(clips["video"], config.view, config.data, np.random.default_rng(0))
+    return views.clip_view(clips["video"], config.view, config.data, np.random.default_rng(0))
 
 
 def fvd_metrics(
@@ -40,10 +40,14 @@ def fvd_metrics(
     max_videos: int | None = None,
     *,
     real_split: str = "test",
+    cache: FeatureCache | None = None,
 ) -> dict[str, Any]:
     """FVD and KVD of `fake` against `real` with the pinned protocol (clip = all frames, <= 16).
 
-    `real_split` names the split `real` was read from; it is recorded in the protocol."""
+    Uses the first min(len(real), len(fake), max_videos) videos of each side (max_videos
+    None: no cap); dict(fvd=None, reason=...) when that is under 2 or the clips are too
+    short for I3D. `real_split` names the split `real` was read from; it is recorded in
+    the protocol. `cache` keeps I3D compiled and the real features across calls."""
     frames_available = min(real.shape[1], fake.shape[1])
     if frames_available < MIN_I3D_FRAMES:
         return {
@@ -51,7 +55,9 @@ def fvd_metrics(
             "reason": f"{frames_available}-frame clips are shorter than the "
             f"{MIN_I3D_FRAMES} frames the Kinetics I3D needs",
         }
-    n = min(len(real), len(fake), max_videos or len(real))
+    n = min(len(real), len(fake), len(real) if max_videos is None else max_videos)
+    if n < 2:  # a covariance needs 2 videos per side
+        return {"fvd": None, "reason": f"FVD off: {n} videos per side (needs >= 2)"}
     protocol = FVDProtocol(
         num_videos=n,
         clip_length=min(16, frames_available),
@@ -64,7 +70,7 @@ def fvd_metrics(
     if len(devices) > 1 and protocol.batch_size % len(devices) == 0:
         mesh = jax.sharding.Mesh(np.asarray(devices), ("data",))
         sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
-    return compute_fvd(real[:n], fake[:n], protocol, sharding=sharding)
+    return compute_fvd(real[:n], fake[:n], protocol, sharding=sharding, cache=cache)
 
 
 def content_metrics(
@@ -90,35 +96,25 @@ def _frame_scores(pred: np.ndarray, target: np.ndarray) -> dict[str, float | Non
     return {"psnr": float(scores["psnr"]), "ssim": float(scores["ssim"])}
 
 
-def evaluate_super_resolution(trained: Any, num: int, seed: int = 0) -> dict[str, Any]:
+def evaluate_super_resolution(trained: Any, num: int, seed: int = 0) -> dict[str, Any] | None:
     """An SR stage given ground-truth low-res input on held-out clips, against trivial baselines.
 
     Spatial: bilinear upsampling. Temporal: frame repetition and linear interpolation, scored
     on the in-between frames only. PSNR/SSIM are per-frame values averaged over frames and clips.
+    None for a stage without trivial baselines (`Stage.trivial_baselines`).
     """
     stage = trained.stage
     clips = pipeline.test_clips(trained.config.data, num)
-    target = clip_view(
+    target = views.clip_view(
         clips["video"], trained.config.view, trained.config.data, np.random.default_rng(seed)
     )
-    k = trained.config.sr.factor
-    if isinstance(stage, SpatialSRStage):
-        cond = views.spatial_downsample(target, k)
-        baselines = {"bilinear": np.asarray(stage.upsample(cond))}
-    elif isinstance(stage, TemporalSRStage):
-        cond = views.temporal_subsample(target, k)
-        baselines = {
-            "frame_repetition": np.asarray(temporal_upsample(cond, k, "repeat")),
-            "linear_interpolation": np.asarray(temporal_upsample(cond, k, "linear")),
-        }
-    else:
-        raise TypeError(f"{stage.name} is not a super-resolution stage")
+    task = stage.trivial_baselines(target)
+    if task is None:  # not a super-resolution stage
+        return None
+    cond, baselines, keep = task
     samples = trained.sample({"label": clips["label"], "cond": cond}, jax.random.key(seed))
-    if isinstance(stage, TemporalSRStage):
-        # Score only the generated in-between frames: every k-th frame is the input itself.
-        keep = np.arange(target.shape[1]) % k != 0
-        target, samples = target[:, keep], samples[:, keep]
-        baselines = {name: b[:, keep] for name, b in baselines.items()}
+    target, samples = target[:, keep], samples[:, keep]
+    baselines = {name: b[:, keep] for name, b in baselines.items()}
     model = _frame_scores(samples, target)
     base = {name: _frame_scores(b, target) for name, b in baselines.items()}
     best = max(base.values(), key=lambda s: s["psnr"])
@@ -143,12 +139,7 @@ def reconstruction_metrics(recon: np.ndarray, clips: np.ndarray) -> dict[str, fl
 
 def stage_sampler(trained: Any):
     """(params, cond, key) -> outputs: one trained stage's whole sampling loop, for FLOP counting."""
-    stage, graphdef = trained.stage, trained.graphdef
-
-    def run(params, cond, key):
-        return stage.sample(merge_model(graphdef, params), key, cond)
-
-    return run
+    return sampling_fn(trained.stage, trained.graphdef)
 
 
 def sampling_flops(trained: Any, cond: dict[str, np.ndarray]) -> dict[str, float]:
@@ -222,13 +213,14 @@ def evaluate_stage(trained: Any, workdir: str | Path, num: int | None = None) ->
         "stage": trained.stage.name,
         "step": trained.step,
         "num_videos": num,
-        "params": cost.count_params(trained.params),
+        "params": count_params(trained.params),
         "sampling_seconds_including_compile": seconds,
         "fvd": fvd_metrics(real, videos),
     }
     result.update(content_metrics(videos, config.data.name, cond.get("label")))
-    if isinstance(trained.stage, (SpatialSRStage, TemporalSRStage)):
-        result["super_resolution"] = evaluate_super_resolution(trained, num)
+    super_resolution = evaluate_super_resolution(trained, num)  # None: no trivial baselines
+    if super_resolution is not None:
+        result["super_resolution"] = super_resolution
     if trained.stage.name == "video_vae":  # its "samples" are reconstructions of test clips
         result["reconstruction"] = reconstruction_metrics(videos, cond["cond"])
     result["sampling_cost"] = sampling_flops(trained, cond)
@@ -240,11 +232,9 @@ def evaluate_runner(
     runner: Any, config: ml_collections.ConfigDict, workdir: str | Path, num: int | None = None
 ) -> dict[str, Any]:
     """`--mode=evaluate` for a cascade or single-stage config."""
-    from cascade.runner_common import write_run_outputs
-
     num = num or config.num_samples
     outputs, seconds = runner.sample_many(num)
-    write_run_outputs(workdir, outputs, seconds, config.fps)
+    video_io.write_run_outputs(workdir, outputs, seconds, config.fps)
     labels = runner.labels(num)  # the labels sample_many conditioned on
     result = evaluate_outputs(outputs, runner.final_config, labels)
     flops = runner_sampling_flops(runner, labels, outputs)

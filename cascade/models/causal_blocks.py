@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
+
+from cascade.models.ops import conv2d_nhwc, rms_norm, upsample_nearest
 
 
 class ChunkContext:
@@ -37,17 +38,10 @@ class ChunkContext:
         self.saved.append(frames)
 
 
-def conv2d_nhwc(
-    x: jax.Array, kernel: jax.Array, stride: int = 1, padding: Any = "SAME"
-) -> jax.Array:
-    return jax.lax.conv_general_dilated(
-        x, kernel, (stride, stride), padding, dimension_numbers=("NHWC", "HWIO", "NHWC")
-    )
-
-
 def scaled_normal_param(
     shape: tuple[int, ...], fan_in: int, rngs: nnx.Rngs, scale: float = 1.0
 ) -> nnx.Param:
+    """A float32 Param drawn now from N(0, (scale / sqrt(fan_in))^2), one key per parameter."""
     std = scale / math.sqrt(fan_in)
     return nnx.Param(jax.random.normal(rngs.params(), shape, jnp.float32) * std)
 
@@ -96,7 +90,7 @@ class CausalConv3d(nnx.Module):
             k.transpose(2, 0, 1, 3, 4),
             (1, 1, 1),
             pad,
-            dimension_numbers=("NDHWC",) * 0 or ("NDHWC", "DHWIO", "NDHWC"),
+            dimension_numbers=("NDHWC", "DHWIO", "NDHWC"),
         )
         return y + self.bias[...]
 
@@ -108,13 +102,16 @@ class RMSNorm(nnx.Module):
         self.scale = nnx.Param(jnp.ones((channels,), jnp.float32))
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        xf = x.astype(jnp.float32)
-        xf = xf * jax.lax.rsqrt(jnp.mean(jnp.square(xf), axis=-1, keepdims=True) + 1e-6)
-        return (xf * self.scale[...]).astype(x.dtype)
+        return rms_norm(x, self.scale[...], 1e-6)
 
 
-class ResBlock(nnx.Module):
-    """norm -> SiLU -> causal 3x3x3 conv, twice, plus a (1x1x1 when needed) shortcut."""
+class CausalResBlock(nnx.Module):
+    """norm -> SiLU -> causal 3x3x3 conv, twice, plus a (1x1x1 when needed) shortcut.
+
+    Not the U-Net's `layers.ResBlock`: this one pads time from the past only and streams
+    chunks through `ChunkContext`, with per-position RMS norm (no cross-frame statistics) and
+    no conditioning or dropout; its parameters are drawn per layer from N(0, 1/fan_in).
+    """
 
     def __init__(self, cin: int, cout: int, *, dtype, rngs: nnx.Rngs):
         self.norm1, self.norm2 = RMSNorm(cin), RMSNorm(cout)
@@ -146,7 +143,7 @@ class FrameAttention(nnx.Module):
         return x + self.proj(out.reshape(b, t, h, w, c))
 
 
-class Resample(nnx.Module):
+class CausalResample(nnx.Module):
     """2x spatial down/up-sampling, optionally with 2x causal time down/up-sampling.
 
     Down: 3x3 stride-2 conv (pad bottom/right) per frame, then time: out[0] = x[0],
@@ -154,6 +151,9 @@ class Resample(nnx.Module):
     starting at frame 0, 2m frames otherwise, with the previous chunk's last frame as context).
     Up: time first: a causal (3,1,1) conv to 2C channels, each frame j >= 1 becomes two frames
     (frame 0 passes through), then nearest 2x + 3x3 conv per frame.
+
+    Not the U-Net's `unet3d.Resample` (space only, symmetric padding, no streaming); they
+    share `ops.upsample_nearest`.
     """
 
     def __init__(self, channels: int, mode: str, time: bool, *, dtype, rngs: nnx.Rngs):
@@ -202,8 +202,7 @@ class Resample(nnx.Module):
             return self._down_time(x, stream) if self.time else x
         if self.time:
             x = self._up_time(x, stream)
-        x = jnp.repeat(jnp.repeat(x, 2, axis=2), 2, axis=3)
-        return self.spatial(x)
+        return self.spatial(upsample_nearest(x))
 
 
 def run_chunked(fn, x: jax.Array, chunk: int, n_out: int) -> tuple[jax.Array, ...]:

@@ -18,7 +18,6 @@ every spacetime token) + MLP -> final adaLN + linear -> unpatchify to `[B, T, h,
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Sequence
 
 import jax
@@ -26,7 +25,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-_DTYPES = ("float32", "bfloat16", "float16")
+from cascade.models.attention import attention_einsum
+from cascade.models.ops import COMPUTE_DTYPES, dropout, rms_norm, sinusoidal_embedding
+
 _ATTN_IMPLS = (None, "xla", "cudnn", "einsum")
 
 
@@ -57,8 +58,8 @@ class DiTConfig:
         object.__setattr__(self, "patch_size", tuple(int(p) for p in self.patch_size))
         if len(self.patch_size) != 3 or min(self.patch_size) < 1:
             raise ValueError(f"DiTConfig.patch_size must be 3 positive ints, got {self.patch_size}")
-        if self.dtype not in _DTYPES:
-            raise ValueError(f"DiTConfig.dtype must be one of {_DTYPES}, got {self.dtype!r}")
+        if self.dtype not in COMPUTE_DTYPES:
+            raise ValueError(f"DiTConfig.dtype must be one of {COMPUTE_DTYPES}, got {self.dtype!r}")
         if self.attention_impl not in _ATTN_IMPLS:
             raise ValueError(
                 f"DiTConfig.attention_impl must be one of {_ATTN_IMPLS}, got {self.attention_impl!r}"
@@ -137,33 +138,6 @@ def _apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array, seq_axis: int) -> 
     return x * cos.astype(x.dtype) + rotated * sin.astype(x.dtype)
 
 
-def _rms_norm(x: jax.Array, scale: jax.Array, eps: float = 1e-6) -> jax.Array:
-    """RMSNorm over the last axis (QK-norm per head), statistics in float32."""
-    xf = x.astype(jnp.float32)
-    xf = xf * jax.lax.rsqrt(jnp.mean(jnp.square(xf), axis=-1, keepdims=True) + eps)
-    return (xf * scale).astype(x.dtype)
-
-
-def timestep_embedding(t: jax.Array, dim: int, max_period: float = 10000.0) -> jax.Array:
-    """Sinusoidal features `[B, dim]` of flow time t in [0, 1], scaled by 1000 (DiT convention)."""
-    half = dim // 2
-    freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)
-    args = (jnp.asarray(t, jnp.float32) * 1000.0)[:, None] * freqs[None]
-    return jnp.concatenate([jnp.cos(args), jnp.sin(args)], axis=-1)
-
-
-def _attention_einsum(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
-    """Softmax attention on head-major `[B, N, L, Hd]` inputs -> `[B, N, L, Hd]`.
-
-    Same math as `jax.nn.dot_product_attention`; on CPU its gradient is ~3x faster because
-    every matmul is a plain (B*N)-batched GEMM (the fused op's backward is not).
-    """
-    scale = 1.0 / math.sqrt(q.shape[-1])
-    logits = jnp.matmul(q * jnp.asarray(scale, q.dtype), k.swapaxes(-1, -2))
-    probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
-    return jnp.matmul(probs, v)
-
-
 def _layer_norm(x: jax.Array, eps: float = 1e-6) -> jax.Array:
     """LayerNorm without affine (the affine comes from adaLN), statistics in float32."""
     xf = x.astype(jnp.float32)
@@ -195,13 +169,6 @@ def _materialize(x: jax.Array, ok: jax.Array) -> jax.Array:
     returns NaN: `ok` says the flow times are finite, in which case the output is NaN anyway.
     """
     return jax.lax.cond(ok, lambda a: a, lambda a: jnp.full_like(a, jnp.nan), x)
-
-
-def _dropout(x: jax.Array, rate: float, rng: jax.Array | None) -> jax.Array:
-    if rate == 0.0 or rng is None:
-        return x
-    keep = jax.random.bernoulli(rng, 1.0 - rate, x.shape)
-    return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
 
 
 def _zeros_linear(din: int, dout: int, dtype, rngs: nnx.Rngs) -> nnx.Linear:
@@ -257,10 +224,10 @@ class DiTBlock(nnx.Module):
             q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
             seq_axis = 1
         if self.qk_norm:
-            q, k = _rms_norm(q, self.q_scale[...]), _rms_norm(k, self.k_scale[...])
+            q, k = rms_norm(q, self.q_scale[...]), rms_norm(k, self.k_scale[...])
         q, k = _apply_rope(q, cos, sin, seq_axis), _apply_rope(k, cos, sin, seq_axis)
         if self.impl == "einsum":
-            out = _attention_einsum(q, k, v).transpose(0, 2, 1, 3)
+            out = attention_einsum(q, k, v).transpose(0, 2, 1, 3)
         else:
             out = jax.nn.dot_product_attention(q, k, v, implementation=self.impl)
         return self.proj(out.reshape(bl, d))
@@ -282,9 +249,9 @@ class DiTBlock(nnx.Module):
         shift1, scale1, gate1, shift2, scale2, gate2 = (mod[:, i] for i in range(6))
         r1, r2 = (None, None) if rng is None else jax.random.split(rng)
         h = self.attention(_modulate(x, shift1, scale1), b, cos, sin)
-        x = _gated_add(x, _dropout(h, self.dropout, r1), gate1)
+        x = _gated_add(x, dropout(h, self.dropout, r1), gate1)
         h = self.fc2(nnx.gelu(self.fc1(_modulate(x, shift2, scale2))))
-        return _gated_add(x, _dropout(h, self.dropout, r2), gate2)
+        return _gated_add(x, dropout(h, self.dropout, r2), gate2)
 
 
 class LatentDiT(nnx.Module):
@@ -328,7 +295,9 @@ class LatentDiT(nnx.Module):
     def condition(self, t: jax.Array, label: jax.Array | None) -> jax.Array:
         """Conditioning vector c `[B, D]` from flow time t `[B]` and labels `[B]` (or None)."""
         cfg = self.cfg
-        emb = timestep_embedding(t, cfg.time_embed_dim).astype(jnp.dtype(cfg.dtype))
+        # cos-then-sin of 1000 t: the DiT/ADM convention (the U-Net uses VDM's sin-then-cos).
+        emb = sinusoidal_embedding(t, cfg.time_embed_dim, scale=1000.0, cos_first=True)
+        emb = emb.astype(jnp.dtype(cfg.dtype))
         c = self.t_fc2(nnx.silu(self.t_fc1(emb)))
         if cfg.num_classes > 0:
             if label is None:  # unconditional = the null label

@@ -1,5 +1,10 @@
 """Building blocks of the video U-Net, written for speed on CPU as well as accelerators.
 
+Parameter initialisation (`tagged_param`, `init_params`), `Dense`, per-frame `GroupNorm`,
+the space / temporal / 3D convolutions and the conditioned `ResBlock`; the attention layers
+are in `cascade.models.attention`, stateless ops shared with the DiT and VAE in
+`cascade.models.ops`.
+
 Every video tensor is `[B, T, H, W, C]`. Spatial operations (space-only 1x3x3 convs,
 group norm, spatial attention) fold time into batch and run as 2D NHWC ops: XLA's
 2D convolution is 2-3x faster than its 5D one on CPU, and per-frame statistics keep
@@ -26,7 +31,7 @@ import jax.numpy as jnp
 from flax import nnx
 from jax import lax
 
-_NHWC = ("NHWC", "HWIO", "NHWC")
+from cascade.models.ops import conv2d_nhwc, dropout
 
 
 def logsnr_to_unit(logsnr: jax.Array) -> jax.Array:
@@ -36,18 +41,6 @@ def logsnr_to_unit(logsnr: jax.Array) -> jax.Array:
     """
     logsnr = jnp.clip(jnp.asarray(logsnr, jnp.float32), -20.0, 20.0)
     return jnp.arctan(jnp.exp(-0.5 * logsnr)) / (0.5 * math.pi)
-
-
-def fourier_embedding(
-    x: jax.Array, dim: int, *, scale: float = 1000.0, max_period: float = 10000.0
-) -> jax.Array:
-    """Sinusoidal features of a scalar per example: x [B] -> [B, dim] (sin half, cos half)."""
-    if dim % 2:
-        raise ValueError(f"fourier_embedding dim must be even, got {dim}")
-    half = dim // 2
-    freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)
-    args = (scale * jnp.asarray(x, jnp.float32))[:, None] * freqs[None, :]
-    return jnp.concatenate([jnp.sin(args), jnp.cos(args)], axis=-1)
 
 
 def tagged_param(shape: tuple[int, ...], init: str = "zeros", scale: float = 0.0) -> nnx.Param:
@@ -202,12 +195,11 @@ class SpaceConv(nnx.Module):
         b, t, h, w, c = x.shape
         k = self.kernel.shape[0]
         pad = ((k // 2, k // 2), (k // 2, k // 2))
-        y = lax.conv_general_dilated(
+        y = conv2d_nhwc(
             x.astype(self.dtype).reshape(b * t, h, w, c),
             self.kernel[...].astype(self.dtype),
-            (self.stride, self.stride),
+            self.stride,
             pad,
-            dimension_numbers=_NHWC,
         )
         y = y + self.bias[...].astype(self.dtype)
         return y.reshape(b, t, *y.shape[1:])
@@ -285,151 +277,8 @@ class Conv3D(nnx.Module):
         kt, kh, kw, cin, cout = self.kernel.shape
         # (kt, kh, kw, I, O) -> (kh, kw, kt*I, O), matching the channel order of shift_frames.
         kernel = jnp.transpose(self.kernel[...], (1, 2, 0, 3, 4)).reshape(kh, kw, kt * cin, cout)
-        y = lax.conv_general_dilated(
-            xs, kernel.astype(self.dtype), (1, 1), ((1, 1), (1, 1)), dimension_numbers=_NHWC
-        )
+        y = conv2d_nhwc(xs, kernel.astype(self.dtype), 1, ((1, 1), (1, 1)))
         return (y + self.bias[...].astype(self.dtype)).reshape(b, t, h, w, cout)
-
-
-def upsample_nearest(x: jax.Array) -> jax.Array:
-    """[B, T, H, W, C] -> [B, T, 2H, 2W, C] by nearest-neighbour repetition."""
-    b, t, h, w, c = x.shape
-    x = jnp.broadcast_to(x[:, :, :, None, :, None, :], (b, t, h, 2, w, 2, c))
-    return x.reshape(b, t, 2 * h, 2 * w, c)
-
-
-def relative_position_bucket(
-    relative_position: jax.Array, num_buckets: int = 32, max_distance: int = 128
-) -> jax.Array:
-    """T5 bidirectional buckets of (key - query) positions: exact near 0, logarithmic far away."""
-    num_buckets //= 2
-    ret = (relative_position > 0).astype(jnp.int32) * num_buckets
-    n = jnp.abs(relative_position)
-    max_exact = num_buckets // 2
-    is_small = n < max_exact
-    val_large = max_exact + (
-        jnp.log(jnp.maximum(n, 1).astype(jnp.float32) / max_exact)
-        / math.log(max_distance / max_exact)
-        * (num_buckets - max_exact)
-    ).astype(jnp.int32)
-    val_large = jnp.minimum(val_large, num_buckets - 1)
-    return ret + jnp.where(is_small, n, val_large)
-
-
-class RelativePositionBias(nnx.Module):
-    """Learned per-head bias for temporal attention, a function of (key - query) frame offset."""
-
-    def __init__(
-        self,
-        num_heads: int,
-        *,
-        rngs: nnx.Rngs | None,
-        num_buckets: int = 32,
-        max_distance: int = 128,
-    ):
-        self.embedding = tagged_param((num_buckets, num_heads), "normal", 0.02)
-        self.num_buckets, self.max_distance = num_buckets, max_distance
-        if rngs is not None:
-            init_params(self, rngs)
-
-    def __call__(self, frames: int) -> jax.Array:
-        """Bias [1, heads, T, T] (query t, key s)."""
-        pos = jnp.arange(frames)
-        buckets = relative_position_bucket(
-            pos[None, :] - pos[:, None], self.num_buckets, self.max_distance
-        )
-        return jnp.transpose(self.embedding[...][buckets], (2, 0, 1))[None]
-
-
-def temporal_attention_mask(image_mask: jax.Array) -> jax.Array:
-    """[B, T] image flags -> [B, 1, T, T] bool: video frames see video frames, images only self."""
-    img = image_mask.astype(bool)
-    frames = img.shape[1]
-    video = ~img
-    allowed = video[:, :, None] & video[:, None, :]
-    allowed = allowed | jnp.eye(frames, dtype=bool)[None]
-    return allowed[:, None]
-
-
-class SpatialAttention(nnx.Module):
-    """Residual self-attention over H*W positions of each frame (frames as batch)."""
-
-    def __init__(
-        self,
-        channels: int,
-        num_heads: int,
-        groups: int,
-        *,
-        rngs: nnx.Rngs | None,
-        dtype: str = "float32",
-    ):
-        if channels % num_heads:
-            raise ValueError(f"attention: channels {channels} not divisible by heads {num_heads}")
-        self.norm = GroupNorm(channels, groups, dtype=dtype)
-        self.qkv = Dense(channels, 3 * channels, rngs=None, dtype=dtype)
-        self.out = Dense(channels, channels, rngs=None, dtype=dtype, zero_init=True)
-        self.num_heads = num_heads
-        if rngs is not None:
-            init_params(self, rngs)
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        b, t, h, w, c = x.shape
-        n = self.num_heads
-        qkv = self.qkv(self.norm(x)).reshape(b * t, h * w, 3, n, c // n)
-        y = jax.nn.dot_product_attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2])
-        return x + self.out(y.reshape(b, t, h, w, c)).astype(x.dtype)
-
-
-class TemporalAttention(nnx.Module):
-    """Residual self-attention over the T frames at each pixel, with relative position bias.
-
-    `image_mask` [B, T] (True = independent image frame) restricts image frames to attend
-    only to themselves and hides them from video frames.
-    """
-
-    def __init__(
-        self,
-        channels: int,
-        num_heads: int,
-        groups: int,
-        *,
-        rngs: nnx.Rngs | None,
-        dtype: str = "float32",
-    ):
-        if channels % num_heads:
-            raise ValueError(f"attention: channels {channels} not divisible by heads {num_heads}")
-        self.norm = GroupNorm(channels, groups, dtype=dtype)
-        self.qkv = Dense(channels, 3 * channels, rngs=None, dtype=dtype)
-        self.out = Dense(channels, channels, rngs=None, dtype=dtype, zero_init=True)
-        self.rel_bias = RelativePositionBias(num_heads, rngs=None)
-        self.num_heads = num_heads
-        if rngs is not None:
-            init_params(self, rngs)
-
-    def __call__(self, x: jax.Array, image_mask: jax.Array | None = None) -> jax.Array:
-        b, t, h, w, c = x.shape
-        n = self.num_heads
-        qkv = self.qkv(self.norm(x)).reshape(b, t, h * w, 3 * c)
-        # Sequences along time: [B, HW, T, 3C] -> [B*HW, T, 3, heads, dh].
-        qkv = jnp.swapaxes(qkv, 1, 2).reshape(b * h * w, t, 3, n, c // n)
-        bias = self.rel_bias(t).astype(qkv.dtype)
-        mask = None
-        if image_mask is not None:
-            m = temporal_attention_mask(image_mask)  # [B, 1, T, T]
-            mask = jnp.broadcast_to(m[:, None], (b, h * w, 1, t, t)).reshape(b * h * w, 1, t, t)
-        y = jax.nn.dot_product_attention(
-            qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], bias=bias, mask=mask
-        )
-        y = jnp.swapaxes(y.reshape(b, h * w, t, c), 1, 2).reshape(b, t, h, w, c)
-        return x + self.out(y).astype(x.dtype)
-
-
-def dropout(x: jax.Array, rate: float, rng: jax.Array | None) -> jax.Array:
-    """Inverted dropout with an explicit key; identity when rng is None or rate == 0."""
-    if rng is None or rate == 0.0:
-        return x
-    keep = jax.random.bernoulli(rng, 1.0 - rate, x.shape)
-    return jnp.where(keep, x / (1.0 - rate), jnp.zeros((), x.dtype))
 
 
 class ResBlock(nnx.Module):
@@ -438,6 +287,11 @@ class ResBlock(nnx.Module):
     norm -> swish -> conv -> (+emb | *(1+scale)+shift after norm) -> norm -> swish ->
     dropout -> conv (zero init), plus a 1x1 skip when channels change. `conv` is
     "space" (1x3x3), "space+temporal" (1x3x3 then a residual 3x1x1) or "3d" (3x3x3).
+
+    Not the VAE's `causal_blocks.CausalResBlock`: this one is conditioned (time/class
+    embedding), uses per-frame GroupNorm and centred time padding cut by `image_mask`, has
+    dropout and a zero-initialised output conv, whereas the VAE block is unconditioned, RMS-
+    normed and causal with a chunk-streaming cache; only the ops underneath are shared.
     """
 
     def __init__(

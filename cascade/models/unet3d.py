@@ -13,7 +13,7 @@ Temporal mixing (`temporal_mixing`):
   Imagen Video's super-resolution models), zero-initialised.
 - "none": frames are processed independently (an image model applied per frame).
 
-Conditioning: log-SNR (Fourier features of the matching cosine time), an optional class
+Conditioning: log-SNR (sinusoidal features of the matching cosine time), an optional class
 label (`num_classes` real classes + one null class at index `num_classes` for
 classifier-free guidance) and an optional noise-augmentation log-SNR (`use_aug_cond`, for
 super-resolution stages) are summed into one embedding added in every residual block.
@@ -31,23 +31,20 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from cascade.models.attention import SpatialAttention, TemporalAttention
 from cascade.models.layers import (
     Dense,
     GroupNorm,
     ResBlock,
     SpaceConv,
-    SpatialAttention,
-    TemporalAttention,
-    fourier_embedding,
     init_params,
     logsnr_to_unit,
     tagged_param,
     temporal_links,
-    upsample_nearest,
 )
+from cascade.models.ops import COMPUTE_DTYPES, sinusoidal_embedding, upsample_nearest
 
 TEMPORAL_MIXING = ("attention", "conv3d", "temporal_conv", "none")
-DTYPES = ("float32", "bfloat16", "float16")
 _CONV_KIND = {"attention": "space", "none": "space", "temporal_conv": "space+temporal"}
 _CONV_KIND["conv3d"] = "3d"
 
@@ -106,8 +103,8 @@ class UNetConfig:
             fail("channel_mults", f"multipliers must be >= 1, got {self.channel_mults}")
         if self.temporal_mixing not in TEMPORAL_MIXING:
             fail("temporal_mixing", f"{self.temporal_mixing!r} not in allowed {TEMPORAL_MIXING}")
-        if self.dtype not in DTYPES:
-            fail("dtype", f"{self.dtype!r} not in allowed {DTYPES}")
+        if self.dtype not in COMPUTE_DTYPES:
+            fail("dtype", f"{self.dtype!r} not in allowed {COMPUTE_DTYPES}")
         factor = 2 ** (len(self.channel_mults) - 1)
         if self.image_size < factor or self.image_size % factor:
             fail(
@@ -194,7 +191,12 @@ class UNetBlock(nnx.Module):
 
 
 class Resample(nnx.Module):
-    """2x spatial down (strided 3x3 conv) or up (nearest repeat + 3x3 conv) sampling."""
+    """2x spatial down (strided 3x3 conv) or up (nearest repeat + 3x3 conv) sampling.
+
+    Not the VAE's `causal_blocks.CausalResample`: that one pads bottom/right only, can also
+    resample time causally (frame 0 on its own) and streams chunks; the nearest upsampling
+    (`ops.upsample_nearest`) is the part both share.
+    """
 
     def __init__(self, channels: int, up: bool, *, rngs: nnx.Rngs | None, dtype: str):
         self.conv = SpaceConv(channels, channels, stride=1 if up else 2, rngs=rngs, dtype=dtype)
@@ -271,11 +273,11 @@ class UNet3D(nnx.Module):
         """[B, E], or [B, T, E] when labels are per frame [B, T] (images in a joint batch)."""
         cfg = self.cfg
         logsnr = jnp.broadcast_to(jnp.asarray(logsnr, jnp.float32), (batch,))
-        feats = fourier_embedding(logsnr_to_unit(logsnr), cfg.base_channels)
+        feats = sinusoidal_embedding(logsnr_to_unit(logsnr), cfg.base_channels)
         emb = self.logsnr_mlp[1](nnx.swish(self.logsnr_mlp[0](feats)))
         if self.aug_mlp is not None:
             aug = jnp.broadcast_to(jnp.asarray(aug_logsnr, jnp.float32), (batch,))
-            feats = fourier_embedding(logsnr_to_unit(aug), cfg.base_channels)
+            feats = sinusoidal_embedding(logsnr_to_unit(aug), cfg.base_channels)
             emb = emb + self.aug_mlp[1](nnx.swish(self.aug_mlp[0](feats)))
         if self.label_emb is not None:
             if label is None:  # unconditional call: the null class

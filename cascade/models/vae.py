@@ -33,15 +33,14 @@ from flax import nnx
 
 from cascade.models.causal_blocks import (
     CausalConv3d,
+    CausalResample,
+    CausalResBlock,
     ChunkContext,
     FrameAttention,
-    Resample,
-    ResBlock,
     RMSNorm,
     run_chunked,
 )
-
-_DTYPES = ("float32", "bfloat16", "float16")
+from cascade.models.ops import COMPUTE_DTYPES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,8 +74,8 @@ class VAEConfig:
             raise ValueError(
                 f"VAEConfig.temporal_downsample={tf} needs spatial_downsample >= {tf}, got {sf}"
             )
-        if self.dtype not in _DTYPES:
-            raise ValueError(f"VAEConfig.dtype must be one of {_DTYPES}, got {self.dtype!r}")
+        if self.dtype not in COMPUTE_DTYPES:
+            raise ValueError(f"VAEConfig.dtype must be one of {COMPUTE_DTYPES}, got {self.dtype!r}")
         if min(self.in_channels, self.latent_channels, self.base_channels) < 1:
             raise ValueError("VAEConfig channel counts must be positive")
 
@@ -129,11 +128,11 @@ class _Tower(nnx.Module):
             cin = chans[0]
             for level, cout in enumerate(chans):
                 for _ in range(cfg.num_res_blocks):
-                    layers.append(ResBlock(cin, cout, dtype=dtype, rngs=rngs))
+                    layers.append(CausalResBlock(cin, cout, dtype=dtype, rngs=rngs))
                     cin = cout
                 if level < n:  # time down-sampling at the last (lowest-resolution) resamplers
                     time = level >= n - cfg.num_time_resamples
-                    layers.append(Resample(cout, "down", time, dtype=dtype, rngs=rngs))
+                    layers.append(CausalResample(cout, "down", time, dtype=dtype, rngs=rngs))
             layers += self._mid(cin, cfg, dtype, rngs)
         else:
             cin = chans[-1]
@@ -141,25 +140,25 @@ class _Tower(nnx.Module):
             layers += self._mid(cin, cfg, dtype, rngs)
             for level in reversed(range(len(chans))):
                 for _ in range(cfg.num_res_blocks):
-                    layers.append(ResBlock(cin, chans[level], dtype=dtype, rngs=rngs))
+                    layers.append(CausalResBlock(cin, chans[level], dtype=dtype, rngs=rngs))
                     cin = chans[level]
                 if level > 0:  # time up-sampling at the first (lowest-resolution) resamplers
                     time = level > n - cfg.num_time_resamples
-                    layers.append(Resample(cin, "up", time, dtype=dtype, rngs=rngs))
+                    layers.append(CausalResample(cin, "up", time, dtype=dtype, rngs=rngs))
         self.layers = nnx.List(layers)
         self.out_channels = cin
         self.remat = cfg.remat
 
     @staticmethod
     def _mid(c: int, cfg: VAEConfig, dtype, rngs: nnx.Rngs) -> list[nnx.Module]:
-        mid: list[nnx.Module] = [ResBlock(c, c, dtype=dtype, rngs=rngs)]
+        mid: list[nnx.Module] = [CausalResBlock(c, c, dtype=dtype, rngs=rngs)]
         if cfg.mid_attention:
             mid.append(FrameAttention(c, dtype=dtype, rngs=rngs))
-        return mid + [ResBlock(c, c, dtype=dtype, rngs=rngs)]
+        return mid + [CausalResBlock(c, c, dtype=dtype, rngs=rngs)]
 
     def __call__(self, x: jax.Array, stream: ChunkContext | None = None) -> jax.Array:
         for layer in self.layers:
-            if self.remat and stream is None and isinstance(layer, ResBlock):
+            if self.remat and stream is None and isinstance(layer, CausalResBlock):
                 x = nnx.remat(lambda blk, a: blk(a))(layer, x)
             else:
                 x = layer(x, stream)

@@ -1,22 +1,40 @@
-"""Stages: network + objective + views + sampler, one class per kind of model."""
+"""Stages: one class per kind of model, each a network + an objective + the views it trains on.
+
+Layer: imports `cascade.configs`, `cascade.data`, `cascade.diffusion` and `cascade.models`;
+never training, sampling or evaluation. A stage touches no device, checkpoint or file: what
+it needs from a trained model (the latent DiT's frozen VAE) is built outside and passed in.
+
+  stage.py             the `Stage` contract every stage keeps
+  gaussian.py          U-Net + Gaussian diffusion (shared by the three cascade stages)
+  keyframes.py         the cascade's first stage: a few low-resolution frames from noise
+  super_resolution.py  temporal and spatial super-resolution, conditioned on a video
+  video_vae.py         the causal video VAE (reconstruction + KL)
+  latent_dit.py        flow matching on the VAE's latents
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 import ml_collections
 
 from cascade.configs import check_choice
-from cascade.stages.common import Stage
+from cascade.stages.stage import Stage
 
-TRAINABLE_STAGES = ("base", "temporal_sr", "spatial_sr", "video_vae", "latent_dit")
+TRAINABLE_STAGES = ("keyframes", "temporal_sr", "spatial_sr", "video_vae", "latent_dit")
 
 
-def build_stage(config: ml_collections.ConfigDict) -> Stage:
-    """The Stage object named by `config.stage` (imports only the one it needs)."""
+def build_stage(config: ml_collections.ConfigDict, *, vae: Any = None) -> Stage:
+    """The Stage object named by `config.stage` (imports only the one it needs).
+
+    `vae`: the latent DiT's frozen VAE (`cascade.training.frozen_vae.FrozenVAE`); callers that
+    hold only a config use `cascade.training.trained.build_stage_from_config`, which loads it.
+    """
     check_choice(config.stage, TRAINABLE_STAGES, "stage")
-    if config.stage == "base":
-        from cascade.stages.base import BaseStage
+    if config.stage == "keyframes":
+        from cascade.stages.keyframes import KeyframesStage
 
-        return BaseStage(config)
+        return KeyframesStage(config)
     if config.stage in ("temporal_sr", "spatial_sr"):
         from cascade.stages.super_resolution import build_super_resolution
 
@@ -27,4 +45,4 @@ def build_stage(config: ml_collections.ConfigDict) -> Stage:
         return VideoVAEStage(config)
     from cascade.stages.latent_dit import LatentDiTStage
 
-    return LatentDiTStage(config)
+    return LatentDiTStage(config, vae=vae)

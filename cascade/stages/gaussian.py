@@ -1,6 +1,6 @@
 """Gaussian-diffusion stages in log-SNR (VDM / Imagen Video): the shared objective and sampler.
 
-The base stage and both super-resolution stages differ only in what the
+The keyframe stage and both super-resolution stages differ only in what the
 network is conditioned on; that is the `conditioning` hook. Everything else
 (time sampling, the forward process, the loss weighting, classifier-free
 guidance, the sampler) lives here once.
@@ -17,38 +17,9 @@ import ml_collections
 from flax import nnx
 
 from cascade.configs import ConfigError, build_dataclass, check_choice
-from cascade.diffusion import gaussian, guidance, samplers, schedules
+from cascade.diffusion import distill, gaussian, guidance, samplers, schedules
 from cascade.models.unet3d import UNet3D, UNetConfig
-from cascade.stages.common import Batch, Stage
-
-
-def diffusion_section(
-    parametrization: str = "eps", loss: str = "eps_mse"
-) -> ml_collections.ConfigDict:
-    return ml_collections.ConfigDict(
-        {
-            "schedule": "cosine",
-            "logsnr_min": -20.0,
-            "logsnr_max": 20.0,
-            "schedule_shift": 1.0,  # resolution shift of the cosine schedule (1 = none)
-            "parametrization": parametrization,
-            "loss": loss,
-            "label_dropout": 0.1,  # classifier-free guidance training (0 = off)
-        }
-    )
-
-
-def sample_section(steps: int = 128) -> ml_collections.ConfigDict:
-    return ml_collections.ConfigDict(
-        {
-            "sampler": "ddpm",  # ddpm (ancestral) | ddim
-            "steps": steps,
-            "eta": 0.0,  # DDIM stochasticity
-            "gamma": 0.3,  # VDM ancestral variance interpolation
-            "guidance_scale": 0.0,  # classifier-free guidance w (0 = conditional only)
-            "clip_x0": True,
-        }
-    )
+from cascade.stages.stage import Batch, Stage
 
 
 class GaussianStage(Stage, abc.ABC):
@@ -153,6 +124,32 @@ class GaussianStage(Stage, abc.ABC):
             weighting=self.config.diffusion.loss,
         )
         loss = jnp.mean(per_example)
+        return loss, {"loss": loss}
+
+    supports_distillation = True
+
+    def distill_loss(self, student, teacher, batch, key, *, student_steps, weighting):
+        """Matching two deterministic DDIM steps of the teacher (see `Stage.distill_loss`);
+        `weighting` "auto" is the stage's own diffusion.loss."""
+        x = batch["video"]
+        k_u, k_eps, k_cond = jax.random.split(key, 3)
+        u = distill.sample_student_u(k_u, x.shape[0], student_steps)
+        eps = jax.random.normal(k_eps, x.shape, x.dtype)
+        cond = self.cond_from_batch(batch)
+        p = self.config.diffusion.parametrization
+        z = gaussian.q_sample(x, eps=eps, logsnr=self.schedule(u))
+        target = distill.gaussian_distill_target(
+            self.denoiser(teacher, cond, k_cond),
+            z,
+            u,
+            student_steps=student_steps,
+            schedule=self.schedule,
+            parametrization=p,
+        )
+        out = self.denoiser(student, cond, k_cond)(z, target["logsnr"])
+        if weighting == "auto":
+            weighting = self.config.diffusion.loss
+        loss = jnp.mean(distill.gaussian_distill_loss(out, target, p, weighting))
         return loss, {"loss": loss}
 
     # -- sampling -----------------------------------------------------------------------------

@@ -21,24 +21,10 @@ import numpy as np
 from cascade.configs import ConfigError, check_choice, ensure_divisible
 from cascade.data import views
 from cascade.diffusion import gaussian
-from cascade.stages.base import clip_view
-from cascade.stages.common import Batch, Shape
 from cascade.stages.gaussian import GaussianStage
+from cascade.stages.stage import Batch, Shape
 
 TEMPORAL_UPSAMPLERS = ("repeat", "linear")
-
-
-def sr_section(factor: int, upsample: str) -> ml_collections.ConfigDict:
-    return ml_collections.ConfigDict(
-        {
-            "factor": factor,  # k (temporal: frames x k) or s (spatial: height, width x s)
-            "upsample": upsample,  # temporal: repeat | linear ; spatial: bilinear
-            "noise_aug": True,  # noise conditioning augmentation on the low-res clip
-            "aug_max_t": 0.5,  # training: aug level t ~ U(0, aug_max_t) on the schedule
-            "sample_aug_t": 0.1,  # sampling: fixed aug level
-            "crop": 0,  # spatial SR: train on random crops of this size (0 = full frames)
-        }
-    )
 
 
 def temporal_upsample(cond: jax.Array, factor: int, mode: str) -> jax.Array:
@@ -131,8 +117,19 @@ class TemporalSRStage(SuperResolutionStage):
     def upsample(self, cond):
         return temporal_upsample(cond, self.config.sr.factor, self.config.sr.upsample)
 
+    def trivial_baselines(self, target):
+        """Frame repetition and linear interpolation of every k-th frame; scored on the
+        in-between frames only (every k-th frame is the input itself)."""
+        k = self.config.sr.factor
+        cond = views.temporal_subsample(target, k)
+        baselines = {
+            "frame_repetition": np.asarray(temporal_upsample(cond, k, "repeat")),
+            "linear_interpolation": np.asarray(temporal_upsample(cond, k, "linear")),
+        }
+        return cond, baselines, np.arange(target.shape[1]) % k != 0
+
     def make_batch(self, clips: Batch, rng: np.random.Generator) -> Batch:
-        target = clip_view(clips["video"], self.config.view, self.config.data, rng)
+        target = views.clip_view(clips["video"], self.config.view, self.config.data, rng)
         cond = views.temporal_subsample(target, self.config.sr.factor)
         return {"video": target, "cond": cond, "label": clips["label"].astype(np.int32)}
 
@@ -176,6 +173,11 @@ class SpatialSRStage(SuperResolutionStage):
     def upsample(self, cond):
         return spatial_upsample(cond, self.config.sr.factor)
 
+    def trivial_baselines(self, target):
+        """Bilinear upsampling of the box-downsampled clip; every frame scored."""
+        cond = views.spatial_downsample(target, self.config.sr.factor)
+        return cond, {"bilinear": np.asarray(self.upsample(cond))}, np.ones(target.shape[1], bool)
+
     def make_batch(self, clips: Batch, rng: np.random.Generator) -> Batch:
         return self._pair(clips, rng, crop=self.config.sr.crop)
 
@@ -184,7 +186,7 @@ class SpatialSRStage(SuperResolutionStage):
 
     def _pair(self, clips: Batch, rng: np.random.Generator, crop: int) -> Batch:
         s = self.config.sr.factor
-        target = clip_view(clips["video"], self.config.view, self.config.data, rng)
+        target = views.clip_view(clips["video"], self.config.view, self.config.data, rng)
         if crop:
             # Crop on the low-res grid so target and conditioning stay aligned.
             cells = target.shape[2] // s

@@ -16,12 +16,13 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh
 
-from cascade import parallel
-from cascade.checkpoints import CheckpointError, require_checkpoint
-from cascade.sampling import Sampler
 from cascade.stages import build_stage
-from cascade.stages.common import Batch, Stage, apply_measured
-from cascade.train_state import init_state, make_optimizer, merge_model, model_graphdef
+from cascade.stages.stage import Batch, Stage, apply_measured, merge_model, model_graphdef
+from cascade.training import parallel
+from cascade.training.checkpoints import CheckpointError, require_checkpoint
+from cascade.training.frozen_vae import FrozenVAE
+from cascade.training.sampler import Sampler
+from cascade.training.train_state import init_state, make_optimizer
 
 
 @dataclasses.dataclass
@@ -41,6 +42,13 @@ class TrainedStage:
 
     def sample(self, cond: Batch, key: jax.Array, steps: int | None = None) -> np.ndarray:
         return self.sampler.sample(self.params, cond, key, steps=steps)
+
+
+def build_stage_from_config(config: ml_collections.ConfigDict) -> Stage:
+    """`cascade.stages.build_stage` with what a stage needs from other trained stages loaded:
+    the latent DiT's frozen VAE (`config.vae.workdir`)."""
+    vae = FrozenVAE.load(config) if config.stage == "latent_dit" else None
+    return build_stage(config, vae=vae)
 
 
 def config_from_checkpoint(workdir: str | Path) -> ml_collections.ConfigDict:
@@ -69,7 +77,7 @@ def load_trained(
         config = config_from_checkpoint(workdir)
     else:  # a given config still takes what training measured (it never reads the train set)
         config = apply_measured(config, (ckpt.restore_meta() or {}).get("measured"))
-    stage = build_stage(config)
+    stage = build_stage_from_config(config)
     mesh = mesh or parallel.make_mesh(config.mesh)
     tx = make_optimizer(config.train)
     abstract = jax.eval_shape(lambda k: init_state(stage, tx, k), jax.random.key(0))

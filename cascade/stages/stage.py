@@ -9,6 +9,7 @@ are pure JAX functions of an NNX model and an explicit key.
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -43,6 +44,29 @@ def apply_measured(
     return config
 
 
+def model_graphdef(stage: Stage) -> nnx.GraphDef:
+    """The network's static structure, without allocating parameters."""
+    return nnx.split(nnx.eval_shape(lambda: stage.build_model(nnx.Rngs(0))))[0]
+
+
+def merge_model(graphdef: nnx.GraphDef, params: Any) -> nnx.Module:
+    """Rebuild the network from its graph and parameters."""
+    return nnx.merge(graphdef, params)
+
+
+
+def sampling_fn(
+    stage: Stage, graphdef: nnx.GraphDef, steps: int | None = None
+) -> Callable[[Any, Batch, jax.Array], jax.Array]:
+    """(params, cond, key) -> outputs [B, *stage.output_shape]: the stage's whole sampling loop
+    as a pure function of its parameters, to jit (`training.sampler`) or cost (evaluation)."""
+
+    def run(params: Any, cond: Batch, key: jax.Array) -> jax.Array:
+        return stage.sample(merge_model(graphdef, params), key, cond, steps=steps)
+
+    return run
+
+
 class Stage(abc.ABC):
     """Base class: subclasses set `name` and implement the abstract methods."""
 
@@ -68,8 +92,11 @@ class Stage(abc.ABC):
         """Scalar training loss and a dict of scalar metrics."""
 
     @abc.abstractmethod
-    def sample(self, model: nnx.Module, key: jax.Array, cond: Batch) -> jax.Array:
-        """Generate outputs [B, *output_shape] given conditioning `cond` (see `cond_spec`)."""
+    def sample(
+        self, model: nnx.Module, key: jax.Array, cond: Batch, *, steps: int | None = None
+    ) -> jax.Array:
+        """Generate outputs [B, *output_shape] given conditioning `cond` (`cond_from_batch`)
+        in `steps` network evaluations (None: the config's `sample.steps`)."""
 
     @property
     @abc.abstractmethod
@@ -107,6 +134,33 @@ class Stage(abc.ABC):
         if "cond" in batch:
             cond["cond"] = batch["cond"]
         return cond
+
+    # -- hooks for callers that would otherwise branch on the stage's type ------------------------
+    supports_distillation: bool = False  # True where `distill_loss` is implemented
+
+    def distill_loss(
+        self,
+        student: nnx.Module,
+        teacher: nnx.Module,
+        batch: Batch,
+        key: jax.Array,
+        *,
+        student_steps: jax.Array,
+        weighting: str,
+    ) -> tuple[jax.Array, dict]:
+        """Progressive distillation loss of `student` against two deterministic steps of
+        `teacher` (Salimans & Ho 2022), the student taking `student_steps` steps in all;
+        `weighting` as in config.distill.weighting ("auto": the stage's own loss)."""
+        raise NotImplementedError(f"a {self.name} stage has no sampler to distil")
+
+    def trivial_baselines(
+        self, target: np.ndarray
+    ) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray] | None:
+        """For a stage that restores a degraded video (super-resolution), from ground-truth
+        clips `target` [B, *output_shape]: the degraded input it is given [B, *input_shape],
+        the trivial baselines' outputs by name [B, *output_shape], and a boolean mask [T] of
+        the frames the stage has to generate (the ones worth scoring). None otherwise."""
+        return None
 
     def check_batch(self, batch: Batch) -> None:
         """Refuse a batch whose shapes disagree with the stage config, naming both."""

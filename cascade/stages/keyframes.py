@@ -1,4 +1,4 @@
-"""The base stage: a few low-resolution frames generated from noise (and a class label).
+"""The keyframe stage, the cascade's first: a few low-res frames from noise and a class label.
 
 Its training clips are views of the stored clips: a random window of
 `frames * frame_stride` frames, every `frame_stride`-th kept, box-downsampled
@@ -13,47 +13,14 @@ import jax
 import ml_collections
 import numpy as np
 
-from cascade.configs import ConfigError, ensure_divisible
+from cascade.configs import ConfigError
 from cascade.data import views
-from cascade.stages.common import Batch, Shape
 from cascade.stages.gaussian import GaussianStage
+from cascade.stages.stage import Batch, Shape
 
 
-def view_section(frames: int, resolution: int, frame_stride: int = 1) -> ml_collections.ConfigDict:
-    return ml_collections.ConfigDict(
-        {
-            "frames": frames,  # frames this stage generates
-            "resolution": resolution,  # their height = width
-            "frame_stride": frame_stride,  # temporal sub-sampling of the stored clip
-            "channels": 1,
-            "extra_images": 0,  # independent images per clip for joint image-video training
-        }
-    )
-
-
-def clip_view(
-    clips: np.ndarray,
-    view: ml_collections.ConfigDict,
-    data: ml_collections.ConfigDict,
-    rng: np.random.Generator,
-) -> np.ndarray:
-    """[B,T,H,W,C] stored clips -> [B,view.frames,view.resolution,view.resolution,C]."""
-    span = view.frames * view.frame_stride
-    if span > clips.shape[1]:
-        raise ConfigError(
-            f"config.view: frames={view.frames} x frame_stride={view.frame_stride} = {span} "
-            f"frames, but stored clips have only {clips.shape[1]} (config.data.frames)."
-        )
-    ensure_divisible(
-        clips.shape[2], view.resolution, "config.data.resolution / config.view.resolution"
-    )
-    window = views.random_window(clips, span, rng)
-    video = views.temporal_subsample(window, view.frame_stride)
-    return views.spatial_downsample(video, clips.shape[2] // view.resolution)
-
-
-class BaseStage(GaussianStage):
-    name = "base"
+class KeyframesStage(GaussianStage):
+    name = "keyframes"
 
     def __init__(self, config: ml_collections.ConfigDict):
         super().__init__(config)
@@ -84,7 +51,7 @@ class BaseStage(GaussianStage):
 
     def make_batch(self, clips: Batch, rng: np.random.Generator) -> Batch:
         v = self.config.view
-        video = clip_view(clips["video"], v, self.config.data, rng)
+        video = views.clip_view(clips["video"], v, self.config.data, rng)
         batch = {"video": video, "label": clips["label"].astype(np.int32)}
         if v.extra_images:
             images, image_labels = views.extra_images(

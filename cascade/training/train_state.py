@@ -15,11 +15,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 from flax import nnx
 
 from cascade.configs import check_choice
-from cascade.stages.common import Batch, Stage
+from cascade.stages.stage import Batch, Stage, merge_model
 
 TrainState = dict[str, Any]
 
@@ -46,11 +47,6 @@ def make_optimizer(train: ml_collections.ConfigDict) -> optax.GradientTransforma
     return optax.chain(*parts)
 
 
-def model_graphdef(stage: Stage) -> nnx.GraphDef:
-    """The network's static structure, without allocating parameters."""
-    return nnx.split(nnx.eval_shape(lambda: stage.build_model(nnx.Rngs(0))))[0]
-
-
 def init_state(stage: Stage, tx: optax.GradientTransformation, key: jax.Array) -> TrainState:
     """Fresh network, optimizer state and EMA copy. Use under jax.eval_shape / jit."""
     model = stage.build_model(nnx.Rngs(params=key, dropout=jax.random.fold_in(key, 1)))
@@ -68,11 +64,6 @@ def init_state(stage: Stage, tx: optax.GradientTransformation, key: jax.Array) -
         "opt_state": tx.init(params),
         "ema_params": jax.tree.map(jnp.copy, params),
     }
-
-
-def merge_model(graphdef: nnx.GraphDef, params: Any) -> nnx.Module:
-    """Rebuild the network from its graph and parameters."""
-    return nnx.merge(graphdef, params)
 
 
 def make_train_step(
@@ -133,3 +124,14 @@ def make_train_step(
         return new_state, metrics
 
     return step_fn
+
+
+def count_params(model_or_tree: Any) -> int:
+    """Number of parameter scalars of an NNX module (its `nnx.Param`s) or of any pytree
+    of arrays (an `nnx.State`, a params dict, `jax.ShapeDtypeStruct`s)."""
+    tree = (
+        nnx.state(model_or_tree, nnx.Param)
+        if isinstance(model_or_tree, nnx.Module)
+        else model_or_tree
+    )
+    return int(sum(np.prod(leaf.shape) for leaf in jax.tree.leaves(tree) if hasattr(leaf, "shape")))

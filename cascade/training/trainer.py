@@ -21,20 +21,16 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
-from cascade import parallel
-from cascade.checkpoints import Checkpointer
+from cascade import video_io
 from cascade.configs import ConfigError
 from cascade.data import pipeline
-from cascade.metrics_log import MetricsLog
-from cascade.sampling import Sampler
-from cascade.stages import build_stage
-from cascade.train_state import (
-    TrainState,
-    init_state,
-    make_optimizer,
-    make_train_step,
-    model_graphdef,
-)
+from cascade.stages.stage import model_graphdef
+from cascade.training import parallel
+from cascade.training.checkpoints import Checkpointer
+from cascade.training.metrics_log import MetricsLog
+from cascade.training.sampler import Sampler
+from cascade.training.train_state import TrainState, init_state, make_optimizer, make_train_step
+from cascade.training.trained import build_stage_from_config
 
 
 class NonFiniteLossError(RuntimeError):
@@ -76,7 +72,7 @@ class Trainer:
     def __init__(self, config: ml_collections.ConfigDict, workdir: str | Path, devices=None):
         self.config = config
         self.workdir = Path(workdir).expanduser()
-        self.stage = build_stage(config)
+        self.stage = build_stage_from_config(config)
         self.mesh = parallel.make_mesh(config.mesh, devices)
         t = config.train
         dp = parallel.data_parallel_size(self.mesh)
@@ -241,6 +237,6 @@ class Trainer:
         key = jax.random.key(self.config.seed + step)
         videos = self.stage.to_video(self.sampler.sample(state["ema_params"], cond, key))
         out = self.workdir / "samples"
-        path = self.sampler.write(videos, out, f"step_{step:07d}")
+        path = video_io.write_videos(videos, out, f"step_{step:07d}")
         writer.video_grid("samples", videos, step)
         return path

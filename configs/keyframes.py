@@ -1,9 +1,9 @@
 """Base stage: a VDM-style 3D U-Net generating a few low-resolution frames.
 
-Presets (`--config=configs/base.py:PRESET`):
-  default  8 frames (stride 4) at 16x16 from 32x64x64 moving_digits clips (the cascade's base)
+Presets (`--config=configs/keyframes.py:PRESET`):
+  default  8 frames (stride 4) at 16x16 from 32x64x64 moving_digits clips (the cascade's first stage)
   tiny     4 frames at 8x8, a few-thousand-param U-Net: for tests
-  quick    4 frames (stride 4) at 16x16: the quickstart's base stage, minutes on 2 CPU cores
+  quick    4 frames (stride 4) at 16x16: the quickstart's keyframe stage, minutes on 2 CPU cores
   bench    ~10-35M params, batch 2, 16 frames, 32x32, 3 channels: for cascade.bench
 """
 
@@ -11,20 +11,18 @@ import ml_collections
 
 from cascade import configs
 from cascade.models.unet3d import UNetConfig
-from cascade.stages.base import view_section
-from cascade.stages.gaussian import diffusion_section, sample_section
 
 
 def get_config(arg: str | None = None):
-    return configs.apply_preset(_config(), arg, PRESETS, file="configs/base.py")
+    return configs.apply_preset(_config(), arg, PRESETS, file="configs/keyframes.py")
 
 
 def _config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
-    config.stage = "base"
+    config.stage = "keyframes"
     config.seed = 0
     config.data = configs.data_section("moving_digits")
-    config.view = view_section(frames=8, resolution=16, frame_stride=4)
+    config.view = configs.view_section(frames=8, resolution=16, frame_stride=4)
     config.model = configs.model_section(
         UNetConfig,
         in_channels=1,
@@ -38,8 +36,8 @@ def _config() -> ml_collections.ConfigDict:
         num_classes=10,
     )
     # v-parametrization (Imagen Video): stable at low SNR, which distillation needs.
-    config.diffusion = diffusion_section(parametrization="v", loss="v_mse")
-    config.sample = sample_section(steps=128)
+    config.diffusion = configs.diffusion_section(parametrization="v", loss="v_mse")
+    config.sample = configs.sample_section(steps=128)
     config.train = configs.train_section()
     config.mesh = configs.mesh_section()
     return config
