@@ -3,7 +3,12 @@
 A stage never touches devices, checkpoints or files: the trainer and the
 runners do. `make_batch` runs on the host in numpy (views of the raw clips,
 seeded per step so a resumed run sees the same batches); `loss` and `sample`
-are pure JAX functions of an NNX model and an explicit key.
+are pure JAX functions of an NNX model and an explicit key. `model_graphdef`,
+`merge_model` and `sampling_fn` turn a stage's network into pure functions of its
+parameters, which the trainer, the samplers and evaluation jit.
+
+Callers never branch on a stage's type: what differs between stages is a method
+here (`distill_loss`, `trivial_baselines`, `to_video`, `measured_config`).
 """
 
 from __future__ import annotations
@@ -52,7 +57,6 @@ def model_graphdef(stage: Stage) -> nnx.GraphDef:
 def merge_model(graphdef: nnx.GraphDef, params: Any) -> nnx.Module:
     """Rebuild the network from its graph and parameters."""
     return nnx.merge(graphdef, params)
-
 
 
 def sampling_fn(
