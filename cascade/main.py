@@ -3,6 +3,8 @@
     python -m cascade.main --config=configs/keyframes.py:tiny --workdir=/tmp/keyframes --mode=train
     python -m cascade.main --config=configs/keyframes.py:tiny --workdir=/tmp/keyframes --mode=sample
     python -m cascade.main --config=configs/cascade.py --workdir=/tmp/cascade --mode=sample
+    python -m cascade.main --config=configs/keyframes.py:tiny --workdir=/tmp/keyframes
+        --mode=sample --condition=frames --given_frames=2 --target_frames=6
 
 Any config field can be overridden: `--config.train.steps=100`. A key that does
 not exist, a value of the wrong type, an unknown preset or shapes that do not
@@ -13,12 +15,16 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import TYPE_CHECKING
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import flags  # noqa: E402
 
 from cascade import cli  # noqa: E402
+
+if TYPE_CHECKING:
+    from cascade.evaluation.continuation import Request
 
 FLAGS = cli.new_flags()
 cli.define_config(
@@ -44,6 +50,52 @@ flags.DEFINE_enum(
 flags.DEFINE_integer(
     "num_samples", None, "Videos to sample (default: the config's).", flag_values=FLAGS
 )
+# Conditional generation (VDM sec. 3.1) with one trained keyframe stage: see
+# cascade/evaluation/continuation.py for what is written.
+flags.DEFINE_enum(
+    "condition",
+    "none",
+    ["none", "frames"],
+    "none: sample from noise. frames: give the first --given_frames frames of each test clip "
+    "and generate the rest (to --target_frames, autoregressively past the stage's window); "
+    "writes samples/<stage>_continuation* and PSNR/SSIM per frame offset. Keyframe stages only.",
+    flag_values=FLAGS,
+)
+flags.DEFINE_enum(
+    "method",
+    "reconstruction",
+    ["replacement", "reconstruction"],
+    "With --condition=frames: replacement (noised given frames) or VDM reconstruction guidance.",
+    flag_values=FLAGS,
+)
+flags.DEFINE_float(
+    "w_r",
+    None,
+    "With --method=reconstruction: guidance weight (default 2; VDM: w_r > 1 helps).",
+    flag_values=FLAGS,
+)
+flags.DEFINE_integer(
+    "given_frames",
+    None,
+    "With --condition=frames: the first c frames of each test clip are given (default: half "
+    "the stage's window).",
+    flag_values=FLAGS,
+)
+flags.DEFINE_integer(
+    "target_frames",
+    None,
+    "With --condition=frames: frames of the finished clip (default: the stage's window); more "
+    "than the window extends window by window: given_frames + k * (window - overlap).",
+    flag_values=FLAGS,
+)
+flags.DEFINE_integer(
+    "overlap",
+    None,
+    "With --condition=frames: frames each extension window is conditioned on (default: "
+    "--given_frames).",
+    flag_values=FLAGS,
+)
+CONDITION_FLAGS = ("method", "w_r", "given_frames", "target_frames", "overlap")
 
 
 def refuse_mode(config, mode: str) -> None:
@@ -63,8 +115,17 @@ def refuse_mode(config, mode: str) -> None:
         )
 
 
-def run(config, workdir: str, mode: str, num_samples: int | None = None):
-    """Dispatch on config.stage and mode; returns what the mode produced (state, paths, metrics)."""
+def run(
+    config,
+    workdir: str,
+    mode: str,
+    num_samples: int | None = None,
+    continuation: Request | None = None,
+):
+    """Dispatch on config.stage and mode; returns what the mode produced (state, paths, metrics).
+
+    continuation: a `cascade.evaluation.continuation.Request` (--condition=frames): sample and
+    evaluate both continue test clips and score them (`write_continuations`)."""
     from cascade.training import parallel
 
     refuse_mode(config, mode)
@@ -85,6 +146,12 @@ def run(config, workdir: str, mode: str, num_samples: int | None = None):
     from cascade.training.trained import load_trained
 
     trained = load_trained(workdir, config)
+    if continuation is not None:
+        from cascade.evaluation.continuation import write_continuations
+
+        return write_continuations(
+            trained, workdir, continuation, num_samples or config.train.num_samples
+        )
     if mode == "sample":
         from cascade.sampling.runners import sample_to_files
 
@@ -112,8 +179,39 @@ def _body(args: cli.Args) -> None:
             "config.train.num_samples is 0: pass --num_samples=N to say how many videos to sample."
         )
     refuse_mode(config, mode)
+    continuation = condition_request(args)
     cli.check_config_paths(config, workdir=args.workdir, mode=mode)
-    run(config, str(args.workdir), mode, args.num_samples)
+    run(config, str(args.workdir), mode, args.num_samples, continuation)
+
+
+def condition_request(args: cli.Args) -> Request | None:
+    """The checked --condition=frames request, or None; refuses conditioning flags without
+    it. Runs before any path is checked or anything is loaded."""
+    if args.condition == "none":
+        given = [f"--{name}" for name in CONDITION_FLAGS if args.flags[name].present]
+        if given:
+            raise cli.UsageError(
+                f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} only with "
+                "--condition=frames (conditional generation from the first frames of test clips)."
+            )
+        return None
+    from cascade.evaluation.continuation import check_request
+
+    request = check_request(  # refuses runner configs, so config.train exists below
+        args.config,
+        mode=args.mode,
+        method=args.method,
+        w_r=args.w_r,
+        given_frames=args.given_frames,
+        target_frames=args.target_frames,
+        overlap=args.overlap,
+    )
+    if args.num_samples is None and args.config.train.num_samples < 1:
+        raise cli.UsageError(
+            "config.train.num_samples is 0: pass --num_samples=N to say how many test clips to "
+            "continue."
+        )
+    return request
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -213,6 +213,68 @@ CASES = (
         ("--guidance_scale=-1", "--out={root}/x"),
         "guidance_scale",
     ),
+    # --condition=frames (conditional generation, cascade/evaluation/continuation.py): refused
+    # before the workdir is looked at, so an untrained {root}/run is enough.
+    Case(
+        M,
+        "more given frames than the window",
+        _main("--mode=sample", "--condition=frames", "--given_frames=4"),
+        "1 <= given_frames < 4",
+    ),
+    Case(
+        M,
+        "unreachable target length",
+        _main("--mode=sample", "--condition=frames", "--given_frames=2", "--target_frames=5"),
+        "--target_frames=5 cannot be reached",
+    ),
+    Case(
+        M,
+        "negative reconstruction weight",
+        _main("--mode=sample", "--condition=frames", "--w_r=-1"),
+        "--w_r=-1.0 must be >= 0",
+    ),
+    Case(
+        M,
+        "w_r with replacement (ignored)",
+        _main("--mode=sample", "--condition=frames", "--method=replacement", "--w_r=3"),
+        "would be ignored",
+    ),
+    Case(
+        M,
+        "condition frames while training",
+        _main("--condition=frames"),
+        "--mode=sample or --mode=evaluate",
+    ),
+    Case(
+        M,
+        "condition frames on a latent DiT",
+        ("--config={configs}/latent_dit.py:tiny", WD, "--mode=sample", "--condition=frames"),
+        "needs a keyframe stage",
+    ),
+    Case(
+        M,
+        "condition frames on a VAE",
+        ("--config={configs}/video_vae.py:tiny", WD, "--mode=sample", "--condition=frames"),
+        "needs a keyframe stage",
+    ),
+    Case(
+        M,
+        "condition frames on a cascade config",
+        ("--config={configs}/cascade.py", WD, "--mode=sample", "--condition=frames"),
+        "conditions one trained stage",
+    ),
+    Case(
+        M,
+        "continue zero clips",
+        _main("--mode=evaluate", "--condition=frames", "--config.train.num_samples=0"),
+        "how many test clips",
+    ),
+    Case(
+        M,
+        "conditioning method with a runner config",
+        ("--config={configs}/cascade.py", WD, "--mode=sample", "--method=replacement"),
+        "only with --condition=frames",
+    ),
 )
 
 

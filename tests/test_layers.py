@@ -64,3 +64,16 @@ def test_layer_lookup_catches_an_upward_import(tmp_path):
     targets = imported_modules(module, "cascade.stages.bad")
     assert "cascade.training.trainer" in targets
     assert layer_of("cascade.training.trainer") > layer_of("cascade.stages.bad")
+
+
+def test_config_files_are_data_and_load_from_any_directory(tmp_path, monkeypatch):
+    """Config files import only `cascade.configs` and model dataclasses, and load by name
+    whatever the current directory is."""
+    from cascade import configs
+
+    monkeypatch.chdir(tmp_path)
+    for path in sorted(configs.CONFIG_DIR.glob("*.py")):
+        imports = imported_modules(path, f"configs.{path.stem}")
+        allowed = {"cascade.configs"} | {m for m in imports if m.startswith("cascade.models.")}
+        assert imports <= allowed, (path.name, sorted(imports - allowed))
+        assert configs.load(f"{path.stem}:tiny").stage

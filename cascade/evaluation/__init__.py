@@ -9,5 +9,6 @@ Layer: imports training, sampling and everything below; never the entry points.
   cost.py               XLA FLOPs, sampling cost of a chain of stages
   benchmarking.py       timing helpers (median seconds, compiled FLOPs, peak matmul)
   evaluate.py           `--mode=evaluate` for a stage or a runner
+  continuation.py       `--condition=frames`: continue test clips, files and per-offset PSNR/SSIM
   fvd_sanity.py         an entry point: FVD against known distortions
 """
