@@ -8,6 +8,11 @@ Fields: name, device, params, flops_per_step (XLA cost analysis of the compiled
 step), step_time_s (median after warm-up), achieved_gflops, peak_matmul_gflops
 (measured on this machine), mfu, peak_memory_bytes. The step is the real
 training step of the trainer (forward, backward, AdamW, EMA, finite guard).
+
+A second record times sampling: the stage's whole jitted sampling loop (`sampling_fn`,
+what `--mode=sample` runs) for one batch at the config's `sample.steps` (or
+`--sample_steps`, e.g. a distilled student's 4), with `seconds_per_video`. Weights are
+freshly initialised: the cost of a sampler does not depend on their values.
 """
 
 from __future__ import annotations
@@ -26,9 +31,9 @@ from absl import flags  # noqa: E402
 
 from cascade import cli  # noqa: E402
 from cascade.configs import ConfigError  # noqa: E402
-from cascade.evaluation import benchmarking  # noqa: E402
+from cascade.evaluation import benchmarking, cost  # noqa: E402
 from cascade.stages import TRAINABLE_STAGES, build_stage  # noqa: E402
-from cascade.stages.stage import model_graphdef  # noqa: E402
+from cascade.stages.stage import model_graphdef, sampling_fn  # noqa: E402
 from cascade.training import parallel  # noqa: E402
 from cascade.training.train_state import (  # noqa: E402
     count_params,
@@ -41,6 +46,12 @@ FLAGS = cli.new_flags()
 cli.define_config(FLAGS, "Stage config with a preset, e.g. configs/keyframes.py:bench.")
 flags.DEFINE_integer("iters", 5, "Timed iterations (median reported), >= 1.", flag_values=FLAGS)
 flags.DEFINE_integer("warmup", 2, "Untimed iterations after compilation, >= 0.", flag_values=FLAGS)
+flags.DEFINE_integer(
+    "sample_steps",
+    0,
+    "Sampling steps to time (0: the config's sample.steps; -1: do not time sampling).",
+    flag_values=FLAGS,
+)
 
 
 def synthetic_batch(spec: dict[str, jax.ShapeDtypeStruct], key: jax.Array) -> dict[str, jax.Array]:
@@ -56,9 +67,10 @@ def synthetic_batch(spec: dict[str, jax.ShapeDtypeStruct], key: jax.Array) -> di
 
 
 def bench_config(
-    config: ml_collections.ConfigDict, *, warmup: int = 2, iters: int = 5
+    config: ml_collections.ConfigDict, *, warmup: int = 2, iters: int = 5, sample_steps: int = 0
 ) -> list[dict[str, Any]]:
-    """Benchmark records for a stage config: its train step, plus the stage's extra kernels."""
+    """Benchmark records for a stage config: its train step, the stage's extra kernels, and
+    its sampling loop at `sample_steps` (0: the config's; -1: none)."""
     if config.stage == "latent_dit":  # the DiT alone: no trained VAE needed to time it
         from cascade.stages.latent_dit import LatentDiTStage
 
@@ -98,6 +110,25 @@ def bench_config(
                     peak_gflops=peak,
                 )
             )
+        if sample_steps >= 0:
+            # The whole sampling loop of one batch, as `--mode=sample` runs it.
+            steps = sample_steps or (config.sample.steps if "sample" in config else 1)
+            batch = synthetic_batch(stage.batch_spec(config.train.batch_size), jax.random.key(2))
+            sample = sampling_fn(stage, model_graphdef(stage), steps)
+            args = (state["ema_params"], stage.cond_from_batch(batch), jax.random.key(3))
+            record = benchmarking.benchmark_compiled(
+                jax.jit(sample),
+                args,
+                name=f"{stage.name}/sample[{config.preset}, {steps} steps]",
+                params=params,
+                warmup=min(warmup, 1),  # each call is a whole sampling loop: one warm-up
+                iters=iters,
+                peak_gflops=peak,
+                flops=cost.xla_flops(sample, *args)["flops"],  # every step of the loop
+            )
+            record["sample_steps"] = steps
+            record["seconds_per_video"] = record["step_time_s"] / config.train.batch_size
+            records.append(record)
     for record in records:
         record["batch_size"] = config.train.batch_size
     return records
@@ -113,7 +144,14 @@ def _body(args: cli.Args) -> None:
             f"cascade.bench times a stage's training step; a {args.config.stage} config has "
             f"none. Use a stage config ({', '.join(TRAINABLE_STAGES)}), e.g. configs/keyframes.py:bench."
         )
-    for record in bench_config(args.config, warmup=args.warmup, iters=args.iters):
+    if args.sample_steps < -1:
+        raise cli.UsageError(
+            f"--sample_steps must be >= 1, 0 (the config's) or -1 (none); got {args.sample_steps}."
+        )
+    records = bench_config(
+        args.config, warmup=args.warmup, iters=args.iters, sample_steps=args.sample_steps
+    )
+    for record in records:
         print(json.dumps(record), flush=True)
 
 

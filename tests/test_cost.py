@@ -10,7 +10,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from cascade.evaluation import cost
-from cascade.training.train_state import count_params
+from cascade.training.train_state import count_params, init_state, make_optimizer
 
 M, K, N = 32, 48, 16
 MATMUL = 2 * M * N * K
@@ -111,3 +111,26 @@ def test_training_and_sampling_cost(operands):
         sum(s["flops_per_video"] for s in chain["stages"].values())
     )
     assert chain["stages"]["upsample"]["flops_per_video"] == pytest.approx(2 * per_step / videos)
+
+
+def test_bench_times_the_whole_sampling_loop(data_dir):
+    """cascade.bench's sampling record counts every step of the loop (XLA alone counts one)."""
+    from conftest import tiny_config
+
+    from cascade import bench
+    from cascade.stages import build_stage
+    from cascade.stages.stage import model_graphdef, sampling_fn
+
+    config = tiny_config("keyframes", data_dir)
+    train, sample = bench.bench_config(config, warmup=0, iters=1, sample_steps=3)
+    assert train["name"].endswith("train_step[tiny]")
+    assert sample["name"] == "keyframes/sample[tiny, 3 steps]" and sample["sample_steps"] == 3
+    assert sample["seconds_per_video"] == pytest.approx(sample["step_time_s"] / 8)
+    stage = build_stage(config)
+    tx = make_optimizer(config.train)
+    params = jax.eval_shape(lambda k: init_state(stage, tx, k), jax.random.key(0))["ema_params"]
+    cond = stage.cond_from_batch(bench.synthetic_batch(stage.batch_spec(8), jax.random.key(0)))
+    one_step = cost.xla_flops(
+        sampling_fn(stage, model_graphdef(stage), 1), params, cond, jax.random.key(1)
+    )["flops"]
+    assert sample["flops_per_step"] == pytest.approx(3 * one_step, rel=0.02)

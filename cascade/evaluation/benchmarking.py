@@ -70,15 +70,19 @@ def benchmark_compiled(
     warmup: int = 2,
     iters: int = 5,
     peak_gflops: float | None = None,
+    flops: float | None = None,
 ) -> dict[str, Any]:
     """Compile `jitted` for `args`, time it, and return the benchmark JSON fields.
+
+    `flops`: the call's FLOPs when XLA's own count of the compiled executable is wrong (it
+    counts a while loop's body once: pass `cost.xla_flops(...)["flops"]` for loops).
 
     `jitted` must not donate its inputs (the same args are reused every call).
     Fields: name, device, params, flops_per_step, step_time_s (median),
     achieved_gflops, peak_matmul_gflops, mfu, peak_memory_bytes.
     """
     compiled = jitted.lower(*args).compile()
-    flops = compiled_flops(compiled)
+    flops = compiled_flops(compiled) if flops is None else float(flops)
     seconds = median_seconds(compiled, args, warmup=warmup, iters=iters)
     peak = peak_gflops if peak_gflops is not None else matmul_peak_gflops()
     achieved = flops / seconds / 1e9
