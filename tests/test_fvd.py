@@ -154,6 +154,19 @@ def test_i3d_early_layers_match_float64_numpy(ckpt, params):
         np.testing.assert_allclose(ours, ref, atol=2e-5 * np.abs(ref).max(), rtol=0)
 
 
+def test_i3d_odd_sizes_match_float64_numpy(ckpt, params):
+    """Odd T, H, W: TF 'SAME' puts the odd padding cell after, in the stride-2 stem conv
+    (7 time taps, stride 2, as 2D convs), the 3x3x3 convs and every max pool, including
+    the 3x3x3 stride-2 pool before Mixed_4b."""
+    video = _smooth_video((9, 45, 37, 3), seed=3)
+    ours = np.asarray(
+        jax.jit(i3d.i3d_apply, static_argnames="endpoint")(params, video[None], endpoint="Mixed_4b")
+    )[0]
+    ref = np_i3d(video, ckpt, stop="Mixed_4b")
+    assert ours.shape == ref.shape == (3, 3, 3, 512)
+    np.testing.assert_allclose(ours, ref, atol=2e-5 * np.abs(ref).max(), rtol=0)
+
+
 @pytest.mark.slow
 def test_i3d_logits_match_float64_numpy_and_are_a_distribution(ckpt, params):
     """Full 16 x 224 x 224 forward vs the float64 reference (~25 s of numpy)."""

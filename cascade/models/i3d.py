@@ -12,6 +12,11 @@ offset only, eps 1e-3, inference statistics) -> ReLU. Max pools use TF 'SAME' pa
 (padded cells never win). The logits head is a VALID (2, 7, 7) average pool, a 1x1x1
 conv with bias to 400 classes, and a mean over the remaining time steps.
 
+Speed: every conv runs as 2D convs over frames (time folded into the batch, one 2D conv
+per temporal tap, summed), the three 1x1x1 convs that read an Inception block's input as
+one matmul, and max pools separably per axis; XLA's CPU backend runs these 2-5x faster
+than the 3D forms (`python -m cascade.evaluation.i3d_bench` times both).
+
 Why a pure function and not an NNX module: the model is inference-only with fixed
 weights, so a params pytree + `jax.jit` is the simplest form to shard, cache and
 compile, and batch norm can be folded into the conv weights once at load time
@@ -207,41 +212,88 @@ def i3d_apply(
     return logits.mean(axis=(1, 2, 3))
 
 
+def _same_padding(size: int, kernel: int, stride: int) -> tuple[int, tuple[int, int]]:
+    """TF 'SAME' along one axis: (output size, (pad before, pad after)); the odd cell after."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + kernel - size, 0)
+    return out, (total // 2, total - total // 2)
+
+
+def _time_taps(x: jax.Array, kernel: int, stride: int) -> list[jax.Array]:
+    """The `kernel` time-shifted views [B, T', H, W, C] of x [B, T, H, W, C] that a TF
+    'SAME' window of that length and stride reads: view d holds input frame
+    `t * stride + d - pad_before` at output t, and zeros where that frame is padding."""
+    frames, pad = _same_padding(x.shape[1], kernel, stride)
+    xp = jnp.pad(x, ((0, 0), pad, (0, 0), (0, 0), (0, 0)))
+    return [xp[:, d : d + stride * (frames - 1) + 1 : stride] for d in range(kernel)]
+
+
+def _conv(x: jax.Array, w: jax.Array, stride: tuple[int, int, int]) -> jax.Array:
+    """TF 'SAME' 3D conv of x [B, T, H, W, Cin] with w [kt, kh, kw, Cin, Cout] -> float32
+    [B, T', H', W', Cout], computed as 2D convs over frames (time folded into the batch).
+
+    XLA's CPU backend runs NHWC 2D convs 2-5x faster than 3D ones (and 1x1x1 convs as plain
+    matmuls), so the conv is the sum over the kt temporal taps of a kh x kw 2D conv of the
+    time-shifted (and time-strided) frames with that tap's kernel slice. Zero time padding
+    is exact because every tap is linear; lax's 2D 'SAME' pads H and W like TF. Summing
+    per-tap convs measured as fast as one 2D conv over the kt stacked frames (im2col in
+    time) and closer to the 3D conv's float32 results (shorter accumulations).
+    """
+    kt, kh, kw, cin, cout = w.shape
+    st, sh, sw = stride
+    if (kt, kh, kw, st, sh, sw) == (1,) * 6:  # pointwise: one matmul over all positions
+        return jnp.einsum("bthwc,co->bthwo", x, w[0, 0, 0], preferred_element_type=jnp.float32)
+    b, _, h, wd, _ = x.shape
+    taps = _time_taps(x, kt, st)
+    frames = taps[0].shape[1]
+    y = None
+    for tap, kernel in zip(taps, w, strict=True):
+        z = jax.lax.conv_general_dilated(
+            tap.reshape(b * frames, h, wd, cin),
+            kernel,
+            window_strides=(sh, sw),
+            padding="SAME",
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            preferred_element_type=jnp.float32,
+        )
+        y = z if y is None else y + z
+    return y.reshape(b, frames, *y.shape[1:])
+
+
 def _unit(p: Params, x: jax.Array, stride: tuple[int, int, int], dtype: Any) -> jax.Array:
     """Conv3D (TF 'SAME') with folded batch norm, then ReLU."""
-    y = jax.lax.conv_general_dilated(
-        x,
-        p["w"].astype(dtype),
-        window_strides=stride,
-        padding="SAME",  # lax 'SAME' pads (total // 2) before, the rest after: TF semantics
-        dimension_numbers=("NDHWC", "DHWIO", "NDHWC"),
-        preferred_element_type=jnp.float32,
-    )
+    y = _conv(x, p["w"].astype(dtype), stride)
     return jax.nn.relu(y + p["b"]).astype(dtype)
 
 
 def _max_pool(x: jax.Array, window: tuple[int, ...], stride: tuple[int, ...]) -> jax.Array:
-    """TF 'SAME' max pool: padding cells hold -inf, so they never win."""
-    return jax.lax.reduce_window(
-        x, -jnp.inf, jax.lax.max, (1, *window, 1), (1, *stride, 1), "SAME"
-    ).astype(x.dtype)
+    """TF 'SAME' max pool of x [B, T, H, W, C]: padding cells hold -inf, so they never win.
+
+    Separable (time, then height, then width): max is exact and TF pads each axis on its
+    own, so three 1-D pools equal the joint one bit for bit at a third of the comparisons.
+    """
+    for axis, (k, s) in enumerate(zip(window, stride, strict=True), start=1):
+        if k == 1 and s == 1:
+            continue
+        dims, strides = [1] * 5, [1] * 5
+        dims[axis], strides[axis] = k, s
+        x = jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, dims, strides, "SAME")
+    return x
 
 
 def _inception(params: Params, name: str, x: jax.Array, dtype: Any) -> jax.Array:
     one = (1, 1, 1)
-    b0 = _unit(params[f"{name}/{_BRANCHES[0]}"], x, one, dtype)
-    b1 = _unit(
-        params[f"{name}/{_BRANCHES[2]}"],
-        _unit(params[f"{name}/{_BRANCHES[1]}"], x, one, dtype),
-        one,
-        dtype,
-    )
-    b2 = _unit(
-        params[f"{name}/{_BRANCHES[4]}"],
-        _unit(params[f"{name}/{_BRANCHES[3]}"], x, one, dtype),
-        one,
-        dtype,
-    )
+    # The three 1x1x1 convs that read x (branch 0, and the reductions of branches 1 and 2)
+    # run as one matmul with their output channels side by side, then split.
+    heads = [params[f"{name}/{_BRANCHES[i]}"] for i in (0, 1, 3)]
+    fused = {
+        "w": jnp.concatenate([p["w"] for p in heads], axis=-1),
+        "b": jnp.concatenate([p["b"] for p in heads], axis=-1),
+    }
+    splits = np.cumsum([p["w"].shape[-1] for p in heads])[:-1]
+    b0, b1, b2 = jnp.split(_unit(fused, x, one, dtype), splits, axis=-1)
+    b1 = _unit(params[f"{name}/{_BRANCHES[2]}"], b1, one, dtype)
+    b2 = _unit(params[f"{name}/{_BRANCHES[4]}"], b2, one, dtype)
     b3 = _unit(params[f"{name}/{_BRANCHES[5]}"], _max_pool(x, (3, 3, 3), one), one, dtype)
     return jnp.concatenate([b0, b1, b2, b3], axis=-1)
 
