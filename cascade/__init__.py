@@ -41,5 +41,6 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "cascade.distillation",
         "cascade.data.__main__",
         "cascade.evaluation.fvd_sanity",
+        "cascade.evaluation.i3d_bench",
     ),
 )

@@ -11,4 +11,5 @@ Layer: imports training, sampling and everything below; never the entry points.
   evaluate.py           `--mode=evaluate` for a stage or a runner
   continuation.py       `--condition=frames`: continue test clips, files and per-offset PSNR/SSIM
   fvd_sanity.py         an entry point: FVD against known distortions
+  i3d_bench.py          an entry point: I3D feature speed against an earlier revision
 """
