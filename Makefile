@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 # Test processes (pytest-xdist): each file runs whole in one of them; 0 runs in this process.
 TEST_WORKERS ?= 2
 
-.PHONY: quickstart test lint format bench clean-venv
+.PHONY: quickstart test lint format bench notebooks clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,15 @@ quickstart: $(STAMP)
 ## make test: lint + the test suite (pytest exit 5, "no tests ran", fails too)
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+
+## make notebooks: JupyterLab on notebooks/; its "Python 3" kernel is this environment's python
+NB_STAMP := $(VENV)/.notebooks-stamp
+$(NB_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test,notebooks]'
+	touch $(NB_STAMP)
+
+notebooks: $(NB_STAMP)
+	$(BIN)/jupyter lab notebooks
 
 lint: $(STAMP)
 	$(BIN)/ruff check cascade configs experiments tests

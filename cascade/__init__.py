@@ -33,6 +33,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("cascade.evaluation",),
     (
         "cascade.cli",
+        "cascade.console",
         "cascade.config_checks",
         "cascade.config_overrides",
         "cascade.main",
@@ -42,5 +43,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "cascade.data.__main__",
         "cascade.evaluation.fvd_sanity",
         "cascade.evaluation.i3d_bench",
+        "cascade.evaluation.av_sync_validation",
+        "cascade.evaluation.audio_repr",
     ),
 )

@@ -18,7 +18,7 @@ import ml_collections
 from cascade.configs import STAGES, ConfigError, check_choice
 
 GAUSSIAN_STAGES = ("keyframes", "temporal_sr", "spatial_sr")
-DATA_STAGES = (*GAUSSIAN_STAGES, "video_vae", "latent_dit")
+DATA_STAGES = (*GAUSSIAN_STAGES, "video_vae", "latent_dit", "av_dit")
 # cascade.data.loading.KNOWN_DATASETS, repeated so that checking a config never imports
 # TensorFlow (20 s on 2 busy cores); tests/test_config_keys.py keeps the two equal.
 KNOWN_DATASETS = (
@@ -206,12 +206,48 @@ def check_latent_dit(config: ml_collections.ConfigDict) -> None:
     nonempty_path(vae.workdir, "vae.workdir")
     at_least(vae, "latent_scale", 0, "vae", integer=False)
     check_choice(vae.latents, ("on_the_fly", "cached"), "vae.latents")
+    if "causal" in config:  # the causal latent DiT (cascade.stages.causal_dit)
+        c = config.causal
+        check_choice(c.noise, ("independent", "pyramid", "teacher_forcing"), "causal.noise")
+        in_range(c, "context_t", 0.0, 1.0, "causal", high_open=True)
+        at_least(c, "window", 1, "causal")
+        at_least(c, "length", 1, "causal")
+        at_least(config.model, "causal_chunk", 1, "model")
     if "bench" in config:
         shape = tuple(config.bench.latent_shape)
         if len(shape) != 4 or not all(isinstance(n, int) and n >= 1 for n in shape):
             raise ConfigError(
                 f"config.bench.latent_shape must be 4 positive ints (T, h, w, C), got {shape}."
             )
+
+
+def check_av_dit(config: ml_collections.ConfigDict) -> None:
+    """The joint audio-video stage (cascade.stages.av_dit): clips with sound, one frame stride."""
+    f, s, a = config.flow, config.sample, config.audio
+    if not config.data.sound:
+        raise ConfigError(
+            "config.data.sound=False: the av_dit stage generates clips with their sound; set "
+            "config.data.sound=True (data.name='bouncing_shapes')."
+        )
+    if config.view.frame_stride != 1:
+        raise ConfigError(
+            f"config.view.frame_stride={config.view.frame_stride}: av_dit keeps every frame "
+            "(the sound of skipped frames would have no frame); set it to 1."
+        )
+    positive(f, "logit_std", "flow")
+    _num(f.logit_mean, "flow.logit_mean")
+    positive(f, "shift", "flow")
+    in_range(f, "label_dropout", 0.0, 1.0, "flow", high_open=True)
+    _unconditional_refuses(config, "flow.label_dropout", f.label_dropout)
+    check_choice(s.sampler, ("euler", "heun"), "sample.sampler")
+    at_least(s, "steps", 1, "sample")
+    positive(s, "shift", "sample")
+    for name in ("video_guidance", "audio_guidance"):
+        at_least(s, name, 0, "sample", integer=False)
+        _unconditional_refuses(config, f"sample.{name}", s[name])
+    _num(a.center, "audio.center")
+    positive(a, "scale", "audio")
+    at_least(a, "griffin_lim_iters", 1, "audio")
 
 
 def check_runner(config: ml_collections.ConfigDict) -> None:
@@ -285,6 +321,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         check_gaussian(config)
     elif config.stage == "latent_dit":
         check_latent_dit(config)
+    elif config.stage == "av_dit":
+        check_av_dit(config)
     else:  # video_vae
         check_choice(config.loss.recon, ("l1", "l2"), "loss.recon")
         at_least(config.loss, "kl_weight", 0, "loss", integer=False)

@@ -26,6 +26,7 @@ STAGES = (
     "spatial_sr",
     "video_vae",
     "latent_dit",
+    "av_dit",
     "cascade",
     "single_stage",
 )
@@ -46,6 +47,9 @@ def data_section(name: str = "moving_digits") -> ml_collections.ConfigDict:
             "num_train": 1000,
             "num_test": 100,
             "shuffle_buffer": 1024,
+            # bouncing_shapes only: clips also carry a synchronized impact sound track
+            # ("audio") and their impact times (cascade.data.builders.bouncing_shapes_sound).
+            "sound": False,
         }
     )
 
@@ -167,6 +171,20 @@ def flow_section() -> ml_collections.ConfigDict:
 def flow_sample_section(steps: int = 32) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(
         {"sampler": "euler", "steps": steps, "shift": 1.0, "guidance_scale": 0.0}
+    )
+
+
+def causal_section(window: int, length: int = 8) -> ml_collections.ConfigDict:
+    """The causal latent DiT (cascade.stages.causal_dit): per-frame noise and rollout."""
+    return ml_collections.ConfigDict(
+        {
+            # Training flow time per latent frame: independent, pyramid (sorted along time)
+            # or teacher_forcing (clean context, one noised target chunk).
+            "noise": "independent",
+            "context_t": 0.05,  # flow time of the cached context while rolling out
+            "window": window,  # chunks of cached context (sliding attention window)
+            "length": length,  # --mode=sample writes videos of `length` x the trained latents
+        }
     )
 
 

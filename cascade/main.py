@@ -24,7 +24,7 @@ from absl import flags  # noqa: E402
 from cascade import cli  # noqa: E402
 
 if TYPE_CHECKING:
-    from cascade.evaluation.continuation import Request
+    from cascade.evaluation.continuation import Request, RunnerRequest
 
 FLAGS = cli.new_flags()
 cli.define_config(
@@ -58,7 +58,8 @@ flags.DEFINE_enum(
     ["none", "frames"],
     "none: sample from noise. frames: give the first --given_frames frames of each test clip "
     "and generate the rest (to --target_frames, autoregressively past the stage's window); "
-    "writes samples/<stage>_continuation* and PSNR/SSIM per frame offset. Keyframe stages only.",
+    "writes samples/<stage>_continuation* and PSNR/SSIM per frame offset. A keyframe stage, "
+    "or the cascade (configs/cascade.py: keyframes extended, then SR window by window).",
     flag_values=FLAGS,
 )
 flags.DEFINE_enum(
@@ -95,7 +96,15 @@ flags.DEFINE_integer(
     "--given_frames).",
     flag_values=FLAGS,
 )
-CONDITION_FLAGS = ("method", "w_r", "given_frames", "target_frames", "overlap")
+flags.DEFINE_string(
+    "condition_video",
+    None,
+    "With --condition=frames: take the given frames (and the true continuation, if longer) "
+    "from this .gif / .mp4 / .npy file instead of the test split; its frames must have the "
+    "keyframe stage's resolution and channels.",
+    flag_values=FLAGS,
+)
+CONDITION_FLAGS = ("method", "w_r", "given_frames", "target_frames", "overlap", "condition_video")
 
 
 def refuse_mode(config, mode: str) -> None:
@@ -107,6 +116,11 @@ def refuse_mode(config, mode: str) -> None:
             f"a {config.stage} config chains trained stages and is not trained itself; train "
             "each stage with its own config (configs/keyframes.py, configs/temporal_sr.py, ...), "
             "then use --mode=sample or --mode=evaluate."
+        )
+    if config.stage == "av_dit" and mode == "evaluate":
+        raise ConfigError(
+            "--mode=evaluate is not built for the av_dit stage yet (the joint-vs-two-stage "
+            "evaluation with the sync metric is open work); use --mode=sample."
         )
     if config.stage == "distill":
         raise ConfigError(
@@ -120,12 +134,14 @@ def run(
     workdir: str,
     mode: str,
     num_samples: int | None = None,
-    continuation: Request | None = None,
+    continuation: Request | RunnerRequest | None = None,
+    condition_video: str | None = None,
 ):
     """Dispatch on config.stage and mode; returns what the mode produced (state, paths, metrics).
 
-    continuation: a `cascade.evaluation.continuation.Request` (--condition=frames): sample and
-    evaluate both continue test clips and score them (`write_continuations`)."""
+    continuation: a `cascade.evaluation.continuation.Request` (--condition=frames; for a
+    runner config a `RunnerRequest`, checked once the runner is built): sample and evaluate
+    both continue test clips (or the clips of `condition_video`) and score them."""
     from cascade.training import parallel
 
     refuse_mode(config, mode)
@@ -134,6 +150,17 @@ def run(
         from cascade.sampling.runners import build_runner
 
         runner = build_runner(config)
+        if continuation is not None:  # a runner's request is checked against its first stage
+            from cascade.evaluation.continuation_cascade import write_runner_continuations
+
+            request = continuation.check(runner.keyframes.config)
+            return write_runner_continuations(
+                runner,
+                workdir,
+                request,
+                num_samples or config.num_samples,
+                video_path=condition_video,
+            )
         if mode == "sample":
             return runner.write(workdir, num_samples)
         from cascade.evaluation.evaluate import evaluate_runner
@@ -150,8 +177,21 @@ def run(
         from cascade.evaluation.continuation import write_continuations
 
         return write_continuations(
-            trained, workdir, continuation, num_samples or config.train.num_samples
+            trained,
+            workdir,
+            continuation,
+            num_samples or config.train.num_samples,
+            video_path=condition_video,
+            quality=mode == "evaluate",
         )
+    if mode == "sample" and "causal" in config:  # a causal DiT: config.causal.length x longer
+        from cascade.sampling.rollout import write_long_samples
+
+        return write_long_samples(trained, workdir, num_samples or config.train.num_samples)
+    if mode == "sample" and config.stage == "av_dit":  # clips with their generated sound
+        from cascade.sampling.runners import write_av_samples
+
+        return write_av_samples(trained, workdir, num_samples or config.train.num_samples)
     if mode == "sample":
         from cascade.sampling.runners import sample_to_files
 
@@ -181,10 +221,10 @@ def _body(args: cli.Args) -> None:
     refuse_mode(config, mode)
     continuation = condition_request(args)
     cli.check_config_paths(config, workdir=args.workdir, mode=mode)
-    run(config, str(args.workdir), mode, args.num_samples, continuation)
+    run(config, str(args.workdir), mode, args.num_samples, continuation, args.condition_video)
 
 
-def condition_request(args: cli.Args) -> Request | None:
+def condition_request(args: cli.Args) -> Request | RunnerRequest | None:
     """The checked --condition=frames request, or None; refuses conditioning flags without
     it. Runs before any path is checked or anything is loaded."""
     if args.condition == "none":
@@ -195,17 +235,24 @@ def condition_request(args: cli.Args) -> Request | None:
                 "--condition=frames (conditional generation from the first frames of test clips)."
             )
         return None
-    from cascade.evaluation.continuation import check_request
+    from cascade.evaluation.continuation import check_request, check_runner_request
 
-    request = check_request(  # refuses runner configs, so config.train exists below
-        args.config,
-        mode=args.mode,
-        method=args.method,
-        w_r=args.w_r,
-        given_frames=args.given_frames,
-        target_frames=args.target_frames,
-        overlap=args.overlap,
-    )
+    numbers = {
+        "mode": args.mode,
+        "method": args.method,
+        "w_r": args.w_r,
+        "given_frames": args.given_frames,
+        "target_frames": args.target_frames,
+        "overlap": args.overlap,
+    }
+    if args.config.stage in ("cascade", "single_stage"):
+        return check_runner_request(args.config, **numbers)
+    request = check_request(args.config, **numbers)  # a stage config: config.train exists
+    if args.condition_video:  # its frames must be the stage's: refused before anything loads
+        from cascade.sampling.conditional import read_condition_video
+
+        v = args.config.view
+        read_condition_video(args.condition_video, (v.resolution, v.resolution, v.channels))
     if args.num_samples is None and args.config.train.num_samples < 1:
         raise cli.UsageError(
             "config.train.num_samples is 0: pass --num_samples=N to say how many test clips to "

@@ -44,6 +44,8 @@ flags.DEFINE_integer(
 )
 
 STAGES = ("keyframes", "temporal_sr", "spatial_sr")
+DATASETS = ("moving_digits", "bouncing_shapes")
+LOG_NAME = "quickstart.log"
 
 
 def stage_config(name: str, data_dir: Path, steps: int | None):
@@ -59,49 +61,120 @@ def stage_config(name: str, data_dir: Path, steps: int | None):
 
 
 def run(out: Path, *, steps: int | None, num_videos: int, fvd_videos: int) -> dict:
-    from cascade import configs
+    """The four steps; returns what OUT/metrics.json holds (metrics, seconds per step, and
+    where each stage's training time went). Library output goes to OUT/quickstart.log."""
+    import tensorflow_datasets as tfds
+    from tqdm import tqdm
+
+    from cascade import configs, console
     from cascade.data.__main__ import build_and_preview
     from cascade.evaluation.evaluate import evaluate_outputs, evaluate_super_resolution
     from cascade.sampling.runners import CascadeRunner
+    from cascade.training.metrics_log import log_evaluation
     from cascade.training.trainer import Trainer
 
     out.mkdir(parents=True, exist_ok=True)
     data_dir = out / "data"
-    report: dict = {"seconds": {}}
-    tick = time.perf_counter()
-    base_data = stage_config("keyframes", data_dir, steps).data
-    for dataset in ("moving_digits", "bouncing_shapes"):
-        build_and_preview(dataset, base_data, data_dir / "previews" / f"{dataset}.gif")
-    report["seconds"]["data"] = time.perf_counter() - tick
-
-    for name in STAGES:
+    report: dict = {"seconds": {}, "training_time_spent": {}}
+    tfds.disable_progress_bar()  # one bar per quickstart step, not one per TFDS split
+    with console.log_to_file(out / LOG_NAME):
         tick = time.perf_counter()
-        Trainer(stage_config(name, data_dir, steps), out / name).train()
-        report["seconds"][f"train_{name}"] = time.perf_counter() - tick
+        base_data = stage_config("keyframes", data_dir, steps).data
+        for dataset in tqdm(DATASETS, desc="build data", dynamic_ncols=True):
+            build_and_preview(dataset, base_data, data_dir / "previews" / f"{dataset}.gif")
+        report["seconds"]["data"] = time.perf_counter() - tick
 
-    config = configs.load("cascade:quick")
-    for name in STAGES:
-        config.stages[name].workdir = str(out / name)
-    tick = time.perf_counter()
-    runner = CascadeRunner(config)
-    written = runner.write(out / "cascade", num_videos)
-    outputs = written.pop("outputs")
-    report["seconds"]["cascade_sampling"] = time.perf_counter() - tick
-    report["cascade_timing"] = written
-    report["params"] = runner.params()
+        for name in STAGES:  # the trainer shows its own bar
+            tick = time.perf_counter()
+            trainer = Trainer(stage_config(name, data_dir, steps), out / name)
+            trainer.train()
+            report["seconds"][f"train_{name}"] = time.perf_counter() - tick
+            report["training_time_spent"][name] = trainer.time_spent
 
-    tick = time.perf_counter()
-    report["cascade"] = evaluate_outputs(
-        outputs, runner.final_config, runner.labels(num_videos), max_fvd_videos=fvd_videos
-    )
-    report["super_resolution"] = {
-        name: evaluate_super_resolution(runner.stages[i][1], num_videos)
-        for i, name in enumerate(STAGES)
-        if i > 0
-    }
-    report["seconds"]["evaluation"] = time.perf_counter() - tick
-    (out / "metrics.json").write_text(json.dumps(report, indent=2, default=float))
+        config = configs.load("cascade:quick")
+        for name in STAGES:
+            config.stages[name].workdir = str(out / name)
+        with tqdm(total=1, desc="sample cascade", dynamic_ncols=True) as bar:
+            tick = time.perf_counter()
+            runner = CascadeRunner(config)
+            written = runner.write(out / "cascade", num_videos)
+            outputs = written.pop("outputs")
+            report["seconds"]["cascade_sampling"] = time.perf_counter() - tick
+            bar.update()
+        report["cascade_timing"] = written
+        report["params"] = runner.params()
+
+        with tqdm(total=len(STAGES), desc="evaluate", dynamic_ncols=True) as bar:
+            tick = time.perf_counter()
+            report["cascade"] = evaluate_outputs(
+                outputs, runner.final_config, runner.labels(num_videos), max_fvd_videos=fvd_videos
+            )
+            bar.update()
+            report["super_resolution"] = {}
+            for i, name in enumerate(STAGES[1:], start=1):
+                report["super_resolution"][name] = evaluate_super_resolution(
+                    runner.stages[i][1], num_videos
+                )
+                bar.update()
+            report["seconds"]["evaluation"] = time.perf_counter() - tick
+        (out / "metrics.json").write_text(json.dumps(report, indent=2, default=float))
+        log_evaluation(out, report)  # out/logs: `tensorboard --logdir OUT` shows them as eval/...
     return report
+
+
+def summary(report: dict, out: Path, total_seconds: float) -> str:
+    """The closing summary: time per step (and where training time went), the metrics beside
+    their references, and where the outputs are."""
+    from cascade import console
+
+    minutes = lambda s: f"{s / 60:.1f} min"  # noqa: E731
+    rows = [(step.replace("_", " "), minutes(s)) for step, s in report["seconds"].items()]
+    rows.append(("total", minutes(total_seconds)))
+    spent = report["training_time_spent"]
+    parts = ("first_step_with_compile", "input_pipeline", "train_steps", "checkpoints", "samples")
+    train_rows = []
+    for name in STAGES:
+        if name in spent:  # "other": building the model and data, restoring, the final write
+            other = report["seconds"][f"train_{name}"] - sum(spent[name][k] for k in parts)
+            train_rows.append((name, *(f"{spent[name][k]:.0f} s" for k in parts), f"{other:.0f} s"))
+    cascade = report["cascade"]
+    fvd = cascade["fvd"].get("fvd")
+    metric_rows = [("FVD (I3D, cascade vs test clips)", _fmt(fvd), "lower is better")]
+    ours, real = cascade.get("digits", {}), cascade.get("real_reference", {}).get("digits", {})
+    for key in ("identity_stability", "label_match"):
+        if key in ours:
+            metric_rows.append(
+                (key.replace("_", " "), _fmt(ours[key]), f"real clips {_fmt(real.get(key))}")
+            )
+    for name, sr in report["super_resolution"].items():
+        if sr:
+            best = max(sr["baselines"].items(), key=lambda kv: kv[1]["psnr"])
+            metric_rows.append(
+                (
+                    f"{name} PSNR (dB)",
+                    _fmt(sr["model"]["psnr"]),
+                    f"{best[0]} {_fmt(best[1]['psnr'])}",
+                )
+            )
+    return "\n\n".join(
+        [
+            f"cascade quickstart done in {minutes(total_seconds)}.",
+            console.table(rows, ("step", "wall time")),
+            "where each stage's training time went:\n"
+            + console.table(
+                train_rows,
+                ("stage", "1st step+compile", "input", "steps", "ckpt", "samples", "other"),
+            ),
+            console.table(metric_rows, ("metric", "cascade", "reference")),
+            f"videos: {out / 'cascade'}/final.gif (all stages side by side: stages.gif)\n"
+            f"metrics: {out / 'metrics.json'}   log: {out / LOG_NAME}\n"
+            f"curves: tensorboard --logdir {out}",
+        ]
+    )
+
+
+def _fmt(x) -> str:
+    return "n/a" if x is None or x != x else f"{x:.3g}"  # x != x: NaN (nothing readable)
 
 
 def _body(args: cli.Args) -> None:
@@ -114,15 +187,10 @@ def _body(args: cli.Args) -> None:
             f"--fvd_videos must be >= 2 (FVD compares two sets), got {args.fvd_videos}."
         )
     out = cli.check_writable_dir(args.out, "--out")
+    print(f"cascade quickstart: writing to {out} (details in {out / LOG_NAME})")
     start = time.perf_counter()
     report = run(out, steps=args.steps, num_videos=args.num_videos, fvd_videos=args.fvd_videos)
-    print(
-        json.dumps({k: report[k] for k in ("cascade", "super_resolution")}, indent=2, default=float)
-    )
-    print(
-        f"\nDone in {(time.perf_counter() - start) / 60:.1f} min. Videos: {out / 'cascade'}/final.gif, "
-        f"all stages side by side: {out / 'cascade'}/stages.gif, metrics: {out / 'metrics.json'}"
-    )
+    print(summary(report, out, time.perf_counter() - start))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -114,19 +114,30 @@ def _ffmpeg_exe() -> str:
         ) from e
 
 
-def write_mp4(path: str | os.PathLike, video: Any, fps: float = 8.0, scale: int = 1) -> str:
+def write_mp4(
+    path: str | os.PathLike,
+    video: Any,
+    fps: float = 8.0,
+    scale: int = 1,
+    *,
+    audio: Any = None,
+    sample_rate: int = 16_000,
+) -> str:
     """Writes an H.264 MP4 (yuv420p) with imageio-ffmpeg's bundled ffmpeg.
 
-    Args: as `write_gif`. Odd heights/widths are padded by one edge pixel because
-    yuv420p needs even sizes. Returns the path written.
+    Args: as `write_gif`, and `audio`: an optional mono track, float [samples] in [-1, 1],
+    sampled at `sample_rate` Hz and starting with frame 0; it is muxed as AAC, cut or
+    zero-padded to the video's duration (T / fps). Odd heights/widths are padded by one
+    edge pixel because yuv420p needs even sizes. Returns the path written.
     """
     frames = _upscale(_video(video), scale)
-    _ffmpeg_exe()
+    exe = _ffmpeg_exe()
     import imageio_ffmpeg
 
     t, h, w, _ = frames.shape
     frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
     path = _makedirs(path)
+    final, path = path, (path if audio is None else path + ".video.mp4")
     writer = imageio_ffmpeg.write_frames(
         path,
         size=(frames.shape[2], frames.shape[1]),
@@ -144,7 +155,36 @@ def write_mp4(path: str | os.PathLike, video: Any, fps: float = 8.0, scale: int 
             writer.send(np.ascontiguousarray(f))
     finally:
         writer.close()
-    return path
+    if audio is not None:
+        _mux_audio(exe, path, audio, sample_rate, round(t / fps * sample_rate), final)
+    return final
+
+
+def _mux_audio(exe: str, video_path: str, audio: Any, rate: int, length: int, out: str) -> None:
+    """Muxes mono `audio` (float [samples] in [-1, 1], cut/padded to `length`) as AAC beside
+    the H.264 stream of `video_path` into `out`; removes the intermediate files."""
+    import subprocess
+    import wave
+
+    track = np.asarray(audio, np.float32).reshape(-1)[:length]
+    track = np.pad(track, (0, length - track.size))
+    pcm = np.clip(np.rint(track * 32767.0), -32768, 32767).astype("<i2")
+    wav_path = out + ".audio.wav"
+    try:
+        with wave.open(wav_path, "wb") as f:
+            f.setnchannels(1)
+            f.setsampwidth(2)
+            f.setframerate(int(rate))
+            f.writeframes(pcm.tobytes())
+        cmd = [exe, "-y", "-loglevel", "error", "-i", video_path, "-i", wav_path]
+        cmd += ["-map", "0:v", "-map", "1:a", "-c:v", "copy", "-c:a", "aac", "-b:a", "96k", out]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"ffmpeg could not mux the audio into {out}: {done.stderr[-500:]}")
+    finally:
+        for tmp in (wav_path, video_path):
+            if os.path.exists(tmp):
+                os.remove(tmp)
 
 
 def _videos(videos: Any) -> np.ndarray:
@@ -221,9 +261,14 @@ def write_video_grid_mp4(
     fps: float = 8.0,
     scale: int = 1,
     pad: int = 1,
+    *,
+    audio: Any = None,
+    sample_rate: int = 16_000,
 ) -> str:
-    """Writes N videos tiled on a grid (see `tile_videos`) as one MP4."""
-    return write_mp4(path, tile_videos(videos, ncols, pad), fps=fps, scale=scale)
+    """Writes N videos tiled on a grid (see `tile_videos`) as one MP4, with an optional mono
+    sound track (see `write_mp4`)."""
+    grid = tile_videos(videos, ncols, pad)
+    return write_mp4(path, grid, fps=fps, scale=scale, audio=audio, sample_rate=sample_rate)
 
 
 def nearest_resize(videos: np.ndarray, frames: int, size: int) -> np.ndarray:

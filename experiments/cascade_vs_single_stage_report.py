@@ -1,7 +1,10 @@
-"""The report of `cascade_vs_single_stage`: its results as tables (one row per pipeline, one
-per trained stage) in Markdown and CSV, the whole result as JSON, and a bar chart.
+"""The report of `cascade_vs_single_stage`: one row per pipeline (every metric per seed, mean
+± std over seeds, FVD pooled over seeds ± its bootstrap std), one per trained stage (seed 0),
+the single stage against the cascade with 95% bootstrap intervals, in Markdown and CSV; the
+whole result as JSON; a plot with every seed.
 
-`write_outputs(out, result)` takes the dict `cascade_vs_single_stage.run` returns.
+`write_outputs(out, result)` takes the dict `cascade_vs_single_stage.run` returns; the
+per-seed facts (`table_rows`, `stage_rows`) take one entry of its "seeds".
 """
 
 from __future__ import annotations
@@ -10,28 +13,15 @@ from pathlib import Path
 from typing import Any
 
 from experiments import tables
-
-COLUMNS = [
-    "pipeline",
-    "final_shape",
-    "params",
-    "train_flops",
-    "train_steps",
-    "sampling_flops_per_video",
-    "sampling_seconds_per_video",
-    "fvd",
-    "kvd",
-    "label_match",
-    "identity_stability",
-    "cv_residual_px",
-]
+from experiments import vdm_ablations_report as verdicts_report
+from experiments.summary import METRICS
 
 
-def table_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per pipeline (cascade, single_stage) with the `COLUMNS` values."""
+def table_rows(seed: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per pipeline (cascade, single_stage) of one seed's facts: final shape, params,
+    training FLOPs and steps, sampling FLOPs and seconds per video."""
     rows = []
-    for kind, p in result["pipelines"].items():
-        digits = p.get("digits", {})
+    for kind, p in seed["pipelines"].items():
         rows.append(
             {
                 "pipeline": kind,
@@ -41,11 +31,6 @@ def table_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
                 "train_steps": " + ".join(f"{n} {s['steps']}" for n, s in p["train"].items()),
                 "sampling_flops_per_video": p["sampling"]["flops_per_video"],
                 "sampling_seconds_per_video": p["sampling"]["seconds_per_video"],
-                "fvd": p["fvd"].get("fvd"),
-                "kvd": p["fvd"].get("kvd"),
-                "label_match": digits.get("label_match"),
-                "identity_stability": digits.get("identity_stability"),
-                "cv_residual_px": digits.get("cv_residual"),
             }
         )
     return rows
@@ -92,96 +77,137 @@ def stage_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+PIPELINE_COLUMNS = ["pipeline", "seeds", "videos", "final_shape", "params", "train_flops"]
+PIPELINE_COLUMNS += [
+    "train_steps",
+    "sampling_flops_per_video",
+    "fvd_pooled",
+    "fvd_pooled_std",
+    "kvd",
+]
+for _metric in METRICS:
+    PIPELINE_COLUMNS += [f"{_metric}_mean", f"{_metric}_std", f"{_metric}_per_seed"]
+
+
+def pipeline_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per pipeline: seed 0's facts (shape, params, FLOPs, steps) and every metric
+    over seeds (`verdicts_report.setting_csv_rows`)."""
+    facts = {r["pipeline"]: r for r in table_rows(result["seeds"][0])}
+    rows = []
+    for row in verdicts_report.setting_csv_rows(result):
+        f = facts[row["setting"]]
+        rows.append(
+            {
+                **row,
+                "pipeline": row["setting"],
+                **{k: f[k] for k in ("final_shape", "params", "train_flops", "train_steps")},
+                "sampling_flops_per_video": f["sampling_flops_per_video"],
+            }
+        )
+    return rows
+
+
 def write_outputs(out: Path, result: dict[str, Any]) -> None:
-    """out/results.{md,csv,json}, out/stages.csv and out/comparison.png from `result`."""
-    rows = table_rows(result)
-    tables.write_csv(out / "results.csv", rows, COLUMNS)
-    tables.write_csv(out / "stages.csv", stage_rows(result), STAGE_COLUMNS)
+    """results.md, results.json, pipelines.csv, stages.csv, verdicts.csv, comparison.png."""
+    first = result["seeds"][0]
+    rows = pipeline_rows(result)
+    tables.write_csv(out / "pipelines.csv", rows, PIPELINE_COLUMNS)
+    tables.write_csv(out / "stages.csv", stage_rows(first), STAGE_COLUMNS)
+    tables.write_csv(
+        out / "verdicts.csv",
+        verdicts_report.verdict_csv_rows(result),
+        verdicts_report.VERDICT_COLUMNS,
+    )
     tables.write_json(out / "results.json", result)
-    budget = result["budget"]
-    cascade_stages = result["pipelines"]["cascade"]["train"]  # keyframes, temporal_sr, ...
-    fvd = {r["pipeline"]: r["fvd"] for r in rows}
-    cascade_fvd = result["pipelines"]["cascade"]["fvd"]
-    fvd_note = (
-        f"FVD/KVD compare {cascade_fvd['num_fake']} generated with as many real test clips "
-        f"(I3D Kinetics-400 logits, 224x224 TF1 bilinear as in the reference FVD code), one protocol and one real set for both."
-        if fvd["cascade"] is not None
-        else f"FVD not computed: {cascade_fvd.get('reason')}."
-    )
-    fvd_note += (
-        f" Both pipelines are scored on the first {result['scored_frames']} frames of their "
-        "clips (FVD and digit metrics)."
-    )
+    exp = result["config"]
+    budget = first["budget"]
+    shown = [m for m in METRICS if m != "fvd" and any(m in s for s in result["settings"])]
+    md_columns = ["pipeline", "params", "train FLOPs", "sampling FLOPs / video"]
+    md_columns += ["FVD pooled ± bootstrap std", "FVD per seed"] + [METRICS[m][1] for m in shown]
+    md_rows = []
+    for row, s in zip(rows, result["settings"], strict=True):
+        fvd = s.get("fvd")
+        md = {
+            "pipeline": row["pipeline"],
+            "params": row["params"],
+            "train FLOPs": row["train_flops"],
+            "sampling FLOPs / video": row["sampling_flops_per_video"],
+            "FVD pooled ± bootstrap std": (
+                f"{tables.fmt(fvd['pooled'])} ± {tables.fmt(fvd['pooled_std'])}" if fvd else "n/a"
+            ),
+            "FVD per seed": ", ".join(tables.fmt(v) for v in fvd["per_seed"]) if fvd else "n/a",
+        }
+        for m in shown:
+            md[METRICS[m][1]] = tables.mean_std_text(s.get(m))
+        md_rows.append(md)
+    vrows = [
+        {
+            "metric": v["metric_name"],
+            "single stage - cascade [95% CI]": (
+                f"{tables.fmt(v['value'])} [{tables.fmt(v['low'])}, {tables.fmt(v['high'])}]"
+            ),
+            "expected (single stage better)": verdicts_report.DIRECTION[v["expected"]],
+            "verdict": v["verdict"],
+        }
+        for v in result["verdicts"]
+    ]
     real = result["real_reference"].get("digits", {})
-    md = [
-        f"# Cascade vs single stage (preset `{result['preset']}`)",
+    text = [
+        f"# Cascade vs single stage (`{exp['stage_preset']}` stages, {exp['seeds']} seeds, "
+        f"{exp['videos_per_seed']} videos per seed)",
         "",
         f"Training budgets matched by XLA-counted FLOPs: the cascade's three stages cost "
-        f"{budget['cascade_total']:.3e} FLOPs at their preset steps; the VAE and latent DiT "
-        f"steps were chosen in their preset ratio (x{budget['factor']:.3g}) to cost "
-        f"{budget['single_stage_total']:.3e} FLOPs, {budget['ratio']:.3f} x the cascade's "
-        + (
-            "(the DiT's steps include encoding each batch with the frozen VAE)."
-            if not budget["latent_dit_step"]["fixed_flops"]
-            else f"(including {budget['latent_dit_step']['fixed_flops']:.3e} FLOPs to encode the "
-            "training clips once with the frozen VAE)."
-        ),
+        f"{budget['cascade_total']:.3e} FLOPs; the VAE and latent DiT steps were chosen in "
+        f"their preset ratio (x{budget['factor']:.3g}) to cost {budget['single_stage_total']:.3e} "
+        f"FLOPs, {budget['ratio']:.3f} x the cascade's (the same at every seed).",
         "",
-        tables.markdown_table(rows, COLUMNS),
+        tables.markdown_table(md_rows, md_columns),
         "",
-        "Sampling: the cascade with "
-        + ", ".join(f"{n} {s}" for n, s in result["sampling_steps"].items() if n in cascade_stages)
-        + f" ancestral steps, the DiT with {result['sampling_steps']['latent_dit']} Euler steps; "
-        f"classifier-free guidance w = {result['guidance_scale']:g} for both.",
+        "Metrics per seed: mean ± std over seeds (each seed in brackets). FVD pooled: all "
+        f"seeds' videos against {exp['real_videos']} real test clips (the first "
+        f"{first['scored_frames']} frames of both pipelines' clips, Kinetics-400 I3D logits at "
+        "224x224), ± the std of its bootstrap. Sampling: the cascade with "
+        + ", ".join(f"{n} {k}" for n, k in first["sampling_steps"].items() if n != "latent_dit")
+        + f" ancestral steps, the DiT with {first['sampling_steps']['latent_dit']} Euler steps; "
+        f"guidance w = {exp['guidance_scale']:g}. Real clips: identity "
+        f"{tables.fmt(real.get('identity_stability'))}, CV residual "
+        f"{tables.fmt(real.get('cv_residual'))} px.",
         "",
-        "## Per stage",
+        "## Single stage against the cascade",
         "",
-        tables.markdown_table(stage_rows(result), STAGE_COLUMNS),
+        tables.markdown_table(vrows, list(vrows[0]) if vrows else ["metric"]),
         "",
-        "## What the numbers mean",
+        f"{exp['bootstrap']['confidence']:.0%} percentile interval of a hierarchical bootstrap "
+        "(seeds, then clips; paired by seed). 'agrees': the single stage is better beyond the "
+        "interval, 'disagrees': the cascade is, 'inconclusive': the interval contains 0.",
         "",
-        f"Lower FVD/KVD means generated clips whose I3D features are distributed more like real "
-        f"test clips; label match and identity stability (higher is better) say whether the "
-        f"generated digits are the requested class and keep their identity over time, and the "
-        f"constant-velocity residual (px, lower is better) how physically their motion runs "
-        f"(real clips: identity stability {tables.fmt(real.get('identity_stability'))}, residual "
-        f"{tables.fmt(real.get('cv_residual'))} px). {fvd_note} Sampling seconds are per video "
-        f"on this machine after compilation (batch of "
-        f"{result['pipelines']['cascade']['sampling']['timed_batch']}); sampling FLOPs count "
-        "every sampler step.",
+        "## Per stage (seed 0)",
         "",
-        f"Caveat: {result['num_videos']} videos per pipeline and "
-        f"{result['fvd_videos']} per side for FVD; FVD is biased upwards and noisy at such "
-        "sample sizes (papers use 256 or more) and only differences far larger than the run-to-"
-        "run spread mean anything. At the `tiny` preset the models train for a handful of "
-        "steps: the numbers test the pipeline, not the methods.",
+        tables.markdown_table(stage_rows(first), STAGE_COLUMNS),
+        "",
+        f"Runs read back: {len(result['runs']['reused'])}; measured now: "
+        f"{len(result['runs']['computed'])}. Wall time of this call: "
+        f"{result['seconds'] / 60:.1f} min.",
         "",
     ]
-    (out / "results.md").write_text("\n".join(md))
-    labels = [r["pipeline"] for r in rows]
-    tables.bar_panels(
+    (out / "results.md").write_text("\n".join(text))
+    panels = []
+    for metric in ("fvd", "identity_stability", "label_match", "seconds_per_video"):
+        have = [s for s in result["settings"] if metric in s]
+        if have:
+            panels.append(
+                {
+                    "title": METRICS[metric][1],
+                    "labels": [s["setting"] for s in have],
+                    "per_seed": [s[metric]["per_seed"] for s in have],
+                    "pooled": [(s[metric].get("pooled"), s[metric].get("pooled_std")) for s in have]
+                    if metric == "fvd"
+                    else None,
+                }
+            )
+    tables.seed_panels(
         out / "comparison.png",
-        [
-            {
-                "title": "FVD (lower is better)",
-                "labels": labels,
-                "values": [r["fvd"] for r in rows],
-            },
-            {
-                "title": "Parameters",
-                "labels": labels,
-                "values": [r["params"] for r in rows],
-            },
-            {
-                "title": "Training FLOPs (matched)",
-                "labels": labels,
-                "values": [r["train_flops"] for r in rows],
-            },
-            {
-                "title": "Sampling seconds / video",
-                "labels": labels,
-                "values": [r["sampling_seconds_per_video"] for r in rows],
-            },
-        ],
-        title=f"Cascade vs single stage ({result['preset']}, {result['num_videos']} videos)",
+        panels,
+        f"Cascade vs single stage ({exp['stage_preset']}, {exp['seeds']} seeds)",
+        ncols=2,
     )

@@ -1,6 +1,7 @@
-"""What both experiments share: their flags, the data they train on, and training a config
-in a subfolder named by its hash. Tables and plots are written by `experiments.tables`;
-FVD, FLOPs and content metrics come from `cascade.evaluation` (the `--mode=evaluate` code).
+"""What the experiments share: the data they train on, stage configs, and training a config
+(or distilling a trained stage) in a subfolder named by its hash. Tables and plots are
+written by `experiments.tables`; FVD, FLOPs and content metrics come from `cascade.evaluation`
+(the `--mode=evaluate` code).
 
 Trained stages live in `workdirs/<label>-<hash>`, the hash covering every config field
 that changes the trained weights (not the data_dir nor logging/checkpoint cadence). Two
@@ -13,14 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import ml_collections
-from absl import flags
 
 PRESETS = ("tiny", "quick")
 
@@ -43,112 +42,22 @@ NOT_HASHED = (
 )
 
 
-def define_flags(default_out: str, fv: flags.FlagValues | None = None) -> flags.FlagValues:
-    """The flags both scripts take, in their own FlagValues (`fv` or a new one), so importing
-    or running the experiments in one process never clashes with another program's flags."""
-    fv = fv if fv is not None else flags.FlagValues()
-    flags.DEFINE_string(
-        "out", default_out, "Output folder: tables, plot, videos (local).", flag_values=fv
-    )
-    flags.DEFINE_enum(
-        "preset", "tiny", list(PRESETS), "Preset of every stage trained.", flag_values=fv
-    )
-    flags.DEFINE_string(
-        "data_dir",
-        "results/data",
-        "TFDS data_dir; the embedded moving_digits is built there.",
-        flag_values=fv,
-    )
-    flags.DEFINE_string(
-        "workdirs",
-        "results/workdirs",
-        "Where trained stages live (<label>-<config hash>); shared, so experiments reuse them.",
-        flag_values=fv,
-    )
-    flags.DEFINE_integer(
-        "fvd_videos",
-        16,
-        "Videos per side for FVD (I3D: ~2.6 s/clip on 2 cores); 0 or 1: off.",
-        flag_values=fv,
-    )
-    flags.DEFINE_integer(
-        "num_videos",
-        None,
-        "Videos sampled per pipeline / setting, >= 1 (default max(fvd_videos, 4)).",
-        flag_values=fv,
-    )
-    flags.DEFINE_float(
-        "steps_scale",
-        1.0,
-        "Multiplies every preset's training steps, > 0 (e.g. 0.1 for a dry run).",
-        flag_values=fv,
-    )
-    return fv
-
-
-def flag_kwargs(fv: flags.FlagValues | None = None) -> dict[str, Any]:
-    """The shared flags' values as keyword arguments of the scripts' `run`."""
-    f = fv if fv is not None else flags.FLAGS
-    return {
-        "preset": f.preset,
-        "data_dir": f.data_dir,
-        "workdirs": f.workdirs,
-        "fvd_videos": f.fvd_videos,
-        "num_videos": f.num_videos,
-        "steps_scale": f.steps_scale,
-    }
-
-
-def check_flags(fv: flags.FlagValues) -> None:
-    """Refuse flag values that cannot work, naming the flag, before anything is trained."""
-    from cascade import cli
-
-    if fv.fvd_videos < 0:
-        raise cli.UsageError(f"--fvd_videos must be >= 0 (0 or 1: no FVD), got {fv.fvd_videos}.")
-    if fv.num_videos is not None and fv.num_videos < 1:
-        raise cli.UsageError(f"--num_videos must be >= 1, got {fv.num_videos}.")
-    if not fv.steps_scale > 0 or not math.isfinite(fv.steps_scale):
-        raise cli.UsageError(f"--steps_scale must be > 0, got {fv.steps_scale}.")
-    if "guidance_scale" in fv and not fv.guidance_scale >= 0:
-        raise cli.UsageError(f"--guidance_scale must be >= 0, got {fv.guidance_scale}.")
-    cli.check_data_dir(fv.data_dir, "--data_dir")
-    for name in ("out", "workdirs", "data_dir"):
-        cli.check_writable_dir(fv[name].value, f"--{name}")
-
-
-def run_main(
-    body: Callable[[flags.FlagValues], Any],
-    default_out: str,
-    doc: str | None,
-    argv: Sequence[str] | None = None,
-    extra_flags: Callable[[flags.FlagValues], Any] | None = None,
-) -> int:
-    """A script's entry point: its flags, checked, then `body(flags)`; returns the exit code
-    (2: a user mistake, reported in one line, nothing trained)."""
-    from cascade import cli
-
-    fv = define_flags(default_out)
-    if extra_flags is not None:
-        extra_flags(fv)
-
-    def checked(args: cli.Args) -> None:
-        check_flags(args.flags)
-        body(args.flags)
-
-    return cli.entry(checked, fv, doc, argv)
-
-
 # -- configs and training ------------------------------------------------------------------------
 def stage_config(
-    name: str, preset: str, data_dir: str | Path, overrides: Mapping[str, Any] | None = None
+    name: str,
+    preset: str,
+    data_dir: str | Path,
+    overrides: Mapping[str, Any] | None = None,
+    data: Mapping[str, Any] | None = None,
 ) -> ml_collections.ConfigDict:
-    """configs/<name>.py:<preset> on the shared data, with dotted overrides {"view.frames": 16}."""
+    """configs/<name>.py:<preset> on the shared data (`data`: fields of config.data, default
+    DATA[preset]), with dotted overrides {"view.frames": 16}."""
     from cascade import config_checks, configs
 
     if preset not in PRESETS:
         raise configs.ConfigError(f"preset must be one of {PRESETS}, got {preset!r}.")
     config = configs.load(f"{name}:{preset}")
-    config.data.update(data_dir=str(data_dir), **DATA[preset])
+    config.data.update(data_dir=str(data_dir), **(DATA[preset] if data is None else data))
     config.train.num_samples = 0  # the experiments sample themselves
     for dotted, value in (overrides or {}).items():
         set_dotted(config, dotted, value)
@@ -193,6 +102,8 @@ def config_hash(config: ml_collections.ConfigDict) -> str:
         node.pop(key, None)
     if "workdir" in values.get("vae", {}):
         values["vae"]["workdir"] = Path(values["vae"]["workdir"]).name
+    if "teacher_workdir" in values.get("distill", {}):
+        values["distill"]["teacher_workdir"] = Path(values["distill"]["teacher_workdir"]).name
     return hashlib.sha1(json.dumps(values, sort_keys=True).encode()).hexdigest()[:8]
 
 
@@ -206,14 +117,61 @@ def train_stage(
 ) -> tuple[Path, float]:
     """Train (or resume, or find already trained) `config` in root/<label>-<hash>.
 
-    Returns (workdir, wall seconds of this call: ~0 when it was already trained).
+    A finished stage has the marker `TRAINED` (written after its last checkpoint) and is not
+    even opened again; an unfinished one resumes from its newest checkpoint.
+    Returns (workdir, wall seconds of this call: 0 when it was already trained).
     """
     from cascade.training.trainer import Trainer
 
     workdir = workdir_for(root, label, config)
+    if (workdir / TRAINED).is_file():
+        return workdir, 0.0
     start = time.perf_counter()
     Trainer(config, workdir).train()
-    return workdir, time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    (workdir / TRAINED).write_text(json.dumps({"steps": config.train.steps, "seconds": seconds}))
+    return workdir, seconds
+
+
+TRAINED = "trained.json"  # marker of a finished stage in its workdir
+
+
+def distill_config(
+    teacher: str | Path,
+    start_steps: int,
+    end_steps: int,
+    steps_per_round: int,
+    preset: str,
+    seed: int,
+) -> ml_collections.ConfigDict:
+    """configs/distill.py:<preset> distilling `teacher` from `start_steps` to `end_steps`."""
+    from cascade import config_checks, configs
+
+    config = configs.load(f"distill:{preset}")
+    config.seed = seed
+    config.distill.update(
+        teacher_workdir=str(teacher),
+        start_steps=start_steps,
+        end_steps=end_steps,
+        steps_per_round=steps_per_round,
+    )
+    config.train.num_samples = 0
+    return config_checks.validate(config)
+
+
+def train_distilled(config: ml_collections.ConfigDict, root: str | Path) -> tuple[Path, float]:
+    """Distil `config` (a configs/distill.py config) in root/distilled-<hash>, like `train_stage`
+    (resumed when interrupted, skipped when its marker is there)."""
+    from cascade.training.distillation import DistillationTrainer
+
+    workdir = workdir_for(root, "distilled", config)
+    if (workdir / TRAINED).is_file():
+        return workdir, 0.0
+    start = time.perf_counter()
+    DistillationTrainer(config, workdir).train()
+    seconds = time.perf_counter() - start
+    (workdir / TRAINED).write_text(json.dumps({"seconds": seconds}))
+    return workdir, seconds
 
 
 class Stopwatch:

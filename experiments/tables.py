@@ -107,3 +107,47 @@ def bar_panels(
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def mean_std_text(summary: Mapping[str, Any] | None, seeds: bool = True) -> str:
+    """'m ± s (v0, v1, ...)' of a {mean, std, per_seed} summary; 'n/a' when missing."""
+    if not summary:
+        return "n/a"
+    text = f"{fmt(summary['mean'])} ± {fmt(summary['std'])}"
+    if seeds:
+        text += " (" + ", ".join(fmt(v) for v in summary["per_seed"]) + ")"
+    return text
+
+
+def seed_panels(
+    path: str | Path, panels: Sequence[Mapping[str, Any]], title: str, ncols: int = 3
+) -> None:
+    """One panel per entry {title, labels, per_seed: [[value per seed] per label], pooled
+    (optional: [(value, std) per label])}: every seed a dot, the mean a bar, the pooled value
+    with its bootstrap std a black error bar."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    nrows = max(1, math.ceil(len(panels) / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.4 * ncols, 3.4 * nrows), squeeze=False)
+    for ax, panel in zip(axes.flat, panels, strict=False):
+        for i, values in enumerate(panel["per_seed"]):
+            finite_values = [float(v) for v in values if finite(v)]
+            if finite_values:
+                ax.bar(i, np.mean(finite_values), color="C0", alpha=0.35)
+                jitter = np.linspace(-0.15, 0.15, len(finite_values))
+                ax.scatter(i + jitter, finite_values, color="C0", s=14, zorder=3)
+            pooled = (panel.get("pooled") or [None] * len(panel["labels"]))[i]
+            if pooled is not None and finite(pooled[0]):
+                err = pooled[1] if finite(pooled[1]) else 0.0
+                ax.errorbar(i + 0.3, pooled[0], yerr=err, fmt="s", color="k", ms=4, capsize=3)
+        ax.set_xticks(np.arange(len(panel["labels"])), panel["labels"], fontsize=7, rotation=20)
+        ax.set_title(panel["title"], fontsize=9)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.axis("off")
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,385 +1,354 @@
-"""VDM-style ablations of the keyframe stage (and the spatial-SR stage), each row beside the
-direction the papers report, with an "agrees?" verdict computed from our numbers.
+"""The VDM / Imagen Video / progressive-distillation ablations, each trained with several seeds
+and judged against the paper with a bootstrap interval.
 
-    python -m experiments.vdm_ablations --preset=tiny --out=results/vdm_ablations
+    python -m experiments.vdm_ablations --config=configs/experiments/vdm_ablations.py:cpu
+    python -m experiments.vdm_ablations --config=configs/experiments/vdm_ablations.py:cpu \
+        --config.ablations=cfg --config.seeds=5
 
-(a) joint image-video training: 0 vs 4 extra independent images per clip
-    (`view.extra_images`); VDM: FVD 202 / 68 / 58 for 0 / 4 / 8 images.
-(b) classifier-free guidance w in {0, 1, 2} at sampling (`sample.guidance_scale`);
-    VDM: larger w raises IS and worsens FVD. Our IS stand-in is label match (the
-    requested digit is read in the video), since IS needs an ImageNet/UCF classifier.
-(c) temporal mixing: factorized space-time attention vs none (`model.temporal_mixing`);
-    VDM: the space-time factorization is what makes samples temporally coherent.
-(d) noise conditioning augmentation of the spatial-SR stage on / off (`sr.noise_aug`,
-    `model.use_aug_cond`); CDM / Imagen Video: augmentation helps the cascade. Measured
-    on the chain keyframe samples -> SR (what the cascade sees), plus PSNR with ground-truth
-    low-res input against bilinear upsampling.
+Ablations (`config.ablations`, each runnable on its own):
+  joint_training   0 / 4 / 8 extra independent images per clip (`view.extra_images`)
+  cfg              classifier-free guidance w at sampling (`sample.guidance_scale`)
+  temporal_mixing  attention / full 3D conv / temporal conv / none (`model.temporal_mixing`)
+  parametrization  eps vs v prediction for the keyframe and the spatial-SR stage
+  noise_aug        noise conditioning augmentation on / off for SR fed with keyframe samples
+  distillation     progressive-distillation students at 8 / 4 / 2 steps vs the teacher with
+                   DDIM at the same steps; the distilled chain's sampling time vs undistilled
+(Reconstruction guidance vs replacement for extension: experiments/continuation_methods.py.)
 
-The keyframe stage sees 16-frame clips here (stride 1), so FVD (Kinetics I3D needs >= 9
-frames) is the metric of every row; the digit metrics (label match, identity
-stability, constant-velocity residual) are reported beside it and are the fallback
-verdict metric when FVD is off (--fvd_videos < 2). Every setting samples the same
-test-split labels with the same key. Writes OUT/results.{md,csv,json} and OUT/ablations.png.
+Every measurement (one setting at one seed) is kept under OUT/runs/ with a marker; a rerun
+reads finished ones back and trains nothing already trained (stages have markers too). Writes
+OUT/results.md, settings.csv, verdicts.csv, results.json and ablations.png
+(`vdm_ablations_report`).
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import jax  # noqa: E402
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
-from experiments import common, tables  # noqa: E402
-
-if TYPE_CHECKING:  # cascade is imported when the script runs, after its flags are checked
-    from cascade.evaluation.fvd import FeatureCache
+from experiments import expconfig, lab, summary  # noqa: E402
+from experiments import vdm_ablations_report as report  # noqa: E402
 
 NAME = "vdm_ablations"
-
-KEYFRAMES_VIEW = {"view.frames": 16, "view.frame_stride": 1}  # >= 9 frames: FVD applies
-SSR_VIEW = {"view.frames": 16}  # takes the keyframe stage's 16 frames, doubles height and width
-# Trained variants: (stage config name, overrides on top of the view).
-MODELS = {
-    "keyframes": ("keyframes", {}),
-    "keyframes_extra_images": ("keyframes", {"view.extra_images": 4}),
-    "keyframes_no_temporal": ("keyframes", {"model.temporal_mixing": "none"}),
-    "spatial_sr": ("spatial_sr", {}),
-    "spatial_sr_no_aug": ("spatial_sr", {"sr.noise_aug": False, "model.use_aug_cond": False}),
-}
+DEFAULT_CONFIG = "experiments/vdm_ablations:cpu"  # resolved in configs/, from any folder
+ABLATIONS = (
+    "joint_training",
+    "cfg",
+    "temporal_mixing",
+    "parametrization",
+    "noise_aug",
+    "distillation",
+)
 PAPER = {
-    "joint image-video training": "more images -> lower FVD (VDM: 202 / 68 / 58 for 0 / 4 / 8)",
-    "classifier-free guidance": "larger w -> IS up (VDM: 10.8 / 13.2 / 14.8), FVD worse "
-    "(42 / 50 / 164) for w = 1 / 2 / 5",
-    "temporal mixing": "space-time factorization needed for temporal coherence: none -> worse",
-    "SR noise augmentation": "augmentation helps the cascade (CDM / Imagen Video): off -> worse",
+    "joint_training": "VDM: FVD 202 / 68 / 58 with 0 / 4 / 8 images per clip (lower with images)",
+    "cfg": "VDM: IS 10.8 / 13.2 / 14.8 up and FVD 42 / 50 / 164 worse as w grows",
+    "temporal_mixing": "VDM: factorized space-time attention; without temporal mixing worse",
+    "parametrization": "Imagen Video: v converges faster, avoids colour shift (eps worse)",
+    "noise_aug": "CDM / Imagen Video: essential for SR fed with base samples (off: worse)",
+    "distillation": "PD: student beats DDIM at equal steps (FID 3.00 at 4 vs DDIM 13.36 at "
+    "10); Imagen Video: distilled cascade 18x faster for a small loss",
 }
-METRIC_NAMES = {"fvd": "FVD", "identity_stability": "identity stability"}
-# Fallback when FVD is off: (digit metric, "higher" | "lower" is better).
-FALLBACK = ("identity_stability", "higher")
+MIXING = {
+    "attention": "factorized space-time attention",
+    "conv3d": "full 3D convolutions",
+    "temporal_conv": "(2+1)D: temporal convolutions",
+    "none": "none (per-frame image model)",
+}
+Setting = dict[str, Any]  # ablation, setting, view, runs (one (arrays, info) per seed)
+Measure = Callable[[int], tuple[dict[str, np.ndarray], dict[str, Any]]]
 
 
-def model_config(
-    key: str, preset: str, data_dir: str | Path, steps_scale: float
-) -> ml_collections.ConfigDict:
-    """The stage config of ablation model `key` (a key of MODELS), its steps scaled."""
-    name, extra = MODELS[key]
-    view = KEYFRAMES_VIEW if name == "keyframes" else SSR_VIEW
-    config = common.stage_config(name, preset, data_dir, {**view, **extra})
-    common.set_steps(config, common.scaled_steps(config.train.steps, steps_scale))
-    return config
+class Ablations:
+    """The ablations of one experiment config, sharing a `lab.Lab` (trained stages, labels,
+    real features, finished runs)."""
 
+    def __init__(self, exp: ml_collections.ConfigDict):
+        self.exp = exp
+        self.lab = lab.Lab(exp)
+        self.seeds = list(range(exp.seeds))
+        self.settings: list[Setting] = []
+        self.comparisons: list[dict[str, Any]] = []
 
-def load(workdir: Path, data_dir: str | Path, guidance: float | None = None):
-    """A trained stage, reading its data from `data_dir` (the workdir may be shared)."""
-    from cascade.training.trained import config_from_checkpoint, load_trained
+    # -- bookkeeping --------------------------------------------------------------------------
+    def add(self, ablation: str, setting: str, view: str, run_key: str, measure: Measure) -> str:
+        """Measure `setting` at every seed (finished runs read back from OUT/runs/run_key)."""
+        runs = [
+            self.lab.store.get(f"{run_key}/seed{s}", lambda s=s: measure(s)) for s in self.seeds
+        ]
+        self.settings.append({"ablation": ablation, "setting": setting, "view": view, "runs": runs})
+        return setting
 
-    config = config_from_checkpoint(workdir)
-    config.data.data_dir = str(data_dir)
-    if guidance is not None:
-        config.sample.guidance_scale = guidance
-    return load_trained(workdir, config)
-
-
-def measure(
-    videos: np.ndarray,
-    real: np.ndarray,
-    labels: np.ndarray,
-    fvd_videos: int,
-    fvd_cache: FeatureCache,
-) -> dict[str, Any]:
-    """A row's numbers for `videos` [N, T, H, W, 1] sampled for `labels` [N]: FVD/KVD on the
-    first `fvd_videos` against `real` (real I3D features kept in `fvd_cache`), digit metrics."""
-    from cascade.evaluation.evaluate import content_metrics, fvd_metrics
-
-    digits = content_metrics(videos, "moving_digits", labels).get("digits", {})
-    fvd = fvd_metrics(real, videos, fvd_videos, cache=fvd_cache)
-    return {
-        "fvd": fvd.get("fvd"),
-        "kvd": fvd.get("kvd"),
-        "fvd_note": fvd.get("reason"),
-        "label_match": digits.get("label_match"),
-        "identity_stability": digits.get("identity_stability"),
-        "cv_residual_px": digits.get("cv_residual"),
-    }
-
-
-TIE = 0.01  # relative differences at most this are reported as ties, not as a direction
-
-
-def moved(value: Any, reference: Any, expect: str) -> str:
-    """Did `value` move from `reference` the way the paper expects ("lower" | "higher")?
-
-    'yes' / 'no' when they differ by more than TIE (relative), 'tie' within it, 'n/a'
-    when either number is missing (NaN: e.g. no digit could be tracked).
-    """
-    if not (tables.finite(value) and tables.finite(reference)):
-        return "n/a"
-    if abs(value - reference) <= TIE * max(abs(value), abs(reference)):
-        return "tie"
-    return "yes" if (value < reference) == (expect == "lower") else "no"
-
-
-def add_verdicts(rows: list[dict[str, Any]]) -> None:
-    """Fill `agrees` from the numbers: each row against its group's reference (first) row."""
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for row in rows:
-        groups.setdefault(row["ablation"], []).append(row)
-    for name, group in groups.items():
-        ref = group[0]
-        ref["agrees"] = "reference"
-        use_fvd = all(tables.finite(r["fvd"]) for r in group)
-        metric, good = ("fvd", "lower") if use_fvd else FALLBACK
-        worse = "higher" if good == "lower" else "lower"
-        for row in group[1:]:
-            if name == "classifier-free guidance":
-                # The paper: FVD worse and IS (here: label match) up as w grows.
-                checks = [
-                    ("label match up", moved(row["label_match"], ref["label_match"], "higher"))
-                ]
-                if use_fvd:
-                    checks.insert(0, ("FVD worse", moved(row["fvd"], ref["fvd"], "higher")))
-                row["agrees"] = ", ".join(f"{label}: {word}" for label, word in checks)
-            elif name == "joint image-video training":  # the paper: more images is better
-                row["agrees"] = moved(row[metric], ref[metric], good)
-            else:  # the paper: no temporal mixing / no augmentation is worse
-                row["agrees"] = moved(row[metric], ref[metric], worse)
-            row["verdict_metric"] = metric
-
-
-def run(
-    out: str | Path,
-    *,
-    preset: str = "tiny",
-    data_dir: str | Path = "results/data",
-    workdirs: str | Path = "results/workdirs",
-    fvd_videos: int = 16,
-    steps_scale: float = 1.0,
-    num_videos: int | None = None,
-) -> dict[str, Any]:
-    """Train the five variants (or reuse them), sample, measure; returns results.json's content."""
-    from cascade.evaluation.evaluate import content_metrics, evaluate_super_resolution, real_videos
-    from cascade.evaluation.fvd import FeatureCache
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    num = num_videos or max(fvd_videos, 4)
-    configs = {k: model_config(k, preset, data_dir, steps_scale) for k in MODELS}
-    workdir, train_seconds = {}, {}
-    for key, config in configs.items():
-        # Labelled by stage, not by variant: the hash tells variants apart, and a variant
-        # whose config another experiment (or variant) already trained reuses its workdir.
-        label = MODELS[key][0]
-        workdir[key], train_seconds[key] = common.train_stage(config, workdirs, label)
-
-    fvd_cache = FeatureCache()  # the real clips' I3D features, computed once per resolution
-    key = jax.random.key(0)
-    real_low = real_videos(configs["keyframes"], num)
-    real_high = real_videos(configs["spatial_sr"], num)
-    # Every setting samples the same test-split labels with the same key.
-    cond = load(workdir["keyframes"], data_dir).sampler.test_conditioning(configs["keyframes"], num)
-    labels = cond["label"]
-    samples: dict[tuple[str, float], np.ndarray] = {}
-    measured: dict[tuple[str, float], dict[str, Any]] = {}
-
-    def keyframe_samples(model: str, w: float) -> np.ndarray:
-        if (model, w) not in samples:
-            samples[(model, w)] = load(workdir[model], data_dir, guidance=w).sample(cond, key)
-        return samples[(model, w)]
-
-    def keyframe_metrics(model: str, w: float) -> dict[str, Any]:
-        """Metrics of a keyframe model's samples (one model and w is in several ablations)."""
-        if (model, w) not in measured:
-            measured[(model, w)] = measure(
-                keyframe_samples(model, w), real_low, labels, fvd_videos, fvd_cache
-            )
-        return measured[(model, w)]
-
-    tick = time.perf_counter()
-    rows: list[dict[str, Any]] = []
-
-    def add(ablation: str, setting: str, metrics: dict[str, Any], **extra) -> None:
-        rows.append(
+    def compare(self, ablation: str, reference: str, setting: str, metric: str, expected: int):
+        """Judge `setting` against `reference` on `metric`; `expected` is the sign of
+        setting - reference the paper reports (+1 up, -1 down)."""
+        self.comparisons.append(
             {
                 "ablation": ablation,
+                "reference": reference,
                 "setting": setting,
-                **metrics,
-                **extra,
-                "paper_direction": PAPER[ablation],
+                "metric": metric,
+                "expected": expected,
+                "paper": PAPER[ablation],
             }
         )
 
-    a = "joint image-video training"
-    add(a, "0 extra images / clip", keyframe_metrics("keyframes", 0.0))
-    add(a, "4 extra images / clip", keyframe_metrics("keyframes_extra_images", 0.0))
-    for w in (0.0, 1.0, 2.0):
-        add("classifier-free guidance", f"w = {w:g}", keyframe_metrics("keyframes", w))
-    t = "temporal mixing"
-    add(t, "factorized space-time attention", keyframe_metrics("keyframes", 0.0))
-    add(t, "none (per-frame image model)", keyframe_metrics("keyframes_no_temporal", 0.0))
-    low_res = keyframe_samples("keyframes", 0.0)
-    sr_key = jax.random.key(1)
-    for model, setting in (("spatial_sr", "on"), ("spatial_sr_no_aug", "off")):
-        trained = load(workdir[model], data_dir)
-        chained = trained.sample({"label": labels, "cond": low_res}, sr_key)
-        psnr = evaluate_super_resolution(trained, num)
-        add(
-            "SR noise augmentation",
-            f"{setting} (keyframe samples -> SR)",
-            measure(chained, real_high, labels, fvd_videos, fvd_cache),
-            sr_psnr=psnr["model"]["psnr"],
-            sr_psnr_bilinear=psnr["baselines"]["bilinear"]["psnr"],
+    # -- sampling helpers -----------------------------------------------------------------------
+    def keyframes(self, workdir_of: Callable[[int], Path], **sample: Any) -> Measure:
+        """Measure a keyframe model (per seed) sampled with `sample` options."""
+
+        def measure(seed: int):
+            trained = self.lab.load(workdir_of(seed), **sample)
+            labels = self.lab.labels(seed)
+            videos = trained.sample({"label": labels}, lab.key(seed))
+            return self.lab.measure(videos, labels), {"workdir": trained.workdir}
+
+        return measure
+
+    def base(self, seed: int, **overrides: Any) -> Path:
+        return self.lab.trained("keyframes", seed, overrides)
+
+    def chained(self, sr_of: Callable[[int], Path], low_of: Callable[[int], Any]) -> Measure:
+        """Measure an SR model (per seed) fed with keyframe samples `low_of(seed)` [n, ...];
+        seconds_per_video covers the SR stage and the keyframe stage (low_of's own timing)."""
+
+        def measure(seed: int):
+            low, low_seconds = low_of(seed)
+            trained = self.lab.load(sr_of(seed))
+            labels = self.lab.labels(seed)
+            cond = {"label": labels, "cond": low}
+            videos, seconds = self.lab.sample_timed(trained, cond, lab.key(seed))
+            arrays = self.lab.measure(videos, labels)
+            arrays["seconds_per_video"] = np.array([seconds + low_seconds])
+            return arrays, {"workdir": trained.workdir}
+
+        return measure
+
+    def keyframe_samples(self, workdir_of: Callable[[int], Path], **sample: Any):
+        def low_of(seed: int):
+            trained = self.lab.load(workdir_of(seed), **sample)
+            return self.lab.sample_timed(trained, {"label": self.lab.labels(seed)}, lab.key(seed))
+
+        return low_of
+
+    # -- the ablations --------------------------------------------------------------------------
+    def joint_training(self) -> None:
+        a, few = "joint_training", self.exp.joint_training.num_train
+        names = []
+        for images in self.exp.joint_training.images:
+            overrides = {"view.extra_images": int(images), "data.num_train": few}
+            names.append(
+                self.add(
+                    a,
+                    f"{images} images / clip ({few} videos)",
+                    "keyframes",
+                    f"keyframes/images{images}-videos{few}",
+                    self.keyframes(lambda s, o=overrides: self.base(s, **o)),
+                )
+            )
+        for name in names[1:]:
+            self.compare(a, names[0], name, "fvd", -1)
+
+    def cfg(self) -> None:
+        a, names = "cfg", []
+        for w in self.exp.cfg.scales:
+            names.append(
+                self.add(
+                    a,
+                    f"w = {w:g}",
+                    "keyframes",
+                    f"keyframes/base/w{w:g}",
+                    self.keyframes(self.base, guidance_scale=float(w)),
+                )
+            )
+        for name in names[1:]:
+            self.compare(a, names[0], name, "inception_score", +1)
+            self.compare(a, names[0], name, "label_match", +1)
+            self.compare(a, names[0], name, "fvd", +1)
+
+    def temporal_mixing(self) -> None:
+        a, names = "temporal_mixing", []
+        kinds = expconfig.names(self.exp.temporal_mixing.kinds, MIXING, "temporal_mixing.kinds")
+        for kind in kinds:
+            key = "keyframes/base/w0" if kind == "attention" else f"keyframes/mixing-{kind}/w0"
+            names.append(
+                self.add(
+                    a,
+                    MIXING[kind],
+                    "keyframes",
+                    key,
+                    self.keyframes(lambda s, k=kind: self.base(s, **{"model.temporal_mixing": k})),
+                )
+            )
+        for name in names[1:]:
+            self.compare(a, names[0], name, "fvd", +1)
+            self.compare(a, names[0], name, "identity_stability", -1)
+
+    def parametrization(self) -> None:
+        a = "parametrization"
+        eps = {"diffusion.parametrization": "eps", "diffusion.loss": "eps_mse"}
+        v = self.add(a, "keyframes, v", "keyframes", "keyframes/base/w0", self.keyframes(self.base))
+        e = self.add(
+            a, "keyframes, eps", "keyframes", "keyframes/eps/w0",
+            self.keyframes(lambda s: self.base(s, **eps)),
+        )  # fmt: skip
+        self.compare(a, v, e, "fvd", +1)
+        sr_names = []
+        for label, overrides in (("v", {}), ("eps", eps)):
+            sr_names.append(
+                self.add(
+                    a,
+                    f"spatial SR, {label} (ground-truth input)",
+                    "spatial_sr",
+                    f"spatial_sr/{label}/ground_truth_input",
+                    self.sr_on_ground_truth(
+                        lambda s, o=overrides: self.lab.trained("spatial_sr", s, o)
+                    ),
+                )
+            )
+        self.compare(a, sr_names[0], sr_names[1], "psnr", -1)
+        self.compare(a, sr_names[0], sr_names[1], "intensity_shift", +1)
+
+    def sr_on_ground_truth(self, sr_of: Callable[[int], Path]) -> Measure:
+        """An SR model given real low-res clips: per-clip PSNR and intensity shift against the
+        real high-res clip, plus the usual metrics of its output."""
+
+        def measure(seed: int):
+            trained = self.lab.load(sr_of(seed))
+            target = self.lab.real("spatial_sr", self.exp.seeds * self.lab.n)
+            target = target[self.lab.seed_slice(seed)]
+            cond, _, _ = trained.stage.trivial_baselines(target)
+            labels = self.lab.labels(seed)
+            videos = trained.sample({"label": labels, "cond": cond}, lab.key(seed))
+            arrays = self.lab.measure(videos, labels)
+            arrays["psnr"] = lab.psnr_per_clip(videos, target)
+            arrays["intensity_shift"] = lab.intensity_shift(videos, target)
+            return arrays, {"workdir": trained.workdir}
+
+        return measure
+
+    def noise_aug(self) -> None:
+        a, names = "noise_aug", []
+        low = self.keyframe_samples(self.base)
+        off = {"sr.noise_aug": False, "model.use_aug_cond": False}
+        for label, overrides in (("on", {}), ("off", off)):
+            names.append(
+                self.add(
+                    a,
+                    f"{label} (keyframe samples -> SR)",
+                    "spatial_sr",
+                    f"chain/base/sr-aug-{label}",
+                    self.chained(lambda s, o=overrides: self.lab.trained("spatial_sr", s, o), low),
+                )
+            )
+        self.compare(a, names[0], names[1], "fvd", +1)
+        self.compare(a, names[0], names[1], "identity_stability", -1)
+
+    def distillation(self) -> None:
+        a, d = "distillation", self.exp.distillation
+        for steps in d.student_steps:
+            ddim = {"sampler": "ddim", "eta": 0.0, "steps": int(steps)}
+            teacher = self.add(
+                a, f"teacher, DDIM {steps} steps", "keyframes", f"keyframes/base/ddim{steps}",
+                self.keyframes(self.base, **ddim),
+            )  # fmt: skip
+            student = self.add(
+                a, f"student, {steps} steps", "keyframes", f"keyframes/student{steps}",
+                self.keyframes(lambda s, k=int(steps): self.lab.distilled(self.base(s), s, k)),
+            )  # fmt: skip
+            self.compare(a, teacher, student, "fvd", -1)
+        # The chain keyframes -> spatial SR: undistilled at the samplers' own steps, and with
+        # both stages distilled to the fewest student steps.
+        fewest = int(min(d.student_steps))
+        sr = lambda s: self.lab.trained("spatial_sr", s)  # noqa: E731
+        slow = self.add(
+            a, "chain, undistilled", "spatial_sr", "chain/base/sr-aug-on",
+            self.chained(sr, self.keyframe_samples(self.base)),
+        )  # fmt: skip
+        fast = self.add(
+            a, f"chain, both stages distilled to {fewest} steps", "spatial_sr",
+            f"chain/student{fewest}/sr-student{fewest}",
+            self.chained(
+                lambda s: self.lab.distilled(sr(s), s, fewest),
+                self.keyframe_samples(lambda s: self.lab.distilled(self.base(s), s, fewest)),
+            ),
+        )  # fmt: skip
+        self.compare(a, slow, fast, "seconds_per_video", -1)
+        self.compare(a, slow, fast, "fvd", +1)
+
+
+def check(exp: ml_collections.ConfigDict) -> None:
+    """Refuse an experiment config that cannot run, naming the key, before anything trains."""
+    from cascade.configs import ConfigError
+
+    expconfig.names(exp.ablations, ABLATIONS, "ablations")
+    expconfig.names(exp.temporal_mixing.kinds, MIXING, "temporal_mixing.kinds")
+    for key in ("seeds", "videos_per_seed", "batch_size", "bootstrap.samples"):
+        expconfig.at_least(exp, key, 1)
+    expconfig.at_least(exp, "real_videos", 2)
+    for key in ("keyframes", "spatial_sr"):
+        expconfig.at_least(exp.train_steps, key, 1)
+        expconfig.at_least(exp.sample_steps, key, 1)
+    if exp.seeds * exp.videos_per_seed > exp.data.num_test or exp.real_videos > exp.data.num_test:
+        raise ConfigError(
+            f"config.data.num_test={exp.data.num_test} holds too few test clips: seeds x "
+            f"videos_per_seed = {exp.seeds * exp.videos_per_seed} and real_videos = "
+            f"{exp.real_videos} must both fit."
         )
-    add_verdicts(rows)
+    steps = exp.distillation.teacher_steps
+    for s in exp.distillation.student_steps:
+        if s < 1 or s >= steps or steps % s or (steps // s) & (steps // s - 1):
+            raise ConfigError(
+                f"config.distillation.student_steps: {s} is not teacher_steps={steps} halved "
+                "a whole number of times."
+            )
+    if not 0 < exp.bootstrap.confidence < 1:
+        raise ConfigError(
+            f"config.bootstrap.confidence must be in (0, 1), got {exp.bootstrap.confidence}."
+        )
+
+
+def run(exp: ml_collections.ConfigDict) -> dict[str, Any]:
+    """Every selected ablation (trained, sampled, measured, or read back), summarised and
+    written to exp.out; returns what results.json holds."""
+    check(exp)
+    start = time.perf_counter()
+    out = Path(exp.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ablations = Ablations(exp)
+    for name in expconfig.names(exp.ablations, ABLATIONS, "ablations"):
+        getattr(ablations, name)()
+    views = {s["view"] for s in ablations.settings}  # real features only where needed
+    real = {view: ablations.lab.real_features(view) for view in sorted(views)}
     result = {
         "experiment": NAME,
-        "preset": preset,
-        "num_videos": num,
-        "fvd_videos": fvd_videos,
-        "rows": rows,
-        "real_reference": {
-            "keyframe_view": content_metrics(real_low, "moving_digits", None).get("digits"),
-            "sr_view": content_metrics(real_high, "moving_digits", None).get("digits"),
-        },
-        "train": {
-            k: {"workdir": workdir[k], "steps": configs[k].train.steps, "seconds": train_seconds[k]}
-            for k in MODELS
-        },
-        "seconds_sampling_and_evaluation": time.perf_counter() - tick,
-        "stage_configs": {k: c.to_dict() for k, c in configs.items()},
+        "config": exp.to_dict(),
+        **summary.summarize(ablations.settings, ablations.comparisons, real, exp),
+        "paper": {k: PAPER[k] for k in expconfig.names(exp.ablations, ABLATIONS, "ablations")},
+        "runs": {"reused": ablations.lab.store.reused, "computed": ablations.lab.store.computed},
+        "train_seconds_this_call": ablations.lab.train_seconds,
+        "seconds": time.perf_counter() - start,
+        "fvd_protocol": ablations.lab.protocol.to_dict() if exp.fvd else None,
     }
-    write_outputs(out, result)
+    report.write_outputs(out, result)
     return result
-
-
-# -- outputs -------------------------------------------------------------------------------------
-CSV_COLUMNS = [
-    "ablation",
-    "setting",
-    "fvd",
-    "kvd",
-    "label_match",
-    "identity_stability",
-    "cv_residual_px",
-    "sr_psnr",
-    "sr_psnr_bilinear",
-    "paper_direction",
-    "agrees",
-]
-MD_COLUMNS = ["ablation", "setting", "our metric(s)", "paper's direction", "agrees?"]
-SHOWN = (
-    ("fvd", "FVD"),
-    ("kvd", "KVD"),
-    ("label_match", "label match"),
-    ("identity_stability", "identity"),
-    ("cv_residual_px", "CV residual px"),
-    ("sr_psnr", "SR PSNR"),
-    ("sr_psnr_bilinear", "bilinear PSNR"),
-)
-
-
-def write_outputs(out: Path, result: dict[str, Any]) -> None:
-    rows = result["rows"]
-    tables.write_csv(out / "results.csv", rows, CSV_COLUMNS)
-    tables.write_json(out / "results.json", result)
-    md_rows = [
-        {
-            "ablation": r["ablation"],
-            "setting": r["setting"],
-            "our metric(s)": ", ".join(
-                f"{label} {tables.fmt(r[k])}" for k, label in SHOWN if k in r
-            ),
-            "paper's direction": r["paper_direction"],
-            "agrees?": r["agrees"],
-        }
-        for r in rows
-    ]
-    real = result["real_reference"]["keyframe_view"] or {}
-    fvd_on = tables.finite(rows[0]["fvd"])
-    md = [
-        f"# VDM ablations (preset `{result['preset']}`)",
-        "",
-        tables.markdown_table(md_rows, MD_COLUMNS),
-        "",
-        '"agrees?" is computed from the numbers above: each setting against the first '
-        f"setting of its ablation ('tie': within {TIE:.0%}, 'n/a': a number is missing), on "
-        + (
-            "FVD (lower is better; for guidance: FVD worse and label match up as w grows)."
-            if fvd_on
-            else f"{FALLBACK[0]} ({FALLBACK[1]} is better; FVD was off: {rows[0].get('fvd_note')})."
-        ),
-        "",
-        f"FVD/KVD: {min(result['num_videos'], result['fvd_videos'])} generated vs as many real "
-        "test clips, 16 frames, Kinetics-400 I3D logits at 224x224 (one protocol for every row; "
-        "SR rows at the SR resolution). Label match: the requested digit class is read in the "
-        "video (our stand-in for IS); identity: fraction of frames a tracked digit keeps its "
-        "class; CV residual: constant-velocity fit residual of digit tracks (px). Real clips: "
-        f"identity {tables.fmt(real.get('identity_stability'))}, CV residual "
-        f"{tables.fmt(real.get('cv_residual'))} px. SR PSNR: the SR stage given ground-truth "
-        "low-res clips, against bilinear upsampling (a fidelity measure; the papers' claim is "
-        "about the chained samples, the FVD of the SR rows).",
-        "",
-        f"Caveat: {result['num_videos']} videos per setting; FVD at this sample size is biased "
-        "and noisy, so a verdict is only meaningful when the gap is far larger than the spread "
-        "between reruns. At the `tiny` preset the models train for a handful of steps: the "
-        "table tests the pipeline, not the papers' claims.",
-        "",
-    ]
-    (out / "results.md").write_text("\n".join(md))
-    write_plot(out / "ablations.png", result)
-
-
-def write_plot(path: Path, result: dict[str, Any]) -> None:
-    rows = result["rows"]
-    panels = []
-    for ablation in PAPER:
-        group = [r for r in rows if r["ablation"] == ablation]
-        metric = group[-1].get("verdict_metric", "fvd")
-        labels = [r["setting"].split(" (")[0] for r in group]
-        panels.append(
-            {
-                "title": f"{ablation}: {METRIC_NAMES[metric]}",
-                "labels": labels,
-                "values": [r[metric] for r in group],
-            }
-        )
-        if ablation == "classifier-free guidance":
-            panels.append(
-                {
-                    "title": "guidance: label match",
-                    "labels": labels,
-                    "values": [r["label_match"] for r in group],
-                }
-            )
-        if ablation == "SR noise augmentation":
-            panels.append(
-                {
-                    "title": "SR PSNR, ground-truth input (dB)",
-                    "labels": [*labels, "bilinear"],
-                    "values": [*(r["sr_psnr"] for r in group), group[0]["sr_psnr_bilinear"]],
-                }
-            )
-    tables.bar_panels(
-        path, panels, f"VDM ablations ({result['preset']}, {result['num_videos']} videos)", ncols=3
-    )
-
-
-def _run_from_flags(fv) -> None:
-    start = time.perf_counter()
-    out = Path(fv.out)
-    run(out, **common.flag_kwargs(fv))
-    print((out / "results.md").read_text())
-    print(f"Done in {(time.perf_counter() - start) / 60:.1f} min; results in {out}")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code (2: a user mistake, reported in one line)."""
-    return common.run_main(_run_from_flags, f"results/{NAME}", __doc__, argv)
+
+    def body(exp: ml_collections.ConfigDict) -> None:
+        run(exp)
+        print((Path(exp.out) / "results.md").read_text())
+
+    return expconfig.main(body, check, DEFAULT_CONFIG, __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -181,6 +181,18 @@ CASES = (
         "cascade.data", "zero preview clips", ("--num_examples=0", "--data_dir={root}/data"), ">= 1"
     ),
     Case("cascade.data", "data_dir is a file", ("--data_dir={root}/a_file",), "is a file"),
+    Case(
+        "cascade.data",
+        "sound on a data set without sound",
+        ("--dataset=moving_digits", "--sound", "--data_dir={root}/data"),
+        "has no sound",
+    ),
+    Case(
+        "cascade.data",
+        "sound previews at another frame rate",
+        ("--dataset=bouncing_shapes", "--sound", "--fps=12", "--data_dir={root}/data"),
+        "timed for 8 frames per second",
+    ),
     Case("cascade.quickstart", "--out is a file", ("--out={root}/a_file",), "is a file"),
     Case("cascade.quickstart", "zero training steps", ("--out={root}/qs", "--steps=0"), "--steps"),
     Case(
@@ -198,19 +210,25 @@ CASES = (
     Case(
         "experiments.vdm_ablations",
         "unknown preset",
-        ("--preset=huge", "--out={root}/x"),
-        "tiny|quick",
+        ("--config={configs}/experiments/vdm_ablations.py:huge", "--config.out={root}/x"),
+        "unknown preset 'huge'",
     ),
     Case(
         "experiments.vdm_ablations",
-        "zero steps scale",
-        ("--steps_scale=0", "--out={root}/x"),
-        "steps_scale",
+        "unknown ablation",
+        ("--config.ablations=cfg,gan", "--config.out={root}/x"),
+        "'gan'",
+    ),
+    Case(
+        "experiments.vdm_ablations",
+        "zero seeds",
+        ("--config.seeds=0", "--config.out={root}/x"),
+        "config.seeds must be >= 1",
     ),
     Case(
         "experiments.cascade_vs_single_stage",
         "negative guidance",
-        ("--guidance_scale=-1", "--out={root}/x"),
+        ("--config.guidance_scale=-1", "--config.out={root}/x"),
         "guidance_scale",
     ),
     # --condition=frames (conditional generation, cascade/evaluation/continuation.py): refused
@@ -253,15 +271,39 @@ CASES = (
     ),
     Case(
         M,
+        "causal DiT with no cached context",
+        ("--config={configs}/causal_dit.py:tiny", WD, "--config.causal.window=0"),
+        "config.causal.window must be >= 1",
+    ),
+    Case(
+        M,
+        "causal DiT config with bidirectional attention",
+        ("--config={configs}/causal_dit.py:tiny", WD, "--config.model.causal_chunk=0"),
+        "config.model.causal_chunk must be >= 1",
+    ),
+    Case(
+        M,
+        "joint audio-video stage on clips without sound",
+        ("--config={configs}/av_dit.py:tiny", WD, "--config.data.sound=False"),
+        "config.data.sound=False",
+    ),
+    Case(
+        M,
         "condition frames on a VAE",
         ("--config={configs}/video_vae.py:tiny", WD, "--mode=sample", "--condition=frames"),
         "needs a keyframe stage",
     ),
     Case(
         M,
-        "condition frames on a cascade config",
-        ("--config={configs}/cascade.py", WD, "--mode=sample", "--condition=frames"),
-        "conditions one trained stage",
+        "condition frames on the single-stage runner",
+        ("--config={configs}/single_stage.py", WD, "--mode=sample", "--condition=frames"),
+        "given frames are latent frames",
+    ),
+    Case(
+        M,
+        "conditioning video of the wrong resolution",
+        _main("--mode=sample", "--condition=frames", "--condition_video={root}/clip16.npy"),
+        "expected [F, 8, 8, 1]",
     ),
     Case(
         M,
@@ -285,6 +327,9 @@ def prepare(root: Path) -> None:
     (root / "bad.py").write_text("def get_config(arg):\n    return {\n")
     (root / "noget.py").write_text("import ml_collections\nCONFIG = None\n")
     (root / "empty").mkdir(exist_ok=True)
+    import numpy as np  # only for the conditioning-video case's file
+
+    np.save(root / "clip16.npy", np.zeros((4, 16, 16, 1), np.uint8))  # 16x16 for an 8x8 stage
 
 
 def snapshot(root: Path) -> dict[str, tuple[int, int]]:

@@ -24,6 +24,7 @@ from bad_inputs import (
     run_mount_fault,
     snapshot,
 )
+from conftest import FAST_COMPILE_XLA_FLAGS
 
 
 @pytest.mark.parametrize("case", CASES, ids=[f"{c.entry}:{c.what}" for c in CASES])
@@ -37,7 +38,7 @@ def test_bad_input_is_one_clear_message(case: Case, tmp_path):
 
 def _process(entry: str, argv: list[str], cwd, env_extra=None):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", JAX_PLATFORMS="cpu")
-    env.pop("XLA_FLAGS", None)
+    env["XLA_FLAGS"] = FAST_COMPILE_XLA_FLAGS  # one device, as a user has
     env["PYTHONPATH"] = str(REPO)
     env.update(env_extra or {})
     return subprocess.run(

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import tiny_config
+from conftest import FAST_COMPILE_XLA_FLAGS, tiny_config
 
 from cascade.main import run
 
@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 def cli(*args, data_dir):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    env.pop("XLA_FLAGS", None)
+    env["XLA_FLAGS"] = FAST_COMPILE_XLA_FLAGS  # one device, as a user has
     cmd = [sys.executable, "-m", "cascade.main", *args, f"--config.data.data_dir={data_dir}"]
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
 

@@ -1,6 +1,8 @@
 """Conditional sampling (VDM sec. 3.1): replacement, reconstruction guidance, frame prediction,
 autoregressive extension, on closed-form Gaussian denoisers and a tiny random-weight keyframe stage."""
 
+import types
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,8 +14,10 @@ from cascade.configs import ConfigError
 from cascade.diffusion import conditioning, gaussian, guidance, schedules
 from cascade.sampling import conditional
 from cascade.stages import build_stage
+from cascade.stages.latent_dit import LatentDiTStage
 from cascade.stages.stage import ShapeMismatchError, merge_model, model_graphdef
 from cascade.training import parallel
+from cascade.training.frozen_vae import FrozenVAE
 from cascade.training.sampler import Sampler
 from cascade.training.trained import TrainedStage
 
@@ -314,8 +318,66 @@ def test_bad_conditioning_inputs(trained):
         conditional.extend(trained, wrong_channels, 6, overlap=2, key=key)
     with pytest.raises(ShapeMismatchError, match=r"window is 4 frames"):
         conditional.sample_given_frames(trained, clips(trained, 3), [True] * 3, key=key)
-    with pytest.raises(ValueError, match=r"unknown method 'inpaint'"):
+    with pytest.raises(ConfigError, match=r"method='inpaint'.* replacement or reconstruction"):
         conditional.extend(trained, clips(trained, 4), 6, overlap=2, key=key, method="inpaint")
+
+
+# ------------------------------------------- the latent DiT: replacement of given latent frames
+def test_latent_dit_extends_by_replacement_with_chunked_vae_coding(data_dir, tmp_path):
+    """A random-weight tiny latent DiT on a random-weight tiny causal VAE (`FrozenVAE`):
+    `extend_video` encodes the given first frame, extends 1 -> 4 latent frames in windows of the
+    DiT's trained shape (given latent frames kept exactly, one trace), decodes the long latent
+    clip chunk by chunk; the frozen VAE's chunked encode / decode equal one pass. Other
+    stages say what they cannot do."""
+    vae_config = tiny_config("video_vae", data_dir)
+    vae_stage = build_stage(vae_config)
+    vae_params = nnx.state(vae_stage.build_model(nnx.Rngs(1)))
+    frozen = FrozenVAE(
+        model_graphdef(vae_stage),
+        vae_params,
+        vae_stage.model_config,
+        tiny_config("latent_dit", data_dir).vae,
+        latent_scale=1.7,
+    )
+    config = tiny_config("latent_dit", data_dir)
+    stage = LatentDiTStage(config, vae=frozen)
+    graphdef = model_graphdef(stage)
+    rng = np.random.default_rng(0)
+    params = nnx.state(stage.build_model(nnx.Rngs(0)))  # zero-init outputs get noise: v != 0
+    params = jax.tree.map(lambda x: x + 0.05 * rng.standard_normal(x.shape, np.float32), params)
+    mesh = parallel.make_mesh(config.mesh)
+    dit = TrainedStage(config, stage, graphdef, params, 0, tmp_path, Sampler(stage, graphdef, mesh))
+
+    window, h, w, c = stage.output_shape  # 5 frames at 16x16 -> 2 latent frames
+    traced = []
+    velocity_fn = stage.velocity_fn
+    stage.velocity_fn = lambda model, cond: (  # spy: the shape each window is traced at
+        lambda z, t: (traced.append(z.shape), velocity_fn(model, cond)(z, t))[1]
+    )
+    first = rng.uniform(-1, 1, size=(2, 1, 16, 16, 1)).astype(np.float32)
+    video, latents = conditional.extend_video(
+        dit, first, 4, overlap=1, key=jax.random.key(0), labels=np.asarray([1, 2]), steps=3
+    )
+    assert latents.shape == (2, 4, h, w, c) and video.shape == (2, 13, 16, 16, 1)
+    assert traced == [(2, window, h, w, c)]  # 3 windows, each at the trained shape, 1 trace
+    np.testing.assert_array_equal(latents[:, :1], frozen.encode_long(first))
+    assert np.all(np.isfinite(video)) and not np.allclose(latents[:, 1], latents[:, 0])
+    np.testing.assert_allclose(video, frozen.decode(latents), atol=2e-5)  # chunked == one pass
+    clip = rng.uniform(-1, 1, size=(2, 13, 16, 16, 1)).astype(np.float32)
+    one_pass = frozen.moments(clip)[0] * frozen.latent_scale
+    np.testing.assert_allclose(frozen.encode_long(clip), one_pass, atol=2e-5)
+    # the causal VAE: the first latent frame depends on the first video frame only
+    np.testing.assert_allclose(frozen.encode_long(clip[:, :1]), one_pass[:, :1], atol=2e-5)
+
+    with pytest.raises(ConfigError, match=r"latent_dit stage samples given frames by replacement"):
+        conditional.extend(
+            dit, latents, 4, overlap=1, key=jax.random.key(0), method="reconstruction"
+        )
+    with pytest.raises(ConfigError, match=r"config.view \(4, 16, 16, 1\)"):
+        conditional.extend_video(dit, clip[:, :4], 4, overlap=1, key=jax.random.key(0))
+    stand_in = types.SimpleNamespace(stage=vae_stage, workdir="vae_workdir")
+    with pytest.raises(ConfigError, match=r"video_vae stage, which cannot be conditioned"):
+        conditional.conditionable_stage(stand_in, "replacement")
 
 
 def test_mark_given_frames_border():

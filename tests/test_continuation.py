@@ -5,13 +5,22 @@ before anything is loaded (more cases in tests/bad_inputs.py)."""
 import json
 from pathlib import Path
 
+import jax
+import ml_collections
 import numpy as np
 import pytest
 from conftest import tiny_config
+from flax import nnx
 
 from cascade import main as cascade_main
 from cascade.configs import ConfigError
-from cascade.evaluation import continuation
+from cascade.evaluation import continuation, continuation_cascade
+from cascade.sampling import runners
+from cascade.stages import build_stage
+from cascade.stages.stage import model_graphdef
+from cascade.training import parallel
+from cascade.training.sampler import Sampler
+from cascade.training.trained import TrainedStage
 from cascade.training.trainer import Trainer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -114,6 +123,58 @@ def test_bad_requests_name_the_flag(kwargs, words, data_dir):
     config = tiny_config("keyframes", data_dir)
     with pytest.raises(ConfigError, match=words.replace("+", r"\+")):
         continuation.check_request(config, mode="sample", **kwargs)
+
+
+def random_trained(config, workdir):
+    """A stage with random weights as `load_trained` gives it (no training: shapes and
+    plumbing are what these tests check)."""
+    stage = build_stage(config)
+    graphdef = model_graphdef(stage)
+    rng = np.random.default_rng(0)
+    params = nnx.state(stage.build_model(nnx.Rngs(0)))
+    params = jax.tree.map(lambda x: x + 0.05 * rng.standard_normal(x.shape, np.float32), params)
+    mesh = parallel.make_mesh(config.mesh)
+    return TrainedStage(config, stage, graphdef, params, 0, workdir, Sampler(stage, graphdef, mesh))
+
+
+def test_cascade_extends_keyframes_then_super_resolves_window_by_window(data_dir, tmp_path):
+    """Keyframes (4 frames at 8x8) extended 2 -> 8 frames from a .npy conditioning video, then
+    temporal SR (4 -> 8 frames) and spatial SR (8x8 -> 16x16) each run over the long clip in
+    windows of their trained input shape: final [2, 16, 16, 16, 1], written marked."""
+    names = ("keyframes", "temporal_sr", "spatial_sr")
+    stages = [
+        (n, random_trained(tiny_config(n, data_dir, **{"sample.steps": STEPS}), tmp_path))
+        for n in names
+    ]
+    runners.validate_chain([(n, t.stage) for n, t in stages])
+    runner = object.__new__(runners.CascadeRunner)  # the stages without checkpoints
+    runner.config, runner.stages = ml_collections.ConfigDict({"seed": 0}), stages
+    calls = []
+    for _, trained in stages[1:]:
+        sample = trained.sample
+        trained.sample = lambda cond, key, sample=sample: (
+            calls.append(cond["cond"].shape),
+            sample(cond, key),
+        )[1]
+    video_file = tmp_path / "given.npy"
+    given = np.random.default_rng(1).integers(0, 256, (2, 3, 8, 8, 1), dtype=np.uint8)
+    np.save(video_file, given)
+    request = continuation.check_request(
+        stages[0][1].config, mode="sample", method="replacement", given_frames=2, target_frames=8
+    )
+    result = continuation_cascade.write_runner_continuations(
+        runner, tmp_path / "out", request, 2, video_path=str(video_file)
+    )
+    assert result.video.shape == (2, 8, 8, 8, 1) and result.real.shape == (2, 3, 8, 8, 1)
+    np.testing.assert_allclose(result.video[:, :2], given[:, :2] / 127.5 - 1.0, atol=1e-6)
+    assert calls == [(2, 4, 8, 8, 1)] * 2 + [(2, 8, 8, 8, 1)] * 2  # every window: trained shape
+    assert result.report["final_shape"] == [16, 16, 16, 1]
+    assert result.report["keyframes"]["frames"][0]["frame"] == 2  # frame 2 is in the file
+    for name in ("cascade_continuation.gif", "keyframes_continuation_vs_real.gif"):
+        assert (tmp_path / "out" / name).stat().st_size > 0
+    assert json.loads((tmp_path / "out" / "cascade_continuation_metrics.json").read_text())
+    with pytest.raises(ConfigError, match="does not cut into windows of the temporal_sr"):
+        runners.sample_windows(stages[1][1], result.video[:, :6], np.zeros(2, np.int32), None)
 
 
 def test_only_keyframe_stages_are_conditioned(data_dir):

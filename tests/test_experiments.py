@@ -1,10 +1,9 @@
-"""Both experiment scripts end to end on the tiny presets, sharing one workdir root and one
-set of trained stages (the comparison's five stages, trained once for every test here).
-Their table, verdict, budget and hashing logic is tested on
-synthetic results, without training, in test_experiment_reports.py."""
+"""Both experiments end to end on their `tiny` config presets, sharing one data_dir and one
+workdir root (the ablations reuse the comparison's spatial-SR stages: same config, same
+seed). Their statistics, verdicts, configs and reports are tested on synthetic measurements,
+without training, in test_experiment_reports.py."""
 
 import csv
-import json
 import math
 import sys
 from pathlib import Path
@@ -16,8 +15,7 @@ if str(REPO) not in sys.path:  # `experiments` is a top-level folder, not an ins
     sys.path.insert(0, str(REPO))
 
 from experiments import cascade_vs_single_stage as comparison  # noqa: E402
-from experiments import cascade_vs_single_stage_report as comparison_report  # noqa: E402
-from experiments import vdm_ablations  # noqa: E402
+from experiments import common, expconfig, lab, runs, stats, vdm_ablations  # noqa: E402
 
 
 def read_csv(path):
@@ -26,125 +24,122 @@ def read_csv(path):
     return rows, list(rows[0].keys()) if rows else []
 
 
-def is_finite_number(text):
+def finite(text):
     try:
         return math.isfinite(float(text))
     except ValueError:
         return False
 
 
-# -- end to end, one set of trained stages ---------------------------------------------------
 @pytest.fixture(scope="module")
-def shared_dirs(data_dir, tmp_path_factory):
+def shared(data_dir, tmp_path_factory):
     """One data_dir and one workdir root for both experiments, so they share trained stages."""
-    return {"data_dir": data_dir, "workdirs": tmp_path_factory.mktemp("workdirs")}
+    return {"data_dir": data_dir, "workdirs": str(tmp_path_factory.mktemp("workdirs"))}
+
+
+def tiny(name, shared, out):
+    overrides = [("out", str(out)), *shared.items()]
+    return expconfig.load(f"experiments/{name}:tiny", overrides)
 
 
 @pytest.fixture(scope="module")
-def comparison_run(shared_dirs, tmp_path_factory):
-    """The comparison, trained once (five stages, 2 steps each) for every slow test."""
-    out = tmp_path_factory.mktemp("cascade_vs_single_stage")
-    result = comparison.run(
-        out, preset="tiny", fvd_videos=2, num_videos=2, steps_scale=0.5, **shared_dirs
-    )
-    return out, result
+def comparison_run(shared, tmp_path_factory):
+    exp = tiny("cascade_vs_single_stage", shared, tmp_path_factory.mktemp("comparison"))
+    return exp, comparison.run(exp)
 
 
 @pytest.mark.slow
-def test_cascade_vs_single_stage_writes_a_matched_budget_comparison(comparison_run):
-    out, result = comparison_run
-    for name in ("results.md", "results.csv", "results.json", "stages.csv", "comparison.png"):
+def test_cascade_vs_single_stage_tiny_fills_every_column(comparison_run):
+    exp, result = comparison_run
+    out = Path(exp.out)
+    for name in ("results.md", "results.json", "pipelines.csv", "stages.csv", "verdicts.csv"):
         assert (out / name).stat().st_size > 0, name
-    for kind in ("cascade", "single_stage"):
-        for name in ("final.gif", "final_grid.png", "stages.gif", "timing.json"):
-            assert (out / kind / name).stat().st_size > 0, (kind, name)
-
-    rows, columns = read_csv(out / "results.csv")
-    assert columns == comparison_report.COLUMNS
+    for kind in ("cascade", "single_stage"):  # seed 0's videos
+        assert (out / kind / "final.gif").stat().st_size > 0
+    rows, columns = read_csv(out / "pipelines.csv")
     assert [r["pipeline"] for r in rows] == ["cascade", "single_stage"]
-    for r in rows:  # 16-frame clips: FVD is defined; everything measured is a finite number
-        for key in (
-            "params",
-            "train_flops",
-            "sampling_flops_per_video",
-            "sampling_seconds_per_video",
-            "fvd",
-            "kvd",
-        ):
-            assert is_finite_number(r[key]) and float(r[key]) >= 0, (r["pipeline"], key)
-        assert float(r["params"]) > 0 and float(r["train_flops"]) > 0
+    for r in rows:
+        for key in ("params", "train_flops", "sampling_flops_per_video", "fvd_pooled", "kvd"):
+            assert finite(r[key]), (r["pipeline"], key)
+        for metric in ("fvd", "label_match", "seconds_per_video", "inception_score"):
+            assert len(r[f"{metric}_per_seed"].split(";")) == exp.seeds, metric
+        assert finite(r["fvd_pooled_std"]) and finite(r["seconds_per_video_std"])
     assert rows[0]["final_shape"] == "16x16x16x1" and rows[1]["final_shape"] == "17x16x16x1"
+    assert {v["verdict"] for v in result["verdicts"]} <= set(stats.VERDICTS)
 
-    # The budget: single-stage FLOPs = its steps x its per-step FLOPs, and the ratio reported
-    # is the one realised; the cascade's stages kept their (scaled) preset steps.
-    saved = json.loads((out / "results.json").read_text())
-    budget, pipelines = saved["budget"], saved["pipelines"]
-    cascade_flops = pipelines["cascade"]["train_flops"]
-    single_flops = pipelines["single_stage"]["train_flops"]
-    assert budget["cascade_total"] == pytest.approx(cascade_flops)
-    assert single_flops / cascade_flops == pytest.approx(budget["ratio"])
-    for name, stage in pipelines["single_stage"]["train"].items():
-        assert stage["steps"] == budget["steps"][name]
-        per_steps = stage["flops_per_step"] * stage["steps"]
-        assert stage["total_flops"] == pytest.approx(per_steps + (stage.get("fixed_flops") or 0))
-    assert {s["steps"] for s in pipelines["cascade"]["train"].values()} == {2}
-    # The DiT's step pays for encoding its batch with the frozen VAE (on-the-fly latents).
-    dit_step = budget["latent_dit_step"]
-    assert dit_step["flops_per_step"] == pytest.approx(
-        dit_step["dit_step"] + dit_step["vae_encode"]
+    # Each seed: the budget matched (single-stage FLOPs = steps x per-step FLOPs, the ratio
+    # reported is the one realised), the cascade's stages at their scaled preset steps.
+    for seed in result["seeds"]:
+        budget, pipelines = seed["budget"], seed["pipelines"]
+        cascade_flops = pipelines["cascade"]["train_flops"]
+        assert budget["cascade_total"] == pytest.approx(cascade_flops)
+        assert pipelines["single_stage"]["train_flops"] / cascade_flops == pytest.approx(
+            budget["ratio"]
+        )
+        for name, stage in pipelines["single_stage"]["train"].items():
+            assert stage["steps"] == budget["steps"][name]
+        assert {s["steps"] for s in pipelines["cascade"]["train"].values()} == {2}
+        dit = budget["latent_dit_step"]  # the DiT's step pays for encoding with the VAE
+        assert dit["flops_per_step"] == pytest.approx(dit["dit_step"] + dit["vae_encode"])
+    workdirs = [s["pipelines"]["cascade"]["train"]["keyframes"]["workdir"] for s in result["seeds"]]
+    assert len(set(workdirs)) == exp.seeds  # every seed trains anew
+    assert (
+        f"{result['seeds'][0]['budget']['ratio']:.3f} x the cascade's"
+        in (out / "results.md").read_text()
     )
-    # One FVD protocol for both, on the same number of videos.
-    protocols = [p["fvd"]["protocol"] for p in pipelines.values()]
-    assert protocols[0] == protocols[1] and protocols[0]["clip_length"] == 16
-    assert f"{budget['ratio']:.3f} x the cascade's" in (out / "results.md").read_text()
 
 
 @pytest.mark.slow
-def test_vdm_ablations_reuse_trained_stages_and_judge_from_the_numbers(
-    comparison_run, shared_dirs, tmp_path, monkeypatch
+def test_vdm_ablations_tiny_fill_every_column_and_resume_after_an_interruption(
+    comparison_run, shared, tmp_path, monkeypatch
 ):
-    """The whole ablation script with its variants collapsed onto one keyframe model and the
-    comparison's spatial SR (the variants' configs are checked in a fast test): one new stage
-    trained, and FVD off (--fvd_videos=0), so the verdicts fall back to identity stability."""
-    models = dict(vdm_ablations.MODELS)
-    for variant in ("keyframes_extra_images", "keyframes_no_temporal"):
-        models[variant] = models["keyframes"]
-    models["spatial_sr_no_aug"] = models["spatial_sr"]
-    monkeypatch.setattr(vdm_ablations, "MODELS", models)
-    result = vdm_ablations.run(
-        tmp_path, preset="tiny", fvd_videos=0, num_videos=2, steps_scale=0.5, **shared_dirs
-    )
-    for name in ("results.md", "results.csv", "results.json", "ablations.png"):
-        assert (tmp_path / name).stat().st_size > 0, name
-    # Same config, same workdir: trained once. The SR stage is the comparison's own.
-    train = result["train"]
-    assert len({str(t["workdir"]) for t in train.values()}) == 2
-    cascade_sr = comparison_run[1]["pipelines"]["cascade"]["train"]["spatial_sr"]["workdir"]
-    assert str(train["spatial_sr"]["workdir"]) == str(cascade_sr)
+    """The whole ablation script on its tiny preset, every ablation and both seeds, with the
+    trained variants collapsed onto the reference keyframe model and the comparison's
+    spatial SR (a variant costs a compilation; their configs are checked in a fast test).
+    The distilled students are real: one halving round of each stage per seed."""
+    trained = lab.Lab.trained
 
-    rows, columns = read_csv(tmp_path / "results.csv")
-    assert columns == vdm_ablations.CSV_COLUMNS
-    assert [(r["ablation"], r["setting"]) for r in rows] == [
-        ("joint image-video training", "0 extra images / clip"),
-        ("joint image-video training", "4 extra images / clip"),
-        ("classifier-free guidance", "w = 0"),
-        ("classifier-free guidance", "w = 1"),
-        ("classifier-free guidance", "w = 2"),
-        ("temporal mixing", "factorized space-time attention"),
-        ("temporal mixing", "none (per-frame image model)"),
-        ("SR noise augmentation", "on (keyframe samples -> SR)"),
-        ("SR noise augmentation", "off (keyframe samples -> SR)"),
-    ]
-    for r in rows:
-        assert r["fvd"] == "" and r["paper_direction"] and r["agrees"]
-    for r in rows[-2:]:
-        assert is_finite_number(r["sr_psnr"]) and is_finite_number(r["sr_psnr_bilinear"])
-    # One model, the same labels and key: its rows hold the same numbers, so every verdict
-    # between two of its settings is a tie, or n/a where no digit could be tracked.
-    same = (0, 1, 2, 5, 6)
-    assert len({rows[i]["identity_stability"] + rows[i]["label_match"] for i in same}) == 1
-    assert rows[1]["agrees"] == rows[6]["agrees"] == rows[8]["agrees"]
-    assert rows[1]["agrees"] in ("tie", "n/a")
-    assert json.loads((tmp_path / "results.json").read_text())["rows"][1]["verdict_metric"] == (
-        "identity_stability"
-    )
+    def reference_model(self, stage, seed, overrides=None):
+        return trained(self, stage, seed)
+
+    monkeypatch.setattr(lab.Lab, "trained", reference_model)
+    exp = tiny("vdm_ablations", shared, tmp_path)
+    result = vdm_ablations.run(exp)
+    for name in ("results.md", "settings.csv", "verdicts.csv", "results.json", "ablations.png"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    rows, _ = read_csv(tmp_path / "settings.csv")
+    assert {r["ablation"] for r in rows} == set(vdm_ablations.ABLATIONS)
+    assert [r["setting"] for r in rows if r["ablation"] == "cfg"] == ["w = 0", "w = 2"]
+    for r in rows:  # every setting: FVD pooled over both seeds with its spread, each seed
+        assert finite(r["fvd_pooled"]) and finite(r["fvd_pooled_std"]), r["setting"]
+        for metric in ("fvd", "label_match", "identity_stability", "inception_score"):
+            assert len(r[f"{metric}_per_seed"].split(";")) == exp.seeds, (r["setting"], metric)
+    sr_rows = [r for r in rows if "ground-truth input" in r["setting"]]
+    assert len(sr_rows) == 2 and all(finite(r["psnr_mean"]) for r in sr_rows)
+    chain = [r for r in rows if r["setting"].startswith("chain")]
+    assert len(chain) == 2 and all(finite(r["seconds_per_video_mean"]) for r in chain)
+    verdicts, _ = read_csv(tmp_path / "verdicts.csv")
+    assert {v["ablation"] for v in verdicts} == set(vdm_ablations.ABLATIONS)
+    assert {v["verdict"] for v in verdicts} <= set(stats.VERDICTS)
+    # The comparison's spatial-SR stage (same config and seed) was reused, not retrained.
+    sr = comparison_run[1]["seeds"][0]["pipelines"]["cascade"]["train"]["spatial_sr"]["workdir"]
+    assert result["train_seconds_this_call"][Path(sr).name] == 0.0
+
+    # Rerun: every run is read back, nothing trains.
+    again = vdm_ablations.run(exp)
+    assert again["runs"]["computed"] == [] and len(again["runs"]["reused"]) == len(
+        result["runs"]["computed"]
+    ) + len(result["runs"]["reused"])
+    assert not any(again["train_seconds_this_call"].values())
+    # Killed mid-way: one measurement before its marker was written, and its stage before its
+    # marker (after its last checkpoint). Only that measurement is redone; the stage resumes
+    # from its checkpoint instead of training again.
+    key = "keyframes/mixing-none/w0/seed1"
+    (tmp_path / "runs" / key / runs.MARKER).unlink()
+    stage = common.workdir_for(exp.workdirs, "keyframes", lab.Lab(exp).config("keyframes", 1))
+    (stage / common.TRAINED).unlink()
+    checkpoints = {p.name: p.stat().st_mtime for p in (stage / "checkpoints").iterdir()}
+    resumed = vdm_ablations.run(exp)
+    assert resumed["runs"]["computed"] == [key]
+    assert (stage / common.TRAINED).is_file()
+    assert {p.name: p.stat().st_mtime for p in (stage / "checkpoints").iterdir()} == checkpoints

@@ -5,7 +5,9 @@
 builds the data set in DIR if it is not there yet (embedded sets; real TFDS sets
 must already be prepared in DIR), reads it back through TFDS, and writes a preview
 of the first --num_examples clips: out.gif (clips tiled, animated), out.mp4 (the
-same, H.264) and out.png (one row per clip, one column per frame).
+same, H.264) and out.png (one row per clip, one column per frame). With --sound
+(bouncing_shapes only) the clips carry their impact sound track, and out.mp4 plays the
+previewed clips' tracks mixed together, in sync with the tiles (at the data's frame rate).
 """
 
 from __future__ import annotations
@@ -56,6 +58,13 @@ flags.DEFINE_float("fps", 8.0, "Frames per second of the preview.", flag_values=
 flags.DEFINE_integer(
     "scale", 2, "Integer upscaling of the preview (nearest neighbour).", flag_values=FLAGS
 )
+flags.DEFINE_bool(
+    "sound",
+    False,
+    "bouncing_shapes only: build/read the variant with a synchronized impact sound track; "
+    "the MP4 preview then has sound (and plays at the data's frame rate, 8 fps).",
+    flag_values=FLAGS,
+)
 
 
 DEFAULT_SIZES = dict(num_train=1000, num_test=100, frames=32, resolution=64, seed=0)
@@ -91,7 +100,7 @@ def build_and_preview(
     from cascade import video_io
     from cascade.data import loading
 
-    unknown = set(overrides) - {*DEFAULT_SIZES, "frame_stride"}
+    unknown = set(overrides) - {*DEFAULT_SIZES, "frame_stride", "sound"}
     if unknown:
         raise TypeError(f"build_and_preview got unknown fields {sorted(unknown)}.")
     if isinstance(data, str | os.PathLike):
@@ -114,9 +123,16 @@ def build_and_preview(
     videos = np.stack([c["video"] for c in clips])
     labels = [int(c["label"]) for c in clips]
     stem = os.path.splitext(os.path.expanduser(preview))[0]
+    sound = {}
+    if "audio" in clips[0]:  # the tracks mixed (summed, peak-normalised), at the data's rate
+        from cascade.data.builders import bouncing_shapes_sound as bss
+
+        mix = np.sum([c["audio"].astype(np.float32) / 32768.0 for c in clips], axis=0)
+        sound = dict(audio=mix / max(1.0, float(np.abs(mix).max())), sample_rate=bss.SAMPLE_RATE)
+        fps = bss.FPS
     paths = {
         "gif": video_io.write_video_grid_gif(stem + ".gif", videos, fps=fps, scale=scale),
-        "mp4": video_io.write_video_grid_mp4(stem + ".mp4", videos, fps=fps, scale=scale),
+        "mp4": video_io.write_video_grid_mp4(stem + ".mp4", videos, fps=fps, scale=scale, **sound),
         "png": video_io.write_grid_png(stem + ".png", videos, scale=scale),
     }
     print(f"labels of the previewed clips: {labels}")
@@ -137,6 +153,11 @@ def check_flags(fv: flags.FlagValues) -> None:
             raise cli.UsageError(f"--{name} must be >= {low}, got {fv[name].value}.")
     if not fv.fps > 0:
         raise cli.UsageError(f"--fps must be > 0, got {fv.fps}.")
+    if fv.sound and fv.fps != 8:  # bouncing_shapes_sound.FPS (not imported: TensorFlow)
+        raise cli.UsageError(
+            f"--fps={fv.fps} with --sound: the sound track is timed for 8 frames per second; "
+            "leave --fps at 8."
+        )
     if not fv.data_dir:
         raise cli.UsageError("--data_dir is empty: name the TFDS data directory.")
     cli.check_data_dir(fv.data_dir, "--data_dir")
@@ -164,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
                 resolution=FLAGS.resolution,
                 seed=FLAGS.seed,
                 frame_stride=FLAGS.frame_stride,
+                sound=FLAGS.sound,
                 fps=FLAGS.fps,
                 scale=FLAGS.scale,
             )

@@ -9,7 +9,10 @@ with T = data_cfg.frames and H = W = data_cfg.resolution.
 * Embedded sets (`moving_digits`, `bouncing_shapes`) are built into
   `data_cfg.data_dir` on first use, at the size the config asks for
   (num_train, num_test, frames, resolution, seed); their extra features
-  (digit positions, object states) are passed through.
+  (digit positions, object states) are passed through. With `data_cfg.sound`
+  (default False; bouncing_shapes only) the clips also carry `audio` (int16 PCM
+  [T * samples_per_frame], see `builders.bouncing_shapes_sound`) and their impacts
+  in `states`; the video and the other states are the same clips as without sound.
 * Real TFDS sets (`moving_mnist`, `bair_robot_pushing_small`, `ucf101`; a TFDS
   config can be named as in `ucf101/ucf101_1`) are read from `data_dir` as the
   user prepared them; nothing is downloaded. Frames are taken from the start of
@@ -36,6 +39,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from jax.experimental import multihost_utils
 
+from cascade.configs import ConfigError
 from cascade.data import builders
 
 EMBEDDED = tuple(builders.EMBEDDED_BUILDERS)
@@ -145,13 +149,19 @@ def get_builder(data_cfg: Any, *, build: bool = True) -> tfds.core.DatasetBuilde
     name = cfg_get(data_cfg, "name")
     base, config = split_name(name)
     data_dir = _data_dir(data_cfg)
+    sound = bool(cfg_get(data_cfg, "sound", False))
+    if sound and base not in builders.SOUND_BUILDERS:
+        raise ConfigError(
+            f"sound=True (config.data.sound / --sound), but {name!r} has no sound track; "
+            f"data sets with sound: {', '.join(builders.SOUND_BUILDERS)}."
+        )
     if base in EMBEDDED:
         args = (base, data_dir or _default_dir(), embedded_config(data_cfg))
-        builder = builders.make_builder(*args)
+        builder = builders.make_builder(*args, sound=sound)
         if not builder.is_prepared():
             if not build:
                 raise DatasetNotFoundError(f"{name!r} is not built in {builder.data_dir}.")
-            builder = _prepare_once(builder, lambda: builders.make_builder(*args))
+            builder = _prepare_once(builder, lambda: builders.make_builder(*args, sound=sound))
         return builder
     tfds_name = f"{base}/{config}" if config else base
     builder = tfds.builder(tfds_name, data_dir=data_dir)

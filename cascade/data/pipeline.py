@@ -42,9 +42,13 @@ def _epoch_seed(seed: int, epoch: tf.Tensor, process_index: int) -> tf.Tensor:
 
 
 def _to_model_format(batch: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-    """uint8 video -> float32 in [-1, 1]; label -> int32; other features unchanged."""
+    """uint8 video -> float32 in [-1, 1]; label -> int32; int16 audio (data.sound) -> float32
+    in [-1, 1); other features unchanged."""
     video = tf.cast(batch["video"], tf.float32) / 127.5 - 1.0
-    return {**batch, "video": video, "label": tf.cast(batch["label"], tf.int32)}
+    out = {**batch, "video": video, "label": tf.cast(batch["label"], tf.int32)}
+    if "audio" in batch:
+        out["audio"] = tf.cast(batch["audio"], tf.float32) / 32768.0
+    return out
 
 
 def make_dataset(
@@ -144,7 +148,8 @@ def batch_iterator(
       drop_remainder: drop a final partial batch (only matters with repeat=False).
     Yields:
       {"video": float32 [B, T, H, W, C] in [-1, 1], "label": int32 [B], ...extra
-      features of the data set (e.g. "states", "positions") with a leading B}.
+      features of the data set (e.g. "states", "positions"; "audio" float32 [B, S] in
+      [-1, 1) with data.sound) with a leading B}.
     """
     ds = make_dataset(
         data_cfg,

@@ -8,6 +8,11 @@ spends more of training and of the sampling grid at high noise for larger inputs
 
 `velocity_fn(z [B,...], t [B]) -> v [B,...]` closes over conditioning; classifier-free
 guidance is `guidance.cfg_denoise_fn(model_fn, w, null, label)` (raw-output combination).
+
+Per-frame noise (Diffusion Forcing, Chen et al. 2024): `frame_times` draws a flow time per
+latent frame `[B, T]` (independent, monotone "pyramid", or teacher forcing: clean context,
+one noised target chunk) with a loss weight per frame; `flow_interpolate` and
+`weighted_flow_loss` take such `[B, T]` times and weights against `[B, T, ...]` latents.
 """
 
 from __future__ import annotations
@@ -25,7 +30,8 @@ VelocityFn = Callable[[jax.Array, jax.Array], jax.Array]
 
 
 def flow_interpolate(x0: jax.Array, *, eps: jax.Array, t: jax.Array) -> jax.Array:
-    """x_t = (1 - t) x0 + t eps; x0, eps [B,...], t [B] or scalar."""
+    """x_t = (1 - t) x0 + t eps; x0, eps [B,...], t [B], scalar, or [B, T] per frame of
+    [B, T, ...] latents."""
     t = bcast(t, x0)
     return (1.0 - t) * x0 + t * eps
 
@@ -71,6 +77,65 @@ def flow_loss(v_pred: jax.Array, x0: jax.Array, eps: jax.Array) -> jax.Array:
     """Per-example flow-matching loss [B]: mean over non-batch axes of (v^ - (eps - x0))^2."""
     d = jnp.square(v_pred - flow_target(x0, eps))
     return jnp.mean(d.reshape(d.shape[0], -1), axis=1)
+
+
+FRAME_SCHEDULES = ("independent", "pyramid", "teacher_forcing")
+
+
+def frame_times(
+    key: jax.Array,
+    batch: int,
+    *,
+    chunks: int,
+    frames_per_chunk: int,
+    frames_per_level: int,
+    schedule: str,
+    m: float = 0.0,
+    s: float = 1.0,
+    shift: float = 1.0,
+) -> tuple[jax.Array, jax.Array]:
+    """Per-frame training times t `[B, T]` and loss weights `[B, T]`, T = chunks * frames_per_chunk.
+
+    Times are logit-normal (`sample_t_logit_normal`), one per group of `frames_per_level`
+    frames (a temporal patch of the DiT shares one level):
+    - "independent": every level its own draw (all weights 1);
+    - "pyramid": the draws sorted along time, so earlier frames are never noisier than later
+      ones, the order a chunk-by-chunk rollout sees (all weights 1);
+    - "teacher_forcing": a random target chunk k per sample at one drawn t; the chunks before
+      it clean (t = 0), the ones after pure noise (t = 1, weight 0: they cannot influence chunk
+      k through causal attention and are not trained on); weight 1 on chunk k only.
+    """
+    if schedule not in FRAME_SCHEDULES:
+        raise ValueError(
+            f"frame_times: schedule must be one of {FRAME_SCHEDULES}, got {schedule!r}"
+        )
+    frames = chunks * frames_per_chunk
+    if frames_per_chunk % frames_per_level:
+        raise ValueError(
+            f"frame_times: frames_per_chunk={frames_per_chunk} is not a multiple of "
+            f"frames_per_level={frames_per_level}"
+        )
+    k_t, k_chunk = jax.random.split(key)
+    if schedule == "teacher_forcing":
+        t = sample_t_logit_normal(k_t, (batch, 1), m, s, shift)
+        target = jax.random.randint(k_chunk, (batch, 1), 0, chunks)
+        chunk_of = jnp.arange(frames)[None] // frames_per_chunk  # [1, T]
+        times = jnp.where(chunk_of < target, 0.0, jnp.where(chunk_of == target, t, 1.0))
+        return times, (chunk_of == target).astype(jnp.float32)
+    levels = sample_t_logit_normal(k_t, (batch, frames // frames_per_level), m, s, shift)
+    if schedule == "pyramid":
+        levels = jnp.sort(levels, axis=1)
+    return jnp.repeat(levels, frames_per_level, axis=1), jnp.ones((batch, frames), jnp.float32)
+
+
+def weighted_flow_loss(
+    v_pred: jax.Array, x0: jax.Array, eps: jax.Array, weight: jax.Array
+) -> jax.Array:
+    """Flow-matching loss per example [B] with per-frame weights `[B, T]` on `[B, T, ...]`
+    latents: the weighted mean over frames of each frame's mean squared velocity error."""
+    d = jnp.square(v_pred - flow_target(x0, eps))
+    per_frame = jnp.mean(d.reshape(*d.shape[:2], -1), axis=2)  # [B, T]
+    return jnp.sum(weight * per_frame, axis=1) / jnp.maximum(jnp.sum(weight, axis=1), 1e-8)
 
 
 def time_grid(steps: int | jax.Array, shift: float = 1.0, dtype=jnp.float32) -> jax.Array:

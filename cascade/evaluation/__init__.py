@@ -6,10 +6,13 @@ Layer: imports training, sampling and everything below; never the entry points.
   frames.py             PSNR/SSIM per frame
   digits.py             identity stability, label match, motion on moving_digits
   physics.py            teleports, permanence, ballistic residual on bouncing_shapes
+  av_sync.py            audio onsets vs video impacts, audio statistics (bouncing_shapes + sound)
   cost.py               XLA FLOPs, sampling cost of a chain of stages
   benchmarking.py       timing helpers (median seconds, compiled FLOPs, peak matmul)
   evaluate.py           `--mode=evaluate` for a stage or a runner
   continuation.py       `--condition=frames`: continue test clips, files and per-offset PSNR/SSIM
   fvd_sanity.py         an entry point: FVD against known distortions
   i3d_bench.py          an entry point: I3D feature speed against an earlier revision
+  av_sync_validation.py an entry point: the sync metric on real, shifted and shuffled sound
+  audio_repr.py         an entry point: log-mel + Griffin-Lim round-trip quality
 """

@@ -32,6 +32,7 @@ import numpy as np
 from cascade import video_io
 from cascade.configs import ConfigError
 from cascade.data import pipeline, views
+from cascade.evaluation import continuation_quality
 from cascade.evaluation import frames as frame_metrics
 from cascade.sampling import conditional
 from cascade.training.trained import TrainedStage
@@ -77,8 +78,9 @@ def check_request(
         )
     if stage not in CONDITIONABLE_STAGES:
         why = {
-            "latent_dit": "a flow-matching latent DiT (replacement / reconstruction guidance "
-            "here are written for Gaussian U-Net stages)",
+            "latent_dit": "a latent DiT, whose given frames are latent frames (1 + 4k video "
+            "frames): it extends through the Python API, cascade.sampling.conditional."
+            "extend_video, by replacement",
             "video_vae": "a video VAE, which does not generate",
             "temporal_sr": "a super-resolution stage, which also needs its low-resolution video",
             "spatial_sr": "a super-resolution stage, which also needs its low-resolution video",
@@ -130,6 +132,38 @@ def check_request(
             f"--target_frames={target} equals --given_frames={c}: nothing to generate."
         )
     return Request(method, w_r, c, target, overlap, windows)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunnerRequest:
+    """`--condition=frames` on a runner config: the flags, checked against the runner's first
+    stage (its window, its test clips) once the runner is built (`check`)."""
+
+    mode: str
+    method: str
+    w_r: float | None
+    given_frames: int | None
+    target_frames: int | None
+    overlap: int | None
+
+    def check(self, first_stage_config: ml_collections.ConfigDict) -> Request:
+        """The checked Request for the runner's keyframe stage (ConfigError naming the flag)."""
+        return check_request(first_stage_config, **dataclasses.asdict(self))
+
+
+def check_runner_request(config: ml_collections.ConfigDict, **flags: Any) -> RunnerRequest:
+    """The flags of `--condition=frames` for a cascade config, with what can be checked before
+    the stages are loaded; ConfigError for the single-stage runner."""
+    if config.stage == "single_stage":
+        raise ConfigError(
+            "--condition=frames with configs/single_stage.py: the latent DiT's given frames are "
+            "latent frames (1 + 4k video frames); extend from Python with "
+            "SingleStageRunner.extend or cascade.sampling.conditional.extend_video (replacement). "
+            "From the command line: a keyframe stage or configs/cascade.py."
+        )
+    if flags["mode"] == "train":
+        raise ConfigError("--condition=frames is for --mode=sample or --mode=evaluate.")
+    return RunnerRequest(**flags)
 
 
 def real_view(
@@ -199,6 +233,85 @@ class Result:
     path: Path  # <stage>_continuation.gif
 
 
+def first_frames_source(
+    config: ml_collections.ConfigDict,
+    stage: Any,
+    num: int,
+    frames: int,
+    seed: int,
+    video_path: str | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """(clips [N, R, H, W, C] in [-1, 1] whose first frames are given and whose later frames (if
+    any) are the true continuation, labels [N] or None) from the first `num` test clips seen
+    through the stage's view (R <= frames), or from a video file (`conditional.
+    read_condition_video`: its clips, no labels; ShapeMismatchError for another resolution)."""
+    if video_path:
+        real = conditional.read_condition_video(video_path, tuple(stage.output_shape[1:]))
+        return real[:num, :frames], None
+    clips = pipeline.test_clips(config.data, num)
+    real = real_view(clips["video"], config, frames, seed)
+    conditional.check_frames(stage, real, "the test clips' view")
+    return real, (clips["label"] if config.model.num_classes > 0 else None)
+
+
+def check_given(real: np.ndarray, c: int, video_path: str | None) -> None:
+    """ConfigError when the clips [N, R, ...] hold fewer than the c frames to give."""
+    if real.shape[1] < c:
+        raise ConfigError(
+            f"--condition_video={video_path} holds {real.shape[1]} frame(s); --given_frames={c}."
+        )
+
+
+def write_marked_videos(
+    out_dir: Path, name: str, video: np.ndarray, real: np.ndarray, mask: np.ndarray
+) -> Path:
+    """<name>.* (given frames green, generated red), <name>_real.* (given green, the rest
+    grey) and <name>_vs_real.* (both side by side) under out_dir; returns <name>.gif."""
+    target = video.shape[1]
+    marked = conditional.mark_given_frames(video, mask)
+    marked_real = conditional.mark_given_frames(
+        real, mask[: real.shape[1]], generated_color=REAL_COLOR
+    )
+    gap = np.full((*marked.shape[:3], 2, 3), 255, np.uint8)  # white column between the two
+    both = np.concatenate([marked, gap, _pad_frames(marked_real, target)], axis=3)
+    path = video_io.write_videos(marked, out_dir, name)
+    video_io.write_videos(marked_real, out_dir, f"{name}_real")
+    video_io.write_videos(both, out_dir, f"{name}_vs_real")
+    return path
+
+
+def write_report(out_dir: Path, name: str, report: dict[str, Any]) -> None:
+    """out_dir/<name>_metrics.json, written by process 0."""
+    if jax.process_index() == 0:  # every host holds the same videos; one writes
+        (out_dir / f"{name}_metrics.json").write_text(json.dumps(report, indent=2))
+
+
+def print_summary(source: str, num: int, request: Request, seconds: float, path, report) -> None:
+    """One line: what was continued, how, where the videos are, the mean PSNR."""
+    psnr = report.get("psnr_mean")
+    print(
+        f"Continued {num} {source} from {request.given_frames} to {request.target_frames} "
+        f"frames ({request.method}, w_r={request.w_r}, {request.windows} window(s), "
+        f"{seconds:.1f} s including compilation): {path}; PSNR of generated vs true frames "
+        + (f"{psnr:.2f} dB" if psnr is not None else "n/a")
+    )
+
+
+def request_report(request: Request, num: int, real: np.ndarray, video_path) -> dict[str, Any]:
+    """The request's part of a metrics JSON: source, method, frame counts."""
+    return {
+        "source": video_path or "test split",
+        "method": request.method,
+        "w_r": request.w_r,
+        "given_frames": request.given_frames,
+        "target_frames": request.target_frames,
+        "overlap": request.overlap,
+        "windows": request.windows,
+        "num_clips": int(num),
+        "true_frames": int(real.shape[1]),
+    }
+
+
 def write_continuations(
     trained: TrainedStage,
     workdir: str | Path,
@@ -206,16 +319,18 @@ def write_continuations(
     num: int,
     *,
     seed: int | None = None,
+    video_path: str | None = None,
+    quality: bool = False,
 ) -> Result:
-    """Continue the first `num` test clips as `request` says (one batch), write the videos and
-    the metrics JSON to workdir/samples, print a summary line."""
+    """Continue the first `num` test clips (or the clips of `video_path`) as `request` says
+    (one batch), write the videos and the metrics JSON to workdir/samples, print a summary.
+    quality (--mode=evaluate): also the content metrics over the whole extended clip and the
+    FVD of its 16-frame windows against the true clips' (`continuation_quality`)."""
     config = trained.config
     seed = config.seed if seed is None else seed
     c, target = request.given_frames, request.target_frames
-    clips = pipeline.test_clips(config.data, num)
-    real = real_view(clips["video"], config, target, seed)
-    conditional.check_frames(trained.stage, real, "the test clips' view")
-    labels = clips["label"] if config.model.num_classes > 0 else None
+    real, labels = first_frames_source(config, trained.stage, num, target, seed, video_path)
+    check_given(real, c, video_path)
     start = time.perf_counter()
     video = conditional.extend(
         trained,
@@ -228,42 +343,24 @@ def write_continuations(
         labels=labels,
     )
     seconds = time.perf_counter() - start
-    mask = conditional.given_frames_mask(target, first=c)
-    marked = conditional.mark_given_frames(video, mask)
-    marked_real = conditional.mark_given_frames(
-        real, mask[: real.shape[1]], generated_color=REAL_COLOR
+    out_dir, name = Path(workdir) / "samples", f"{trained.stage.name}_continuation"
+    path = write_marked_videos(
+        out_dir, name, video, real, conditional.given_frames_mask(target, first=c)
     )
-    gap = np.full((*marked.shape[:3], 2, 3), 255, np.uint8)  # white column between the two
-    both = np.concatenate([marked, gap, _pad_frames(marked_real, target)], axis=3)
     report = {
         "stage": trained.stage.name,
         "workdir": str(trained.workdir),
-        "method": request.method,
-        "w_r": request.w_r,
-        "given_frames": c,
-        "target_frames": target,
-        "overlap": request.overlap,
-        "windows": request.windows,
+        **request_report(request, len(real), real, video_path),
         "window": int(trained.stage.output_shape[0]),
         "sample_steps": int(config.sample.steps),
-        "num_clips": int(num),
-        "true_frames": int(real.shape[1]),
         "seconds": seconds,
         **offset_metrics(video, real, c),
     }
-    out_dir = Path(workdir) / "samples"
-    name = f"{trained.stage.name}_continuation"
-    path = video_io.write_videos(marked, out_dir, name)
-    video_io.write_videos(marked_real, out_dir, f"{name}_real")
-    video_io.write_videos(both, out_dir, f"{name}_vs_real")
-    if jax.process_index() == 0:  # every host holds the same videos; one writes
-        (out_dir / f"{name}_metrics.json").write_text(json.dumps(report, indent=2))
-    psnr = report.get("psnr_mean")
-    print(
-        f"Continued {num} test clips from {c} to {target} frames ({request.method}, "
-        f"w_r={request.w_r}, {request.windows} window(s), {seconds:.1f} s including "
-        f"compilation): {path}; PSNR of generated vs true frames "
-        + (f"{psnr:.2f} dB" if psnr is not None else "n/a")
-        + f" ({out_dir / (name + '_metrics.json')})"
-    )
+    if quality:
+        report["quality"] = continuation_quality.extension_quality(
+            video, real, data_name=config.data.name, labels=labels, fvd_videos=len(real)
+        )
+    write_report(out_dir, name, report)
+    source = f"clips of {video_path}" if video_path else "test clips"
+    print_summary(source, len(real), request, seconds, path, report)
     return Result(video, real, report, path)

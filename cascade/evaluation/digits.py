@@ -15,6 +15,9 @@ Metrics of a batch of videos (`digit_metrics`):
   num_tracks vs num_digits: broken or spurious trajectories;
   label_match (given labels): the label is the majority class of some track.
 Frames where digits overlap cannot be read; they are skipped (tracks bridge them).
+
+The Inception-Score analogue (`clip_class_probs`, `inception_score`): exp E_x KL(p(y|x) ||
+p(y)) with the reader as the classifier, p(y|x) a clip's mean class probabilities.
 """
 
 from __future__ import annotations
@@ -318,3 +321,33 @@ def digit_metrics(videos: np.ndarray, labels: np.ndarray | None = None) -> dict[
 def summarize(per_clip: dict[str, np.ndarray]) -> dict[str, float]:
     """NaN-aware means over clips of `digit_metrics`' output, for a metrics JSON."""
     return {key: float(np.nanmean(value)) for key, value in per_clip.items()}
+
+
+def clip_class_probs(videos: np.ndarray) -> np.ndarray:
+    """p(y|x) [B, 10] of moving_digits videos [B, T, H, W, 1] (uint8 or [-1, 1]): the mean
+    class probabilities of every readable digit blob in every frame of a clip (a clip with
+    two digits spreads its mass over both). A row is NaN where no digit could be read."""
+    frames = to_gray255(videos)
+    reader = get_reader(frames.shape[-1])
+    out = np.full((len(frames), md.NUM_CLASSES), np.nan)
+    for b, clip in enumerate(frames):
+        probs = [
+            blob["probs"] for r in reader.read(clip) for blob in r if blob["probs"] is not None
+        ]
+        if probs:
+            out[b] = np.mean(probs, axis=0)
+    return out
+
+
+def inception_score(probs: np.ndarray) -> float:
+    """exp E_x KL(p(y|x) || p(y)) over the readable rows of `probs` [B, 10] (`clip_class_probs`),
+    p(y) their mean: 1 when every clip reads alike, up to 10 for confident, diverse classes
+    (the analogue of the Inception Score of VDM's guidance table). NaN without a readable row."""
+    p = np.asarray(probs, np.float64)
+    p = p[np.isfinite(p).all(axis=1)]
+    if not len(p):
+        return float("nan")
+    marginal = p.mean(axis=0)
+    eps = 1e-12  # 0 log 0 = 0
+    kl = (p * (np.log(p + eps) - np.log(marginal + eps))).sum(axis=1)
+    return float(np.exp(kl.mean()))

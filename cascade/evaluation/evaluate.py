@@ -21,6 +21,7 @@ from cascade.data import pipeline, views
 from cascade.evaluation import cost, digits, frames, physics
 from cascade.evaluation.fvd import FeatureCache, FVDProtocol, compute_fvd
 from cascade.stages.stage import merge_model, sampling_fn
+from cascade.training.metrics_log import log_evaluation
 from cascade.training.train_state import count_params
 
 MIN_I3D_FRAMES = 9  # the Kinetics I3D head needs at least 9 frames
@@ -261,6 +262,7 @@ def write_metrics(result: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "metrics.json"
     path.write_text(json.dumps(result, indent=2, default=_json_default))
+    log_evaluation(out_dir, result, int(result.get("step", 0)))  # TensorBoard: eval/...
     print(format_table(result))
     print(f"Metrics written to {path}")
     return result

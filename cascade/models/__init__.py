@@ -11,4 +11,5 @@ config, which `cascade.configs.model_section` turns into a config section).
   causal_blocks.py, vae.py  the causal video VAE and its chunked streaming path
   dit.py                    the latent DiT with full 3D attention
   i3d.py                    the Kinetics-400 I3D feature network for FVD
+  audio_frontend.py         fixed log-mel audio front end and its Griffin-Lim inverse (numpy)
 """

@@ -4,8 +4,8 @@
   `TemporalAttention` over the T frames at each pixel, with a learned T5-style
   `RelativePositionBias` and `temporal_attention_mask` that keeps independent image frames of a
   joint image-video batch to themselves.
-- DiT: `attention_einsum`, the explicit-matmul softmax attention used by
-  `DiTConfig.attention_impl="einsum"` (the DiT block itself, with rotary embeddings and
+- DiT: `attention_einsum`, the explicit-matmul softmax attention (optionally masked: the
+  block-causal DiT) used by `DiTConfig.attention_impl="einsum"` (the DiT block itself, with rotary embeddings and
   QK-norm, lives in `cascade.models.dit`).
 
 The VAE's per-frame bottleneck attention stays with the other causal blocks
@@ -23,14 +23,19 @@ from flax import nnx
 from cascade.models.layers import Dense, GroupNorm, init_params, tagged_param
 
 
-def attention_einsum(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
-    """Softmax attention on head-major `[B, N, L, Hd]` inputs -> `[B, N, L, Hd]`.
+def attention_einsum(
+    q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None = None
+) -> jax.Array:
+    """Softmax attention on head-major q `[B, N, L, Hd]`, k/v `[B, N, S, Hd]` -> `[B, N, L, Hd]`.
 
     Same math as `jax.nn.dot_product_attention`; on CPU its gradient is ~3x faster because
-    every matmul is a plain (B*N)-batched GEMM (the fused op's backward is not).
+    every matmul is a plain (B*N)-batched GEMM (the fused op's backward is not). `mask`: bool,
+    broadcastable to `[B, N, L, S]`, True where the query may attend to the key.
     """
     scale = 1.0 / math.sqrt(q.shape[-1])
     logits = jnp.matmul(q * jnp.asarray(scale, q.dtype), k.swapaxes(-1, -2))
+    if mask is not None:  # the most negative finite value: a fully masked row stays finite
+        logits = jnp.where(mask, logits, jnp.finfo(logits.dtype).min)
     probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
     return jnp.matmul(probs, v)
 

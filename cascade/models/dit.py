@@ -1,8 +1,16 @@
 """Latent DiT: a transformer over spacetime patches of video latents (flow-matching velocity net).
 
 Shapes: latents `x [B, T, h, w, C]` -> patches of `(pt, ph, pw)` -> `L = T/pt * h/ph * w/pw`
-tokens of width `D = hidden_size` -> `depth` blocks of full 3D self-attention (every token sees
-every spacetime token) + MLP -> final adaLN + linear -> unpatchify to `[B, T, h, w, C]`.
+tokens of width `D = hidden_size` -> `depth` blocks of 3D self-attention + MLP -> final adaLN +
+linear -> unpatchify to `[B, T, h, w, C]`.
+
+- Attention: full (every token sees every spacetime token), or with `causal_chunk` = c > 0
+  block-causal over chunks of c latent frames (a token sees its own chunk and earlier ones),
+  the autoregressive video DiT of Diffusion Forcing / CausVid. A causal DiT can also run one
+  chunk at a time against a `KVCache` of earlier chunks (`forward_chunk`), which equals the
+  full causal pass (the rollout sampler: `cascade.diffusion.rollout`).
+- Noise level: flow time t per sample `[B]`, or per latent frame `[B, T]` (Diffusion Forcing):
+  then the adaLN modulation is per frame, each frame's token rows modulated by its own t.
 
 - Position: 3D rotary embeddings; the head dim is split into t/h/w parts, each rotated by its
   own axis coordinate, so attention logits depend only on relative (dt, dh, dw).
@@ -17,8 +25,7 @@ every spacetime token) + MLP -> final adaLN + linear -> unpatchify to `[B, T, h,
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -26,137 +33,22 @@ import numpy as np
 from flax import nnx
 
 from cascade.models.attention import attention_einsum
-from cascade.models.ops import COMPUTE_DTYPES, dropout, rms_norm, sinusoidal_embedding
+from cascade.models.dit_config import DiTConfig
+from cascade.models.dit_ops import (
+    apply_rope,
+    block_causal_mask,
+    gated_add,
+    grid_positions,
+    modulate,
+    rope_tables,
+    rope_tables_at,
+)
+from cascade.models.kv_cache import KVCache
+from cascade.models.ops import dropout, rms_norm, sinusoidal_embedding
 
-_ATTN_IMPLS = (None, "xla", "cudnn", "einsum")
-
-
-@dataclasses.dataclass(frozen=True)
-class DiTConfig:
-    """Latent DiT hyper-parameters (`LatentDiT(DiTConfig(**config.model), rngs=...)`)."""
-
-    in_channels: int = 4  # latent channels Cz (input and output)
-    patch_size: Sequence[int] = (1, 2, 2)  # (pt, ph, pw)
-    hidden_size: int = 384
-    depth: int = 12
-    num_heads: int = 6
-    mlp_ratio: float = 4.0
-    num_classes: int = 0  # 0 = unconditional; class `num_classes` is the null (CFG) label
-    time_embed_dim: int = 256  # sinusoidal features of t * 1000
-    rope_theta: float = 10000.0
-    rope_axes_dim: Sequence[int] | None = None  # head-dim split (t, h, w); None = auto
-    qk_norm: bool = True
-    shared_adaln: bool = True
-    dropout: float = 0.0  # on each residual branch, only when deterministic=False
-    # None / "xla" / "cudnn": jax.nn.dot_product_attention (None lets XLA/cuDNN choose);
-    # "einsum": explicit [B, N, L, Hd] batched matmuls + softmax, ~3x faster on CPU (training).
-    attention_impl: str | None = None
-    dtype: str = "float32"  # compute dtype; parameters stay float32
-    remat: bool = False  # activation checkpointing per block
-
-    def __post_init__(self):
-        object.__setattr__(self, "patch_size", tuple(int(p) for p in self.patch_size))
-        if len(self.patch_size) != 3 or min(self.patch_size) < 1:
-            raise ValueError(f"DiTConfig.patch_size must be 3 positive ints, got {self.patch_size}")
-        if self.dtype not in COMPUTE_DTYPES:
-            raise ValueError(f"DiTConfig.dtype must be one of {COMPUTE_DTYPES}, got {self.dtype!r}")
-        if self.attention_impl not in _ATTN_IMPLS:
-            raise ValueError(
-                f"DiTConfig.attention_impl must be one of {_ATTN_IMPLS}, got {self.attention_impl!r}"
-            )
-        if self.hidden_size % self.num_heads:
-            raise ValueError(
-                f"DiTConfig.hidden_size={self.hidden_size} must be divisible by "
-                f"num_heads={self.num_heads}"
-            )
-        if self.head_dim % 2:
-            raise ValueError(f"DiTConfig head dim {self.head_dim} must be even (rotary pairs)")
-        if self.rope_axes_dim is not None:
-            object.__setattr__(self, "rope_axes_dim", tuple(int(d) for d in self.rope_axes_dim))
-        dims = self.axes_dim
-        if len(dims) != 3 or sum(dims) != self.head_dim or any(d % 2 or d < 0 for d in dims):
-            raise ValueError(
-                f"DiTConfig.rope_axes_dim must be 3 even ints summing to the head dim "
-                f"{self.head_dim}, got {dims}"
-            )
-        if self.num_classes < 0 or self.depth < 1 or self.time_embed_dim % 2:
-            raise ValueError(
-                "DiTConfig needs num_classes >= 0, depth >= 1 and an even time_embed_dim, got "
-                f"{self.num_classes}, {self.depth}, {self.time_embed_dim}"
-            )
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"DiTConfig.dropout must be in [0, 1), got {self.dropout}")
-
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_heads
-
-    @property
-    def axes_dim(self) -> tuple[int, int, int]:
-        """Head-dim channels rotated by the (t, h, w) coordinate (Wan's split by default)."""
-        if self.rope_axes_dim is not None:
-            return tuple(self.rope_axes_dim)
-        hw = 2 * (self.head_dim // 6)
-        return (self.head_dim - 2 * hw, hw, hw)
-
+__all__ = ["DiTBlock", "DiTConfig", "KVCache", "LatentDiT", "grid_positions", "rope_tables"]
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def rope_tables(
-    positions: np.ndarray, axes_dim: Sequence[int], theta: float = 10000.0
-) -> tuple[np.ndarray, np.ndarray]:
-    """cos/sin tables `[L, head_dim]` (numpy, so they compile to constants) for positions `[L, 3]`.
-
-    Pair i of the head dim is (i, i + head_dim/2) ("rotate-half" layout); the first axes_dim[0]/2
-    pairs rotate with the t coordinate, the next axes_dim[1]/2 with h, the last with w.
-    """
-    positions = np.asarray(positions, np.float64)
-    angles = []
-    for axis, dim in enumerate(axes_dim):
-        if dim == 0:
-            continue
-        freqs = theta ** (-np.arange(0, dim, 2, dtype=np.float64) / dim)  # [dim/2]
-        angles.append(positions[:, axis : axis + 1] * freqs[None])
-    angle = np.concatenate(angles, axis=-1)  # [L, head_dim/2]
-    angle = np.concatenate([angle, angle], axis=-1)
-    return np.cos(angle).astype(np.float32), np.sin(angle).astype(np.float32)
-
-
-def grid_positions(t: int, h: int, w: int) -> np.ndarray:
-    """Integer (t, h, w) coordinates of a token grid in row-major order, `[t*h*w, 3]`."""
-    tt, hh, ww = np.meshgrid(np.arange(t), np.arange(h), np.arange(w), indexing="ij")
-    return np.stack([tt, hh, ww], axis=-1).reshape(-1, 3).astype(np.float32)
-
-
-def _apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array, seq_axis: int) -> jax.Array:
-    """Rotate x `[B, L, N, Hd]` (seq_axis=1) or `[B, N, L, Hd]` (seq_axis=2); cos/sin `[L, Hd]`."""
-    half = x.shape[-1] // 2
-    rotated = jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
-    if seq_axis == 1:
-        cos, sin = cos[:, None, :], sin[:, None, :]
-    return x * cos.astype(x.dtype) + rotated * sin.astype(x.dtype)
-
-
-def _layer_norm(x: jax.Array, eps: float = 1e-6) -> jax.Array:
-    """LayerNorm without affine (the affine comes from adaLN), statistics in float32."""
-    xf = x.astype(jnp.float32)
-    mean = jnp.mean(xf, axis=-1, keepdims=True)
-    var = jnp.mean(jnp.square(xf - mean), axis=-1, keepdims=True)
-    return ((xf - mean) * jax.lax.rsqrt(var + eps)).astype(x.dtype)
-
-
-def _modulate(x: jax.Array, shift: jax.Array, scale: jax.Array) -> jax.Array:
-    """adaLN: LayerNorm(x) * (1 + scale) + shift per sample. x `[B*L, D]`, shift/scale `[B, D]`."""
-    b, d = shift.shape
-    y = _layer_norm(x).reshape(b, -1, d) * (1.0 + scale[:, None, :]) + shift[:, None, :]
-    return y.reshape(x.shape)
-
-
-def _gated_add(x: jax.Array, h: jax.Array, gate: jax.Array) -> jax.Array:
-    """Residual x + gate * h per sample. x, h `[B*L, D]`, gate `[B, D]`."""
-    b, d = gate.shape
-    return (x.reshape(b, -1, d) + gate[:, None, :] * h.reshape(b, -1, d)).reshape(x.shape)
 
 
 def _materialize(x: jax.Array, ok: jax.Array) -> jax.Array:
@@ -212,8 +104,16 @@ class DiTBlock(nnx.Module):
         else:
             self.ada = _zeros_linear(d, 6 * d, dtype, rngs)
 
-    def attention(self, x: jax.Array, batch: int, cos: jax.Array, sin: jax.Array) -> jax.Array:
-        """Full self-attention over all L tokens of each sample. x `[B*L, D]` -> `[B*L, D]`."""
+    def attention(
+        self,
+        x: jax.Array,
+        batch: int,
+        cos: jax.Array,
+        sin: jax.Array,
+        mask: np.ndarray | None = None,
+    ) -> jax.Array:
+        """Self-attention over the L tokens of each sample. x `[B*L, D]` -> `[B*L, D]`;
+        `mask` `[L, L]` bool (query, key) or None (full attention)."""
         bl, d = x.shape
         n, hd = self.num_heads, self.head_dim
         qkv = self.qkv(x).reshape(batch, bl // batch, 3, n, hd)
@@ -225,12 +125,68 @@ class DiTBlock(nnx.Module):
             seq_axis = 1
         if self.qk_norm:
             q, k = rms_norm(q, self.q_scale[...]), rms_norm(k, self.k_scale[...])
-        q, k = _apply_rope(q, cos, sin, seq_axis), _apply_rope(k, cos, sin, seq_axis)
+        q, k = apply_rope(q, cos, sin, seq_axis), apply_rope(k, cos, sin, seq_axis)
+        mask = None if mask is None else mask[None, None]
         if self.impl == "einsum":
-            out = attention_einsum(q, k, v).transpose(0, 2, 1, 3)
+            out = attention_einsum(q, k, v, mask).transpose(0, 2, 1, 3)
         else:
-            out = jax.nn.dot_product_attention(q, k, v, implementation=self.impl)
+            out = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=self.impl)
         return self.proj(out.reshape(bl, d))
+
+    def attention_cached(
+        self,
+        x: jax.Array,
+        batch: int,
+        cos: jax.Array,
+        sin: jax.Array,
+        past_k: jax.Array,
+        past_v: jax.Array,
+        past_valid: jax.Array,
+    ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+        """Attention of one chunk's tokens x `[B*Lc, D]` to themselves and to cached keys and
+        values `[B, S, N, Hd]` (rotated keys) where `past_valid` `[S]` is True. Returns the
+        output `[B*Lc, D]` and this chunk's (k, v) `[B, Lc, N, Hd]`, for the cache."""
+        bl, d = x.shape
+        n, hd = self.num_heads, self.head_dim
+        qkv = self.qkv(x).reshape(batch, bl // batch, 3, n, hd)
+        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        if self.qk_norm:
+            q, k = rms_norm(q, self.q_scale[...]), rms_norm(k, self.k_scale[...])
+        q, k = apply_rope(q, cos, sin, 1), apply_rope(k, cos, sin, 1)
+        keys = jnp.concatenate([past_k.astype(k.dtype), k], axis=1)
+        values = jnp.concatenate([past_v.astype(v.dtype), v], axis=1)
+        visible = jnp.concatenate([past_valid, jnp.ones((k.shape[1],), bool)])
+        mask = visible[None, None, None, :]  # every query of the chunk sees the same keys
+        if self.impl == "einsum":
+            heads = (a.transpose(0, 2, 1, 3) for a in (q, keys, values))
+            out = attention_einsum(*heads, mask).transpose(0, 2, 1, 3)
+        else:
+            out = jax.nn.dot_product_attention(q, keys, values, mask=mask)
+        return self.proj(out.reshape(bl, d)), (k, v)
+
+    def forward(
+        self,
+        x: jax.Array,
+        mod: jax.Array,
+        attend: Callable[[jax.Array, int], jax.Array],
+        rng: jax.Array | None = None,
+    ) -> jax.Array:
+        """The block around an attention function `attend(x [B*L, D], B) -> [B*L, D]`.
+
+        x `[B*L, D]`; mod: the shared modulation `[B, 6, D]` / `[B, G, 6, D]` (per frame), or
+        c `[B, D]` / `[B, G, D]` when each block has its own adaLN linear.
+        """
+        if hasattr(self, "mod_table"):
+            mod = mod + self.mod_table[...].astype(mod.dtype)[None]
+        else:
+            mod = self.ada(nnx.silu(mod)).reshape(*mod.shape[:-1], 6, -1)
+        b = mod.shape[0]
+        shift1, scale1, gate1, shift2, scale2, gate2 = (mod[..., i, :] for i in range(6))
+        r1, r2 = (None, None) if rng is None else jax.random.split(rng)
+        h = attend(modulate(x, shift1, scale1), b)
+        x = gated_add(x, dropout(h, self.dropout, r1), gate1)
+        h = self.fc2(nnx.gelu(self.fc1(modulate(x, shift2, scale2))))
+        return gated_add(x, dropout(h, self.dropout, r2), gate2)
 
     def __call__(
         self,
@@ -239,23 +195,14 @@ class DiTBlock(nnx.Module):
         cos: jax.Array,
         sin: jax.Array,
         rng: jax.Array | None = None,
+        mask: np.ndarray | None = None,
     ) -> jax.Array:
-        """x `[B*L, D]`; mod `[B, 6, D]` (shared modulation), or c `[B, D]` when per-block."""
-        if hasattr(self, "mod_table"):
-            mod = mod + self.mod_table[...].astype(mod.dtype)[None]
-        else:
-            mod = self.ada(nnx.silu(mod)).reshape(mod.shape[0], 6, -1)
-        b = mod.shape[0]
-        shift1, scale1, gate1, shift2, scale2, gate2 = (mod[:, i] for i in range(6))
-        r1, r2 = (None, None) if rng is None else jax.random.split(rng)
-        h = self.attention(_modulate(x, shift1, scale1), b, cos, sin)
-        x = _gated_add(x, dropout(h, self.dropout, r1), gate1)
-        h = self.fc2(nnx.gelu(self.fc1(_modulate(x, shift2, scale2))))
-        return _gated_add(x, dropout(h, self.dropout, r2), gate2)
+        """x `[B*L, D]`; mod as in `forward`; mask `[L, L]` or None (full attention)."""
+        return self.forward(x, mod, lambda y, b: self.attention(y, b, cos, sin, mask), rng)
 
 
 class LatentDiT(nnx.Module):
-    """Velocity network on VAE latents: `__call__(x [B,T,h,w,C], t [B]) -> [B,T,h,w,C]`."""
+    """Velocity network on VAE latents: `__call__(x [B,T,h,w,C], t [B] | [B,T]) -> [B,T,h,w,C]`."""
 
     def __init__(self, cfg: DiTConfig, *, rngs: nnx.Rngs):
         self.cfg = cfg
@@ -293,19 +240,61 @@ class LatentDiT(nnx.Module):
             )
 
     def condition(self, t: jax.Array, label: jax.Array | None) -> jax.Array:
-        """Conditioning vector c `[B, D]` from flow time t `[B]` and labels `[B]` (or None)."""
+        """Conditioning c `[B, D]` from flow time t `[B]`, or `[B, G, D]` from per-frame times
+        t `[B, G]` (the label's embedding is shared by the G frames); labels `[B]` or None."""
         cfg = self.cfg
         # cos-then-sin of 1000 t: the DiT/ADM convention (the U-Net uses VDM's sin-then-cos).
-        emb = sinusoidal_embedding(t, cfg.time_embed_dim, scale=1000.0, cos_first=True)
+        emb = sinusoidal_embedding(t.reshape(-1), cfg.time_embed_dim, scale=1000.0, cos_first=True)
         emb = emb.astype(jnp.dtype(cfg.dtype))
         c = self.t_fc2(nnx.silu(self.t_fc1(emb)))
+        if t.ndim == 2:
+            c = c.reshape(*t.shape, -1)
         if cfg.num_classes > 0:
             if label is None:  # unconditional = the null label
                 label = jnp.full((t.shape[0],), cfg.num_classes, jnp.int32)
-            c = c + self.label_embed(jnp.asarray(label, jnp.int32))
+            y = self.label_embed(jnp.asarray(label, jnp.int32))
+            c = c + (y[:, None] if t.ndim == 2 else y)
         elif label is not None:
             raise ValueError("LatentDiT: got a label but DiTConfig.num_classes == 0")
         return c
+
+    def _levels(self, t: jax.Array, x: jax.Array) -> jax.Array:
+        """Flow times as the network uses them: `[B]` from a scalar or `[B]`; `[B, T/pt]` from
+        per-frame times `[B, T]` (one level per temporal patch: its first frame's)."""
+        t = jnp.asarray(t, jnp.float32)
+        b, frames = x.shape[:2]
+        if t.ndim < 2:
+            return jnp.broadcast_to(t, (b,))
+        if t.shape != (b, frames):
+            raise ValueError(
+                f"LatentDiT: per-frame flow times must be [B, T] = {(b, frames)}, got {t.shape}"
+            )
+        pt = self.cfg.patch_size[0]
+        return t.reshape(b, frames // pt, pt)[:, :, 0]
+
+    def _patchify(self, x: jax.Array) -> jax.Array:
+        """[B,T,h,w,C] -> flat tokens [B*L, D] (one transpose of the small input)."""
+        b, tt, hh, ww, ch = x.shape
+        pt, ph, pw = self.cfg.patch_size
+        gt, gh, gw = tt // pt, hh // ph, ww // pw
+        p = x.astype(jnp.dtype(self.cfg.dtype)).reshape(b, gt, pt, gh, ph, gw, pw, ch)
+        p = p.transpose(0, 1, 3, 5, 2, 4, 6, 7).reshape(b * gt * gh * gw, pt * ph * pw * ch)
+        return self.patch_embed(p)
+
+    def _output(self, h: jax.Array, c: jax.Array, x: jax.Array) -> jax.Array:
+        """Final adaLN + linear on tokens h `[B*L, D]`, unpatchified to x's shape and dtype."""
+        b, tt, hh, ww, ch = x.shape
+        pt, ph, pw = self.cfg.patch_size
+        shift, scale = jnp.split(self.final_ada(nnx.silu(c)), 2, axis=-1)
+        out = self.final(modulate(h, shift, scale))  # [B*L, pt*ph*pw*C]
+        out = out.reshape(b, tt // pt, hh // ph, ww // pw, pt, ph, pw, ch)
+        out = out.transpose(0, 1, 4, 2, 5, 3, 6, 7)
+        return out.reshape(b, tt, hh, ww, ch).astype(x.dtype)
+
+    def _modulation(self, c: jax.Array) -> jax.Array:
+        if not self.cfg.shared_adaln:
+            return c
+        return self.ada(nnx.silu(c)).reshape(*c.shape[:-1], 6, -1)
 
     def __call__(
         self,
@@ -316,33 +305,30 @@ class LatentDiT(nnx.Module):
         deterministic: bool = True,
         rng: jax.Array | None = None,
     ) -> jax.Array:
-        """Velocity `[B, T, h, w, C]` for latents x `[B, T, h, w, C]` at flow time t `[B]`.
+        """Velocity `[B, T, h, w, C]` for latents x `[B, T, h, w, C]` at flow time t.
 
-        A scalar t is broadcast to the batch. `rng` is the dropout key, needed only when
+        t: a scalar (broadcast to the batch), `[B]`, or `[B, T]` per latent frame (Diffusion
+        Forcing; constant within a temporal patch). `rng` is the dropout key, needed only when
         `deterministic=False` and `cfg.dropout > 0`.
         """
         cfg = self.cfg
         self._check_shape(x)
-        t = jnp.broadcast_to(jnp.asarray(t, jnp.float32), (x.shape[0],))
+        t = self._levels(t, x)
         if not deterministic and cfg.dropout > 0 and rng is None:
             raise ValueError("LatentDiT: dropout > 0 with deterministic=False needs rng=")
         rng = None if deterministic or cfg.dropout == 0 else rng
-        b, tt, hh, ww, ch = x.shape
         pt, ph, pw = cfg.patch_size
-        gt, gh, gw = tt // pt, hh // ph, ww // pw
-        dtype = jnp.dtype(cfg.dtype)
-
-        # Patchify: [B,T,h,w,C] -> [B, L, pt*ph*pw*C] (one transpose of the small input).
-        p = x.astype(dtype).reshape(b, gt, pt, gh, ph, gw, pw, ch)
-        p = p.transpose(0, 1, 3, 5, 2, 4, 6, 7).reshape(b, gt * gh * gw, pt * ph * pw * ch)
-        h = self.patch_embed(p.reshape(b * gt * gh * gw, -1))  # flat tokens [B*L, D]
-
+        gt, gh, gw = x.shape[1] // pt, x.shape[2] // ph, x.shape[3] // pw
+        h = self._patchify(x)
         cos, sin = rope_tables(grid_positions(gt, gh, gw), cfg.axes_dim, cfg.rope_theta)
+        mask = None
+        if cfg.causal_chunk:
+            mask = block_causal_mask(gt, gh * gw, cfg.causal_chunk // pt)
         c = self.condition(t, label)
-        mod = self.ada(nnx.silu(c)).reshape(b, 6, -1) if cfg.shared_adaln else c
+        mod = self._modulation(c)
 
         def run_block(block: DiTBlock, h, mod, cos, sin, key):
-            return block(h, mod, cos, sin, key)
+            return block(h, mod, cos, sin, key, mask)
 
         if cfg.remat:
             run_block = nnx.remat(run_block)
@@ -352,8 +338,56 @@ class LatentDiT(nnx.Module):
         for block, key in zip(self.blocks, keys, strict=True):
             h = run_block(block, h, mod, cos, sin, key)
             h = _materialize(h, finite) if barrier else h
+        return self._output(h, c, x)
 
-        shift, scale = jnp.split(self.final_ada(nnx.silu(c)), 2, axis=-1)
-        out = self.final(_modulate(h, shift, scale))  # [B*L, pt*ph*pw*C]
-        out = out.reshape(b, gt, gh, gw, pt, ph, pw, ch).transpose(0, 1, 4, 2, 5, 3, 6, 7)
-        return out.reshape(b, tt, hh, ww, ch).astype(x.dtype)
+    def forward_chunk(
+        self,
+        x: jax.Array,
+        t: jax.Array,
+        cache: KVCache,
+        frame_offset: jax.Array | int,
+        *,
+        label: jax.Array | None = None,
+    ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+        """One chunk of a block-causal DiT against a cache of earlier chunks (inference only).
+
+        x `[B, causal_chunk, h, w, C]` latents at flow time t (`[B]`, scalar or `[B, c]`), the
+        chunk's first latent frame being frame `frame_offset` of the video (may be traced: RoPE
+        is computed in jnp). Returns the velocity `[B, c, h, w, C]` and the chunk's keys and
+        values `[depth, B, Lc, N, Hd]` per block, which `KVCache.push` appends. Equals the
+        chunk's rows of `__call__` on the whole causal sequence (the cached chunks were computed
+        at their own flow times).
+        """
+        cfg = self.cfg
+        self._check_shape(x)
+        if not cfg.causal_chunk or x.shape[1] != cfg.causal_chunk:
+            raise ValueError(
+                f"LatentDiT.forward_chunk needs a causal DiT (causal_chunk > 0) and chunks of "
+                f"causal_chunk={cfg.causal_chunk} latent frames, got {x.shape[1]} frames"
+            )
+        t = self._levels(t, x)
+        pt, ph, pw = cfg.patch_size
+        gt, gh, gw = x.shape[1] // pt, x.shape[2] // ph, x.shape[3] // pw
+        h = self._patchify(x)
+        offset = jnp.asarray(frame_offset, jnp.float32) / pt  # token-grid time coordinate
+        cos, sin = rope_tables_at(grid_positions(gt, gh, gw), offset, cfg.axes_dim, cfg.rope_theta)
+        c = self.condition(t, label)
+        mod = self._modulation(c)
+        barrier = jax.default_backend() == "cpu"
+        finite = jnp.all(jnp.isfinite(t))
+        new_k, new_v = [], []
+        for i, block in enumerate(self.blocks):
+            kv = []
+
+            def attend(y, b, block=block, i=i, kv=kv):
+                out, new = block.attention_cached(
+                    y, b, cos, sin, cache.k[i], cache.v[i], cache.valid
+                )
+                kv.append(new)
+                return out
+
+            h = block.forward(h, mod, attend)
+            h = _materialize(h, finite) if barrier else h
+            new_k.append(kv[0][0])
+            new_v.append(kv[0][1])
+        return self._output(h, c, x), (jnp.stack(new_k), jnp.stack(new_v))

@@ -1,5 +1,10 @@
-"""Conditional generation with a trained Gaussian (3D U-Net) stage: given frames, frame
-prediction and autoregressive extension to clips longer than the stage was trained on.
+"""Conditional generation with a trained stage: given frames, frame prediction and
+autoregressive extension to clips longer than the stage was trained on.
+
+One interface for both families: a stage that can be conditioned implements
+`Stage.sample_given` (Gaussian U-Net stages: replacement and VDM reconstruction guidance; the
+latent DiT: replacement of given latent frames on the flow path) and lists its
+`conditioning_methods`; every other stage is refused with a ConfigError.
 
 Every call samples windows of exactly the stage's trained shape [B, T, H, W, C]; which frames
 are given is a traced boolean mask, so one compilation (per stage, method, step count and
@@ -11,11 +16,19 @@ batch size) serves every window, every mask and every w_r. The math is in
   extend(trained, first, target_frames, overlap=c)
       windows of T frames, each conditioned on the last c frames generated so far, until the
       clip has target_frames = F0 + k (T - c) frames (F0 = first.shape[1]).
+  extend_video(trained, first_video, target, overlap=c)
+      the same from pixel frames: a latent stage encodes them (the VAE's chunked causal path)
+      and decodes the long latent clip chunk by chunk; target and overlap count the stage's
+      output frames (latent frames for the latent DiT).
+
+The frames above are in the stage's output space: pixels for U-Net stages, scaled latents
+[B, t, h, w, c] for the latent DiT.
 """
 
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -23,9 +36,8 @@ import numpy as np
 
 from cascade import video_io
 from cascade.configs import ConfigError
-from cascade.diffusion import conditioning, gaussian
-from cascade.stages.gaussian import GaussianStage
-from cascade.stages.stage import Batch, ShapeMismatchError, merge_model
+from cascade.diffusion import conditioning
+from cascade.stages.stage import Batch, ShapeMismatchError, Stage, merge_model
 from cascade.training import parallel
 from cascade.training.trained import TrainedStage
 
@@ -34,36 +46,29 @@ METHODS = conditioning.METHODS
 
 @functools.partial(jax.jit, static_argnames=("stage", "graphdef", "method", "steps"))
 def _sample_window(params, given, mask, cond, w_r, key, *, stage, graphdef, method, steps):
-    """One window [B,T,H,W,C] with the frames where mask [B,T] is True taken from `given`."""
-    k_cond, k_sample = jax.random.split(key)
-    s = stage.config.sample
-    return conditioning.sample_given(
-        stage.denoiser(merge_model(graphdef, params), cond, k_cond),
-        given,
-        mask[:, :, None, None, None],
-        k_sample,
-        method=method,
-        w_r=w_r,
-        steps=steps,
-        parametrization=stage.config.diffusion.parametrization,
-        sampler=s.sampler,
-        eta=s.eta,
-        gamma=s.gamma,
-        schedule=stage.schedule,
-        clip_x0=s.clip_x0,
-    )
+    """One window [B,T,...] with the frames where mask [B,T] is True taken from `given`."""
+    model = merge_model(graphdef, params)
+    return stage.sample_given(model, key, cond, given, mask, method=method, w_r=w_r, steps=steps)
 
 
-def _gaussian_stage(trained: TrainedStage) -> GaussianStage:
-    if not isinstance(trained.stage, GaussianStage):
+def conditionable_stage(trained: TrainedStage, method: str) -> Stage:
+    """The trained stage, or ConfigError when it cannot sample given frames with `method`
+    (`Stage.conditioning_methods`: Gaussian stages both methods, the latent DiT replacement)."""
+    stage = trained.stage
+    if not stage.conditioning_methods:
         raise ConfigError(
-            f"conditional sampling by replacement / reconstruction guidance needs a Gaussian "
-            f"(3D U-Net) stage; {trained.workdir} holds a {trained.stage.name} stage."
+            f"{trained.workdir} holds a {stage.name} stage, which cannot be conditioned on given "
+            "frames (a keyframes, temporal/spatial SR or latent_dit stage can)."
         )
-    return trained.stage
+    if method not in stage.conditioning_methods:
+        raise ConfigError(
+            f"method={method!r}: a {stage.name} stage samples given frames by "
+            f"{' or '.join(stage.conditioning_methods)} only."
+        )
+    return stage
 
 
-def check_frames(stage: GaussianStage, frames: np.ndarray, what: str) -> None:
+def check_frames(stage: Stage, frames: np.ndarray, what: str) -> None:
     """Refuse frames [B,F,H,W,C] whose resolution or channels differ from the stage's window."""
     _, h, w, c = stage.output_shape
     shape = tuple(np.shape(frames))
@@ -100,7 +105,7 @@ def extension_windows(given_frames: int, target_frames: int, window: int, overla
     return extra // stride
 
 
-def _cond(stage: GaussianStage, batch: int, labels: np.ndarray | None) -> Batch:
+def _cond(stage: Stage, batch: int, labels: np.ndarray | None) -> Batch:
     if stage.input_shape is not None:
         raise ConfigError(
             f"a {stage.name} stage is conditioned on a low-resolution video; frame prediction "
@@ -125,7 +130,7 @@ def _run_window(
     key: jax.Array,
     steps: int | None,
 ) -> np.ndarray:
-    stage = _gaussian_stage(trained)
+    stage = trained.stage
     mesh = trained.sampler.mesh
     inputs = {"given": np.asarray(given, np.float32), "mask": np.asarray(mask, bool), **cond}
     # The batch split over the data-parallel axes when it divides, as `Sampler` does.
@@ -172,8 +177,7 @@ def sample_given_frames(
     the null label: class-unconditional); `cond` replaces {"label": labels} entirely (e.g. a
     super-resolution stage's {"label", "cond"}). steps: sampler steps (default the config's).
     """
-    stage = _gaussian_stage(trained)
-    gaussian.check_choice("method", method, METHODS)
+    stage = conditionable_stage(trained, method)
     window = stage.output_shape
     check_frames(stage, given, "given")
     if np.shape(given)[1] != window[0]:
@@ -205,7 +209,7 @@ def predict_frames(
 ) -> np.ndarray:
     """Frame prediction: first_frames [B,c,H,W,C] given, the stage's other T - c frames
     generated; returns [B,T,H,W,C] whose first c frames are first_frames exactly."""
-    stage = _gaussian_stage(trained)
+    stage = conditionable_stage(trained, method)
     check_frames(stage, first_frames, "first_frames")
     c, window = np.shape(first_frames)[1], stage.output_shape[0]
     if not 1 <= c < window:
@@ -245,8 +249,7 @@ def extend(
     last `overlap` frames so far (given, by `method`), the other T - overlap are appended.
     target_frames must be F0 + k (T - overlap); window i samples with fold_in(key, i).
     """
-    stage = _gaussian_stage(trained)
-    gaussian.check_choice("method", method, METHODS)
+    stage = conditionable_stage(trained, method)
     check_frames(stage, first_clip, "first_clip")
     window = stage.output_shape
     video = np.asarray(first_clip, np.float32)
@@ -270,6 +273,79 @@ def extend(
         )
         video = np.concatenate([video, out[:, overlap:]], axis=1)
     return video
+
+
+def extend_video(
+    trained: TrainedStage,
+    first_video: np.ndarray,
+    target_frames: int,
+    *,
+    overlap: int,
+    key: jax.Array,
+    method: str = "replacement",
+    w_r: float = 0.0,
+    labels: np.ndarray | None = None,
+    steps: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """`extend` from pixel frames, for any conditionable stage: first_video [B,F,H,W,C] in
+    [-1, 1] goes through `Stage.frames_to_outputs` (the latent DiT: F = 1 + 4k frames, encoded
+    with the VAE's chunked causal path), is extended to `target_frames` output frames with
+    `overlap` (both counted in the stage's output frames: latent frames for the DiT), and
+    decoded with `Stage.to_video` (long latents: chunk by chunk, constant memory).
+
+    Returns (video [B, F', H, W, C] in [-1, 1], outputs [B, target_frames, ...])."""
+    stage = conditionable_stage(trained, method)
+    first = stage.frames_to_outputs(np.asarray(first_video, np.float32))
+    outputs = extend(
+        trained,
+        first,
+        target_frames,
+        overlap=overlap,
+        key=key,
+        method=method,
+        w_r=w_r,
+        labels=labels,
+        steps=steps,
+    )
+    return stage.to_video(outputs), outputs
+
+
+VIDEO_SUFFIXES = (".gif", ".mp4", ".npy")
+
+
+def read_condition_video(path: str, frame_shape: tuple[int, int, int]) -> np.ndarray:
+    """Conditioning frames from a file: clips [N, F, H, W, C] in [-1, 1].
+
+    .gif / .mp4 (read with imageio: one clip, uint8 RGB, averaged to grey when C = 1) or .npy
+    ([F,H,W,C] or [N,F,H,W,C]; uint8, or float in [-1, 1]). frame_shape (H, W, C) is what the
+    stage generates; other resolutions raise ShapeMismatchError naming the expected shape."""
+    import imageio.v3 as iio  # only this reader needs it
+
+    suffix = Path(path).suffix.lower()
+    if suffix not in VIDEO_SUFFIXES:
+        raise ConfigError(f"--condition_video={path}: use a {' / '.join(VIDEO_SUFFIXES)} file.")
+    if not Path(path).is_file():
+        raise ConfigError(f"--condition_video={path}: no such file.")
+    if suffix == ".npy":
+        video = np.load(path)
+    else:
+        video = np.asarray(iio.imread(path, index=None))  # [F, H, W, 3 or 4] uint8
+        if video.ndim == 3:  # a one-frame GIF
+            video = video[None]
+        video = video[..., :3]
+        if frame_shape[2] == 1:
+            video = np.round(video.mean(axis=-1, keepdims=True)).astype(np.uint8)
+    video = video[None] if video.ndim == 4 else video
+    h, w, c = frame_shape
+    if video.ndim != 5 or video.shape[2:] != (h, w, c):
+        raise ShapeMismatchError(
+            f"--condition_video={path} has frames of shape {video.shape[2:] if video.ndim == 5 else video.shape} "
+            f"but the stage generates {h}x{w} frames with {c} channel(s): expected "
+            f"[F, {h}, {w}, {c}] or [N, F, {h}, {w}, {c}] (resize the video to {h}x{w})."
+        )
+    if video.dtype == np.uint8:
+        return video.astype(np.float32) / 127.5 - 1.0
+    return np.clip(video.astype(np.float32), -1.0, 1.0)
 
 
 def given_frames_mask(num_frames: int, *, first: int = 0, every: int = 0) -> np.ndarray:

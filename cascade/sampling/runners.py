@@ -18,6 +18,7 @@ import numpy as np
 from cascade import video_io
 from cascade.configs import ConfigError, check_choice
 from cascade.data import pipeline
+from cascade.sampling import conditional
 from cascade.stages import build_stage
 from cascade.stages.latent_dit import FLOW_SAMPLERS
 from cascade.training import parallel
@@ -49,6 +50,22 @@ class Runner(abc.ABC):
     @abc.abstractmethod
     def params(self) -> dict[str, int]:
         """Parameter count per trained network and their "total"."""
+
+    def extend(
+        self,
+        first_frames: np.ndarray,
+        target_frames: int,
+        *,
+        overlap: int,
+        key: jax.Array,
+        method: str,
+        w_r: float = 0.0,
+        labels: np.ndarray | None = None,
+    ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+        """Continue first_frames [B,c,H,W,C] (the first stage's frames) to `target_frames`
+        of the first stage autoregressively (`conditional`), then run the rest of the chain
+        over the long clip; every stage's output and wall seconds, as `sample` returns."""
+        raise ConfigError(f"a {self.config.stage} runner cannot extend videos")
 
     def labels(self, num: int) -> np.ndarray:
         """Labels of the first `num` test clips in stored order (`pipeline.test_clips`): video i
@@ -180,6 +197,56 @@ class CascadeRunner(Runner):
             outputs[name] = prev
         return outputs, seconds
 
+    def extend(self, first_frames, target_frames, *, overlap, key, method, w_r=0.0, labels=None):
+        """Extension at the keyframes stage, then each super-resolution stage window by window
+        over the long clip (`sample_windows`); see `Runner.extend`."""
+        outputs: dict[str, np.ndarray] = {}
+        seconds: dict[str, float] = {}
+        name, keyframes = self.stages[0]
+        start = time.perf_counter()
+        prev = conditional.extend(
+            keyframes,
+            first_frames,
+            target_frames,
+            overlap=overlap,
+            key=jax.random.fold_in(key, 0),
+            method=method,
+            w_r=w_r,
+            labels=labels,
+        )
+        seconds[name], outputs[name] = time.perf_counter() - start, prev
+        if labels is None:
+            labels = np.full((len(prev),), keyframes.stage.null_label, np.int32)
+        for i, (name, trained) in enumerate(self.stages[1:], start=1):
+            start = time.perf_counter()
+            prev = sample_windows(trained, prev, labels, jax.random.fold_in(key, i))
+            seconds[name], outputs[name] = time.perf_counter() - start, prev
+        return outputs, seconds
+
+
+def sample_windows(
+    trained: TrainedStage, long_cond: np.ndarray, labels: np.ndarray, key: jax.Array
+) -> np.ndarray:
+    """A super-resolution stage over a clip longer than its window: long_cond [B, L, h, w, c]
+    cut into L / t consecutive windows of the stage's input frames t, each sampled at the
+    trained shape (window j with fold_in(key, j)) and concatenated: [B, L * T / t, H, W, C].
+    Windows are independent given their input, so a boundary may show a seam."""
+    window = trained.stage.input_shape[0]
+    length = long_cond.shape[1]
+    if length % window:
+        raise ConfigError(
+            f"a clip of {length} frames does not cut into windows of the {trained.stage.name} "
+            f"stage's {window} input frames: choose a target length that is a multiple of {window}."
+        )
+    pieces = [
+        trained.sample(
+            {"label": labels, "cond": long_cond[:, j * window : (j + 1) * window]},
+            jax.random.fold_in(key, j),
+        )
+        for j in range(length // window)
+    ]
+    return np.concatenate(pieces, axis=1)
+
 
 def latents_as_video(latents: np.ndarray) -> np.ndarray:
     """Latents [B,T,h,w,C] as a viewable clip: up to 3 channels, squashed into [-1, 1]."""
@@ -226,6 +293,24 @@ class SingleStageRunner(Runner):
         outputs = {"latent_dit": latents_as_video(latents), "video_vae": videos}
         return outputs, {"latent_dit": mid - start, "vae_decode": end - mid}
 
+    def extend(self, first_frames, target_frames, *, overlap, key, method, w_r=0.0, labels=None):
+        """Pixel first frames [B, 1 + 4k, H, W, C] encoded, extended by replacement of given latent
+        frames to `target_frames` latent frames, decoded chunk by chunk (`conditional.extend_video`);
+        see `Runner.extend`."""
+        start = time.perf_counter()
+        videos, latents = conditional.extend_video(
+            self.dit,
+            first_frames,
+            target_frames,
+            overlap=overlap,
+            key=key,
+            method=method,
+            w_r=w_r,
+            labels=labels,
+        )
+        outputs = {"latent_dit": latents_as_video(latents), "video_vae": videos}
+        return outputs, {"latent_dit+vae": time.perf_counter() - start}
+
 
 def build_runner(config: ml_collections.ConfigDict) -> Runner:
     """The runner a `cascade` or `single_stage` config names."""
@@ -248,3 +333,27 @@ def sample_to_files(
         "including compilation)"
     )
     return path
+
+
+def write_av_samples(
+    trained: TrainedStage, workdir: str | Path, num: int, *, seed: int | None = None
+) -> Path:
+    """`--mode=sample` for the joint audio-video stage (`cascade.stages.av_dit`): the video grid
+    as for any stage, plus one MP4 per sample carrying its generated sound
+    (samples/av_dit_final_<i>.mp4). Returns the samples directory."""
+    stage = trained.stage
+    cond = trained.sampler.test_conditioning(trained.config, num)
+    key = jax.random.key(trained.config.seed if seed is None else seed)
+    outputs = trained.sample(cond, key)
+    videos, audio = stage.to_video(outputs), stage.to_audio(outputs)
+    out = Path(workdir) / "samples"
+    video_io.write_videos(videos, out, f"{stage.name}_final", fps=stage.fps)
+    if jax.process_index() == 0:
+        scale = max(1, 64 // videos.shape[2])
+        for i, (video, track) in enumerate(zip(videos, audio, strict=True)):
+            path = out / f"{stage.name}_final_{i}.mp4"
+            video_io.write_mp4(
+                path, video, fps=stage.fps, scale=scale, audio=track, sample_rate=stage.sample_rate
+            )
+    print(f"Wrote {len(videos)} clips with sound ({audio.shape[1]} samples each) to {out}")
+    return out

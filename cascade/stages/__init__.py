@@ -10,6 +10,9 @@ it needs from a trained model (the latent DiT's frozen VAE) is built outside and
   super_resolution.py  temporal and spatial super-resolution, conditioned on a video
   video_vae.py         the causal video VAE (reconstruction + KL)
   latent_dit.py        flow matching on the VAE's latents
+  causal_dit.py        the causal latent DiT (per-frame noise, rollout): a latent_dit config
+                       with a `causal` section
+  av_dit.py            joint audio-video flow matching (pixels + log-mels, one DiT)
 """
 
 from __future__ import annotations
@@ -21,7 +24,14 @@ import ml_collections
 from cascade.configs import check_choice
 from cascade.stages.stage import Stage
 
-TRAINABLE_STAGES = ("keyframes", "temporal_sr", "spatial_sr", "video_vae", "latent_dit")
+TRAINABLE_STAGES = (
+    "keyframes",
+    "temporal_sr",
+    "spatial_sr",
+    "video_vae",
+    "latent_dit",
+    "av_dit",
+)
 
 
 def build_stage(config: ml_collections.ConfigDict, *, vae: Any = None) -> Stage:
@@ -43,6 +53,14 @@ def build_stage(config: ml_collections.ConfigDict, *, vae: Any = None) -> Stage:
         from cascade.stages.video_vae import VideoVAEStage
 
         return VideoVAEStage(config)
+    if config.stage == "av_dit":
+        from cascade.stages.av_dit import AVDiTStage
+
+        return AVDiTStage(config)
+    if "causal" in config:
+        from cascade.stages.causal_dit import CausalDiTStage
+
+        return CausalDiTStage(config, vae=vae)
     from cascade.stages.latent_dit import LatentDiTStage
 
     return LatentDiTStage(config, vae=vae)

@@ -17,6 +17,7 @@ import ml_collections
 from flax import nnx
 
 from cascade.configs import ConfigError, build_dataclass, check_choice
+from cascade.diffusion import conditioning as given_frames  # `conditioning` is a hook here
 from cascade.diffusion import distill, gaussian, guidance, samplers, schedules
 from cascade.models.unet3d import UNet3D, UNetConfig
 from cascade.stages.stage import Batch, Stage
@@ -189,5 +190,28 @@ class GaussianStage(Stage, abc.ABC):
             gamma=s.gamma,
             schedule=self.schedule,
             parametrization=self.config.diffusion.parametrization,
+            clip_x0=s.clip_x0,
+        )
+
+    conditioning_methods = given_frames.METHODS
+
+    def sample_given(self, model, key, cond, given, mask, *, method, w_r, steps):
+        """Replacement or VDM reconstruction guidance (`cascade.diffusion.conditioning.sample_given`) with the
+        stage's sampler; see `Stage.sample_given`."""
+        s = self.config.sample
+        k_cond, k_sample = jax.random.split(key)
+        return given_frames.sample_given(
+            self.denoiser(model, cond, k_cond),
+            given,
+            mask[:, :, None, None, None],
+            k_sample,
+            method=method,
+            w_r=w_r,
+            steps=steps,
+            parametrization=self.config.diffusion.parametrization,
+            sampler=s.sampler,
+            eta=s.eta,
+            gamma=s.gamma,
+            schedule=self.schedule,
             clip_x0=s.clip_x0,
         )

@@ -19,7 +19,7 @@ from flax import nnx
 
 from cascade.configs import ConfigError, build_dataclass, check_choice
 from cascade.data import views
-from cascade.diffusion import distill, flow, guidance
+from cascade.diffusion import conditioning, distill, flow, guidance
 from cascade.models.dit import DiTConfig, LatentDiT
 from cascade.stages.stage import Batch, Shape, Stage
 
@@ -34,6 +34,8 @@ class FrozenVAELike(Protocol):
     def latent_shape(self, pixel_shape: Shape) -> Shape: ...
     def encode(self, video: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray: ...
     def decode(self, latents: np.ndarray) -> np.ndarray: ...
+    def encode_long(self, video: np.ndarray) -> np.ndarray: ...
+    def decode_long(self, latents: np.ndarray) -> np.ndarray: ...
 
 
 class LatentDiTStage(Stage):
@@ -88,8 +90,16 @@ class LatentDiTStage(Stage):
         return {"vae.latent_scale": float(self.vae.latent_scale)} if self.vae is not None else {}
 
     def to_video(self, latents: np.ndarray) -> np.ndarray:
-        """Decode generated latents [B, *output_shape] to clips [B, *pixel_shape] in [-1, 1]."""
+        """Decode generated latents [B, *output_shape] to clips [B, *pixel_shape] in [-1, 1];
+        latents longer than the window (an extension) through the VAE's chunked path."""
+        if latents.shape[1] > self.output_shape[0]:
+            return self.vae.decode_long(latents)
         return self.vae.decode(latents)
+
+    def frames_to_outputs(self, video: np.ndarray) -> np.ndarray:
+        """Scaled posterior-mean latents of clips [B, 1 + 4k, H, W, C] (chunked, any length):
+        by causality latent frame j depends only on the frames up to it."""
+        return self.vae.encode_long(video)
 
     # -- network and objective ---------------------------------------------------------------------
     def build_model(self, rngs: nnx.Rngs) -> nnx.Module:
@@ -162,3 +172,20 @@ class LatentDiTStage(Stage):
         solver = flow.euler_sample if s.sampler == "euler" else flow.heun_sample
         shape = (cond["label"].shape[0], *self.output_shape)
         return solver(self.velocity_fn(model, cond), shape, key, steps or s.steps, s.shift)
+
+    conditioning_methods = conditioning.FLOW_METHODS
+
+    def sample_given(self, model, key, cond, given, mask, *, method, w_r, steps):
+        """Replacement of the given latent frames on the flow path
+        (`conditioning.flow_sample_given`); see `Stage.sample_given`. w_r is unused."""
+        del method, w_r  # one method (conditional.py refuses others, naming this stage's)
+        s = self.config.sample
+        return conditioning.flow_sample_given(
+            self.velocity_fn(model, cond),
+            given,
+            mask[:, :, None, None, None],
+            key,
+            steps=steps,
+            shift=s.shift,
+            sampler=s.sampler,
+        )

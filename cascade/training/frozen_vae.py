@@ -31,6 +31,8 @@ class FrozenVAE:
     `decode` is its inverse (up to the VAE's reconstruction error), clipped to [-1, 1].
     """
 
+    LATENTS_PER_CHUNK = 2  # latent frames per chunk of `encode_long` / `decode_long`
+
     def __init__(
         self,
         graphdef: Any,
@@ -52,6 +54,14 @@ class FrozenVAE:
         self.params = jax.device_put(parallel.to_host(params), jax.local_devices()[0])
         self._encode = jax.jit(lambda p, x: merge_model(graphdef, p).encode(x))
         self._decode = jax.jit(lambda p, z: merge_model(graphdef, p).decode(z))
+        # Long clips (extensions): the causal chunked path, activation memory of one chunk.
+        per_chunk = self.LATENTS_PER_CHUNK
+        self._encode_long = jax.jit(
+            lambda p, x: merge_model(graphdef, p).encode_chunked(x, per_chunk)[0]
+        )
+        self._decode_long = jax.jit(
+            lambda p, z: merge_model(graphdef, p).decode_chunked(z, per_chunk)
+        )
         self._moment_cache: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
         self.latent_scale = float(latent_scale)
 
@@ -132,4 +142,18 @@ class FrozenVAE:
     def decode(self, latents: np.ndarray) -> np.ndarray:
         """Clips [B, T, H, W, C] in [-1, 1] from scaled latents [B, t, h, w, c]."""
         video = self._decode(self.params, jnp.asarray(latents) / self.latent_scale)
+        return np.clip(np.asarray(video, np.float32), -1.0, 1.0)
+
+    def encode_long(self, video: np.ndarray) -> np.ndarray:
+        """Scaled posterior-mean latents [B, 1 + k, h, w, c] of clips [B, 1 + tf k, H, W, C] of
+        any length, encoded chunk by chunk with cached causal context (`encode_chunked`):
+        memory constant in the clip's length, the same latents as one pass to float tolerance."""
+        self.latent_shape(np.shape(video)[1:])  # ConfigError unless 1 + tf k frames, sizes divide
+        mean = self._encode_long(self.params, jnp.asarray(video, jnp.float32))
+        return (np.asarray(mean) * self.latent_scale).astype(np.float32)
+
+    def decode_long(self, latents: np.ndarray) -> np.ndarray:
+        """Clips [B, 1 + tf k, H, W, C] in [-1, 1] from scaled latents [B, 1 + k, h, w, c] of any
+        length, decoded chunk by chunk (`decode_chunked`); equals `decode` to float tolerance."""
+        video = self._decode_long(self.params, jnp.asarray(latents) / self.latent_scale)
         return np.clip(np.asarray(video, np.float32), -1.0, 1.0)

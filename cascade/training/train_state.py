@@ -25,7 +25,9 @@ from cascade.stages.stage import Batch, Stage, merge_model
 TrainState = dict[str, Any]
 
 
-def make_optimizer(train: ml_collections.ConfigDict) -> optax.GradientTransformation:
+def learning_rate_schedule(train: ml_collections.ConfigDict) -> optax.Schedule:
+    """step -> learning rate of `config.train` (linear warmup, then constant or cosine decay);
+    the optimizer uses it and the trainer logs it."""
     check_choice(train.lr_schedule, ("constant", "cosine"), "train.lr_schedule")
     warmup = max(int(train.warmup_steps), 0)
     if train.lr_schedule == "cosine":
@@ -40,6 +42,11 @@ def make_optimizer(train: ml_collections.ConfigDict) -> optax.GradientTransforma
             ],
             [max(warmup, 1)],
         )
+    return lr
+
+
+def make_optimizer(train: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    lr = learning_rate_schedule(train)
     parts = []
     if train.grad_clip > 0:
         parts.append(optax.clip_by_global_norm(train.grad_clip))

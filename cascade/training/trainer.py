@@ -29,7 +29,13 @@ from cascade.training import parallel
 from cascade.training.checkpoints import Checkpointer
 from cascade.training.metrics_log import MetricsLog
 from cascade.training.sampler import Sampler
-from cascade.training.train_state import TrainState, init_state, make_optimizer, make_train_step
+from cascade.training.train_state import (
+    TrainState,
+    init_state,
+    learning_rate_schedule,
+    make_optimizer,
+    make_train_step,
+)
 from cascade.training.trained import build_stage_from_config
 
 
@@ -47,6 +53,9 @@ def nonfinite_cause(metrics: dict[str, Any]) -> str:
 
 
 _FLAGS = ("finite", "loss_finite", "grad_finite", "update_finite")  # not logged as scalars
+# Trainer.time_spent's keys: the first step (compilation + first batch), waiting for input
+# batches, the other steps, checkpoint writes, sample videos.
+TIME_SPENT = ("first_step_with_compile", "input_pipeline", "train_steps", "checkpoints", "samples")
 
 _PLURAL = {"loss": "losses", "gradient": "gradients", "update": "updates"}
 _ADVICE = {
@@ -72,6 +81,7 @@ class Trainer:
     def __init__(self, config: ml_collections.ConfigDict, workdir: str | Path, devices=None):
         self.config = config
         self.workdir = Path(workdir).expanduser()
+        self.time_spent = dict.fromkeys(TIME_SPENT, 0.0)  # filled by train()
         self.stage = build_stage_from_config(config)
         self.mesh = parallel.make_mesh(config.mesh, devices)
         t = config.train
@@ -183,12 +193,24 @@ class Trainer:
             dynamic_ncols=True,
         )
         tick = time.perf_counter()
+        # Where this run's wall time went (seconds); `time_spent` keeps it for callers such as
+        # the quickstart's closing summary. The first step holds the compilation.
+        spent = self.time_spent = dict.fromkeys(TIME_SPENT, 0.0)
         try:
             batches = self.batches(start)
             for step in range(start, end):
+                clock = time.perf_counter()
                 self.before_step(step, state)
-                state, metrics = self.train_step(state, next(batches))
+                batch = next(batches)
+                waited = time.perf_counter() - clock
+                state, metrics = self.train_step(state, batch)
                 metrics = jax.device_get(metrics)
+                ran = time.perf_counter() - clock - waited
+                if step == start:
+                    spent["first_step_with_compile"] += waited + ran
+                else:
+                    spent["input_pipeline"] += waited
+                    spent["train_steps"] += ran
                 done = step + 1
                 if not bool(metrics["finite"]):
                     bad_in_a_row += 1
@@ -213,16 +235,24 @@ class Trainer:
                     now = time.perf_counter()
                     scalars = {k: float(v) for k, v in metrics.items() if k not in _FLAGS}
                     scalars["steps_per_s"] = t.log_every / max(now - tick, 1e-9)
+                    # The rate this step's update used (the schedule counts from step 0).
+                    scalars["learning_rate"] = float(learning_rate_schedule(t)(step))
                     tick = now
                     writer.scalars(scalars, done)
                     bar.set_postfix(loss=f"{scalars['loss']:.4f}")
+                clock = time.perf_counter()
                 if done % t.checkpoint_every == 0 or done == t.steps:
                     self.save(state, done)
                     last_saved = done
+                spent["checkpoints"] += time.perf_counter() - clock
+                clock = time.perf_counter()
                 if t.sample_every and done % t.sample_every == 0 and done < t.steps:
                     self.write_samples(state, done, writer)
+                spent["samples"] += time.perf_counter() - clock
+            clock = time.perf_counter()
             if end == t.steps and t.num_samples > 0:
                 self.write_samples(state, end, writer)
+            spent["samples"] += time.perf_counter() - clock
         finally:
             bar.close()
             try:
@@ -239,4 +269,5 @@ class Trainer:
         out = self.workdir / "samples"
         path = video_io.write_videos(videos, out, f"step_{step:07d}")
         writer.video_grid("samples", videos, step)
+        writer.video("samples_video", videos, step)
         return path

@@ -8,6 +8,9 @@ sized data sets never share a directory.
     builder = make_builder("moving_digits", data_dir, clips_config(64, 16, 8, 32))
     prepare(builder)                                   # builds if not yet built
     ds = builder.as_data_source("train")               # random access by index
+
+`bouncing_shapes` also comes with sound (`make_builder(..., sound=True)`, registered as
+`bouncing_shapes_sound`): the same clips plus a synchronized impact track.
 """
 
 from __future__ import annotations
@@ -18,18 +21,25 @@ import tensorflow_datasets as tfds
 
 from cascade.data.builders.base import PRESETS, ClipsConfig, config_name, prepare
 from cascade.data.builders.bouncing_shapes import BouncingShapes
+from cascade.data.builders.bouncing_shapes_sound import BouncingShapesSound
 from cascade.data.builders.moving_digits import MovingDigits
 
 EMBEDDED_BUILDERS: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {
     "moving_digits": MovingDigits,
     "bouncing_shapes": BouncingShapes,
 }
+# Embedded sets that also exist with a synchronized sound track (data.sound=True).
+SOUND_BUILDERS: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {
+    "bouncing_shapes": BouncingShapesSound,
+}
 
 __all__ = [
     "EMBEDDED_BUILDERS",
     "BouncingShapes",
+    "BouncingShapesSound",
     "ClipsConfig",
     "MovingDigits",
+    "SOUND_BUILDERS",
     "clips_config",
     "make_builder",
     "prepare",
@@ -64,13 +74,21 @@ def clips_config(
 
 
 def make_builder(
-    name: str, data_dir: str | os.PathLike, config: ClipsConfig | str = "default"
+    name: str,
+    data_dir: str | os.PathLike,
+    config: ClipsConfig | str = "default",
+    *,
+    sound: bool = False,
 ) -> tfds.core.GeneratorBasedBuilder:
     """The builder `name` ('moving_digits' | 'bouncing_shapes') in `data_dir`.
 
     Args:
       config: a preset name or a `ClipsConfig` (e.g. from `clips_config`).
+      sound: the variant with a synchronized sound track (names in SOUND_BUILDERS).
     """
     if name not in EMBEDDED_BUILDERS:
         raise ValueError(f"Unknown embedded data set {name!r}; known: {sorted(EMBEDDED_BUILDERS)}.")
-    return EMBEDDED_BUILDERS[name](data_dir=os.fspath(data_dir), config=config)
+    if sound and name not in SOUND_BUILDERS:
+        raise ValueError(f"{name!r} has no sound; data sets with sound: {sorted(SOUND_BUILDERS)}.")
+    cls = SOUND_BUILDERS[name] if sound else EMBEDDED_BUILDERS[name]
+    return cls(data_dir=os.fspath(data_dir), config=config)

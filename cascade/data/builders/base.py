@@ -108,6 +108,14 @@ class ProceduralVideoBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=
         # not a dependency here; the source file is all it needs (checksums lookup).
         return epath.Path(inspect.getfile(cls))
 
+    def _log_download_bytes(self) -> None:
+        # TFDS's own line says "Downloading and preparing dataset ... (download: Unknown
+        # size ...)", which is false here: these clips are rendered locally from code.
+        print(f"Building {self.name} locally (rendered from code, nothing is downloaded) ...")
+
+    def _log_download_done(self) -> None:
+        print(f"Built {self.name} in {self.data_dir}; later runs reuse it.")
+
     def _features(self, cfg: ClipsConfig) -> dict[str, Any]:
         raise NotImplementedError
 

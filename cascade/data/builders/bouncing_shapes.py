@@ -99,11 +99,21 @@ def step_axis_walls(x: np.ndarray, vx: np.ndarray, lo: float, hi: float, e: floa
     return x, vx
 
 
-def step_axis_gravity(y: np.ndarray, vy: np.ndarray, floor: float, g: float, e: float):
+def step_axis_gravity(
+    y: np.ndarray,
+    vy: np.ndarray,
+    floor: float,
+    g: float,
+    e: float,
+    impacts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None,
+):
     """One frame of ballistic motion above a floor, with exact bounce times.
 
     Handles several bounces within a frame; an object whose bounces become
     too small to resolve comes to rest on the floor (y = floor, vy = 0).
+    `impacts`, if given, receives one (hit, time within the frame, speed at the hit)
+    triple of arrays shaped like y per resolved bounce (the sound builder's events);
+    recording them changes nothing in the motion.
     """
     rem = np.ones_like(y)
     for _ in range(4):
@@ -113,6 +123,8 @@ def step_axis_gravity(y: np.ndarray, vy: np.ndarray, floor: float, g: float, e: 
         disc = np.maximum(vy**2 + 2.0 * g * (floor - y), 0.0)
         tau = np.clip((-vy + np.sqrt(disc)) / g, 0.0, rem)
         v_hit = vy + g * tau
+        if impacts is not None:
+            impacts.append((hit, 1.0 - rem + tau, v_hit))
         y = np.where(hit, floor, y_end)
         vy = np.where(hit, -e * v_hit, vy + g * rem)
         rem = np.where(hit, rem - tau, 0.0)
@@ -200,34 +212,58 @@ def sample_initial(rng: np.random.Generator, resolution: int) -> dict[str, np.nd
     return {"n": n, "shape": shape, "color": color, "y0": y0, "x0": x0, "vy0": vy0, "vx0": vx0}
 
 
-def render_chunk(rngs: list[np.random.Generator], frames: int, resolution: int) -> list[dict]:
-    """Simulates a chunk of clips together (vectorized physics), renders each."""
+def simulate_chunk(
+    rngs: list[np.random.Generator], frames: int, resolution: int
+) -> tuple[list[dict[str, np.ndarray]], np.ndarray, np.ndarray]:
+    """Initial states of a chunk of clips (one Generator each) and their trajectories,
+    simulated together: (initial states, position and velocity float64 [B, K, T, 2])."""
     init = [sample_initial(rng, resolution) for rng in rngs]
     stack = {k: np.stack([i[k] for i in init]) for k in ("y0", "x0", "vy0", "vx0")}
     pos, vel = simulate(stack["y0"], stack["x0"], stack["vy0"], stack["vx0"], frames, resolution)
-    occluder = occluder_box(resolution)
-    out = []
-    for b, ini in enumerate(init):
-        present = ini["shape"] >= 0
-        p = (pos[b] * present[:, None, None]).transpose(1, 0, 2).astype(np.float32)
-        v = (vel[b] * present[:, None, None]).transpose(1, 0, 2).astype(np.float32)
-        video, visible = render(p, ini["shape"], ini["color"], resolution)
-        out.append(
-            {
-                "video": video,
-                "label": np.int64(ini["shape"][0]),
-                "states": {
-                    "position": p,
-                    "velocity": v,
-                    "visible": visible & present[None, :],
-                    "present": present,
-                    "shape": ini["shape"],
-                    "color": ini["color"],
-                    "occluder": occluder,
-                },
-            }
-        )
-    return out
+    return init, pos, vel
+
+
+def clip_features(
+    ini: dict[str, np.ndarray], pos: np.ndarray, vel: np.ndarray, resolution: int
+) -> dict[str, Any]:
+    """The stored features of one simulated clip (pos, vel float64 [K, T, 2]): renders it."""
+    present = ini["shape"] >= 0
+    p = (pos * present[:, None, None]).transpose(1, 0, 2).astype(np.float32)
+    v = (vel * present[:, None, None]).transpose(1, 0, 2).astype(np.float32)
+    video, visible = render(p, ini["shape"], ini["color"], resolution)
+    return {
+        "video": video,
+        "label": np.int64(ini["shape"][0]),
+        "states": {
+            "position": p,
+            "velocity": v,
+            "visible": visible & present[None, :],
+            "present": present,
+            "shape": ini["shape"],
+            "color": ini["color"],
+            "occluder": occluder_box(resolution),
+        },
+    }
+
+
+def render_chunk(rngs: list[np.random.Generator], frames: int, resolution: int) -> list[dict]:
+    """Simulates a chunk of clips together (vectorized physics), renders each."""
+    init, pos, vel = simulate_chunk(rngs, frames, resolution)
+    return [clip_features(ini, pos[b], vel[b], resolution) for b, ini in enumerate(init)]
+
+
+def state_features(frames: int) -> dict[str, tfds.features.Tensor]:
+    """TFDS features of `states` (see the module docstring) for clips of `frames` frames."""
+    t, k = frames, MAX_OBJECTS
+    return {
+        "position": tfds.features.Tensor(shape=(t, k, 2), dtype=np.float32),
+        "velocity": tfds.features.Tensor(shape=(t, k, 2), dtype=np.float32),
+        "visible": tfds.features.Tensor(shape=(t, k), dtype=np.bool_),
+        "present": tfds.features.Tensor(shape=(k,), dtype=np.bool_),
+        "shape": tfds.features.Tensor(shape=(k,), dtype=np.int64),
+        "color": tfds.features.Tensor(shape=(k,), dtype=np.int64),
+        "occluder": tfds.features.Tensor(shape=(4,), dtype=np.float32),
+    }
 
 
 class BouncingShapes(ProceduralVideoBuilder):
@@ -239,21 +275,11 @@ class BouncingShapes(ProceduralVideoBuilder):
     MIN_RESOLUTION = 16
 
     def _features(self, cfg: ClipsConfig) -> dict[str, Any]:
-        t, r, k = int(cfg.frames), int(cfg.resolution), MAX_OBJECTS
+        t, r = int(cfg.frames), int(cfg.resolution)
         return {
             "video": video_feature(t, r, 3),
             "label": tfds.features.ClassLabel(names=list(SHAPES)),
-            "states": tfds.features.FeaturesDict(
-                {
-                    "position": tfds.features.Tensor(shape=(t, k, 2), dtype=np.float32),
-                    "velocity": tfds.features.Tensor(shape=(t, k, 2), dtype=np.float32),
-                    "visible": tfds.features.Tensor(shape=(t, k), dtype=np.bool_),
-                    "present": tfds.features.Tensor(shape=(k,), dtype=np.bool_),
-                    "shape": tfds.features.Tensor(shape=(k,), dtype=np.int64),
-                    "color": tfds.features.Tensor(shape=(k,), dtype=np.int64),
-                    "occluder": tfds.features.Tensor(shape=(4,), dtype=np.float32),
-                }
-            ),
+            "states": tfds.features.FeaturesDict(state_features(t)),
         }
 
     def _render_chunk(

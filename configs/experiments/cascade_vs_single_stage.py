@@ -1,0 +1,77 @@
+"""The cascade against the single stage at matched training FLOPs
+(`experiments/cascade_vs_single_stage.py`).
+
+    python -m experiments.cascade_vs_single_stage \
+        --config=configs/experiments/cascade_vs_single_stage.py:cpu --config.seeds=3
+
+Presets:
+  tiny         the whole pipeline in minutes (tests); numbers meaningless
+  cpu          this project's 2-core machine (the stages' `quick` presets, about an hour a seed)
+  accelerator  one GPU/TPU: longer training, more videos
+
+Every stage is a stage preset (`configs/<stage>.py:<stage_preset>`) on the data below; the
+cascade's stages train for their preset steps x `steps_scale`, the VAE and DiT for as many
+steps (in their preset ratio) as match the cascade's training FLOPs. Each seed trains all
+five stages anew.
+"""
+
+import ml_collections
+
+from cascade import configs
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    return configs.apply_preset(
+        _config(), arg, PRESETS, file="configs/experiments/cascade_vs_single_stage.py"
+    )
+
+
+def _config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.experiment = "cascade_vs_single_stage"
+    c.stage_preset = "quick"  # preset of every stage (configs/<stage>.py:<preset>)
+    c.seeds = 3  # each seed trains the five stages anew
+    c.out = "experiments/results/cascade_vs_single_stage/cpu"
+    c.data_dir = "results/data"
+    c.workdirs = "results/workdirs"
+    c.data = ml_collections.ConfigDict(
+        {"num_train": 512, "num_test": 160, "frames": 17, "resolution": 32}
+    )
+    c.steps_scale = 1.0  # multiplies the cascade stages' preset steps
+    c.guidance_scale = 0.0  # classifier-free guidance w of the keyframe stage and of the DiT
+    # Generated videos per pipeline and seed (FVD pools them over seeds), real test clips of
+    # the FVD reference; seeds x videos_per_seed and real_videos must fit in num_test.
+    c.videos_per_seed = 43
+    c.real_videos = 128
+    c.fvd = True
+    c.bootstrap = ml_collections.ConfigDict(
+        {"samples": 1000, "fvd_samples": 100, "confidence": 0.95}
+    )
+    return c
+
+
+def _cpu(c):
+    pass  # the defaults above are the cpu preset
+
+
+def _tiny(c):
+    c.stage_preset = "tiny"
+    c.seeds = 2
+    c.out = "results/cascade_vs_single_stage/tiny"
+    c.data.update(num_train=16, num_test=8, frames=17, resolution=16)
+    c.steps_scale = 0.5
+    c.videos_per_seed = 2
+    c.real_videos = 4
+    c.bootstrap.update(samples=50, fvd_samples=10)
+
+
+def _accelerator(c):
+    c.seeds = 5
+    c.out = "experiments/results/cascade_vs_single_stage/accelerator"
+    c.data.update(num_train=4096, num_test=1024)
+    c.steps_scale = 10.0
+    c.videos_per_seed = 128
+    c.real_videos = 512
+
+
+PRESETS = {"default": _cpu, "cpu": _cpu, "tiny": _tiny, "accelerator": _accelerator}
