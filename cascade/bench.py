@@ -71,10 +71,8 @@ def bench_config(
 ) -> list[dict[str, Any]]:
     """Benchmark records for a stage config: its train step, the stage's extra kernels, and
     its sampling loop at `sample_steps` (0: the config's; -1: none)."""
-    if config.stage == "latent_dit":  # the DiT alone: no trained VAE needed to time it
-        from cascade.stages.latent_dit import LatentDiTStage
-
-        stage = LatentDiTStage(config, latent_shape=tuple(config.bench.latent_shape))
+    if config.stage == "latent_dit":  # the DiT alone (causal or not): no trained VAE needed
+        stage = build_stage(config, latent_shape=tuple(config.bench.latent_shape))
     else:
         stage = build_stage(config)
     mesh = parallel.make_mesh(config.mesh)

@@ -9,4 +9,7 @@ swapped take them as keyword-only arguments.
   guidance.py   classifier-free guidance and VDM reconstruction guidance
   flow.py       rectified-flow / flow-matching interpolation, time sampling, ODE solvers
   distill.py    progressive-distillation targets, losses and round arithmetic
+  conditioning.py  VDM conditional sampling: replacement and reconstruction guidance
+                (Gaussian), replacement of given latent frames (flow)
+  rollout.py    chunk-by-chunk flow sampling of a block-causal DiT with a KV cache
 """

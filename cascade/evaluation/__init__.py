@@ -11,6 +11,9 @@ Layer: imports training, sampling and everything below; never the entry points.
   benchmarking.py       timing helpers (median seconds, compiled FLOPs, peak matmul)
   evaluate.py           `--mode=evaluate` for a stage or a runner
   continuation.py       `--condition=frames`: continue test clips, files and per-offset PSNR/SSIM
+  continuation_cascade.py  the same for configs/cascade.py (keyframes extended, SR by window)
+  continuation_quality.py  content metrics over an extended clip and FVD of its windows
+  physics_scoring.py    per-clip scoring of tracked objects (step 3 of physics.physics_metrics)
   fvd_sanity.py         an entry point: FVD against known distortions
   i3d_bench.py          an entry point: I3D feature speed against an earlier revision
   av_sync_validation.py an entry point: the sync metric on real, shifted and shuffled sound

@@ -34,11 +34,14 @@ TRAINABLE_STAGES = (
 )
 
 
-def build_stage(config: ml_collections.ConfigDict, *, vae: Any = None) -> Stage:
+def build_stage(
+    config: ml_collections.ConfigDict, *, vae: Any = None, latent_shape: Any = None
+) -> Stage:
     """The Stage object named by `config.stage` (imports only the one it needs).
 
     `vae`: the latent DiT's frozen VAE (`cascade.training.frozen_vae.FrozenVAE`); callers that
     hold only a config use `cascade.training.trained.build_stage_from_config`, which loads it.
+    `latent_shape` (a DiT stage without a VAE, as the benchmark builds it): its latent shape.
     """
     check_choice(config.stage, TRAINABLE_STAGES, "stage")
     if config.stage == "keyframes":
@@ -60,7 +63,7 @@ def build_stage(config: ml_collections.ConfigDict, *, vae: Any = None) -> Stage:
     if "causal" in config:
         from cascade.stages.causal_dit import CausalDiTStage
 
-        return CausalDiTStage(config, vae=vae)
+        return CausalDiTStage(config, vae=vae, latent_shape=latent_shape)
     from cascade.stages.latent_dit import LatentDiTStage
 
-    return LatentDiTStage(config, vae=vae)
+    return LatentDiTStage(config, vae=vae, latent_shape=latent_shape)
