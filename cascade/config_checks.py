@@ -248,6 +248,10 @@ def check_av_dit(config: ml_collections.ConfigDict) -> None:
     _num(a.center, "audio.center")
     positive(a, "scale", "audio")
     at_least(a, "griffin_lim_iters", 1, "audio")
+    # cascade.stages.av_dit.AV_MODES (not imported: checks run before jax is loaded)
+    check_choice(config.av.mode, ("joint", "video_then_audio", "audio_then_video"), "av.mode")
+    positive(config.av, "clean_prob", "av")  # 0 or 1 would never train one of the two stages
+    in_range(config.av, "clean_prob", 0.0, 1.0, "av", high_open=True)
 
 
 def check_runner(config: ml_collections.ConfigDict) -> None:

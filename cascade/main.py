@@ -25,6 +25,7 @@ from cascade import cli  # noqa: E402
 
 if TYPE_CHECKING:
     from cascade.evaluation.continuation import Request, RunnerRequest
+    from cascade.evaluation.continuation_latent import LatentRequest
 
 FLAGS = cli.new_flags()
 cli.define_config(
@@ -59,14 +60,16 @@ flags.DEFINE_enum(
     "none: sample from noise. frames: give the first --given_frames frames of each test clip "
     "and generate the rest (to --target_frames, autoregressively past the stage's window); "
     "writes samples/<stage>_continuation* and PSNR/SSIM per frame offset. A keyframe stage, "
-    "or the cascade (configs/cascade.py: keyframes extended, then SR window by window).",
+    "the cascade (configs/cascade.py: keyframes extended, then SR window by window), a latent "
+    "DiT (configs/latent_dit.py) or the single-stage runner (configs/single_stage.py).",
     flag_values=FLAGS,
 )
 flags.DEFINE_enum(
     "method",
     "reconstruction",
     ["replacement", "reconstruction"],
-    "With --condition=frames: replacement (noised given frames) or VDM reconstruction guidance.",
+    "With --condition=frames: replacement (noised given frames) or VDM reconstruction guidance "
+    "(the default for U-Net stages; a latent DiT has replacement only, its default).",
     flag_values=FLAGS,
 )
 flags.DEFINE_float(
@@ -79,7 +82,8 @@ flags.DEFINE_integer(
     "given_frames",
     None,
     "With --condition=frames: the first c frames of each test clip are given (default: half "
-    "the stage's window).",
+    "the stage's window). For a latent DiT, --given_frames/--target_frames/--overlap count "
+    "video frames and must each be 1 + 4k (the causal VAE's 1 + k latent frames).",
     flag_values=FLAGS,
 )
 flags.DEFINE_integer(
@@ -101,7 +105,7 @@ flags.DEFINE_string(
     None,
     "With --condition=frames: take the given frames (and the true continuation, if longer) "
     "from this .gif / .mp4 / .npy file instead of the test split; its frames must have the "
-    "keyframe stage's resolution and channels.",
+    "generated frames' resolution and channels (a latent DiT: its view's, not the latents').",
     flag_values=FLAGS,
 )
 CONDITION_FLAGS = ("method", "w_r", "given_frames", "target_frames", "overlap", "condition_video")
@@ -117,11 +121,6 @@ def refuse_mode(config, mode: str) -> None:
             "each stage with its own config (configs/keyframes.py, configs/temporal_sr.py, ...), "
             "then use --mode=sample or --mode=evaluate."
         )
-    if config.stage == "av_dit" and mode == "evaluate":
-        raise ConfigError(
-            "--mode=evaluate is not built for the av_dit stage yet (the joint-vs-two-stage "
-            "evaluation with the sync metric is open work); use --mode=sample."
-        )
     if config.stage == "distill":
         raise ConfigError(
             "configs/distill.py runs through its own entry point: python -m cascade.distillation "
@@ -134,14 +133,16 @@ def run(
     workdir: str,
     mode: str,
     num_samples: int | None = None,
-    continuation: Request | RunnerRequest | None = None,
+    continuation: Request | RunnerRequest | LatentRequest | None = None,
     condition_video: str | None = None,
 ):
     """Dispatch on config.stage and mode; returns what the mode produced (state, paths, metrics).
 
-    continuation: a `cascade.evaluation.continuation.Request` (--condition=frames; for a
-    runner config a `RunnerRequest`, checked once the runner is built): sample and evaluate
-    both continue test clips (or the clips of `condition_video`) and score them."""
+    continuation: a `cascade.evaluation.continuation.Request` (--condition=frames; for the
+    cascade a `RunnerRequest`, checked once the runner is built; for a latent_dit stage or the
+    single-stage runner a `continuation_latent.LatentRequest`, checked once the DiT and its VAE
+    are loaded): sample and evaluate both continue test clips (or the clips of
+    `condition_video`) and score them; evaluate adds the quality metrics."""
     from cascade.training import parallel
 
     refuse_mode(config, mode)
@@ -150,6 +151,17 @@ def run(
         from cascade.sampling.runners import build_runner
 
         runner = build_runner(config)
+        if continuation is not None and config.stage == "single_stage":  # the latent DiT's
+            from cascade.evaluation.continuation_latent import write_runner_latent_continuations
+
+            return write_runner_latent_continuations(
+                runner,
+                workdir,
+                continuation,
+                num_samples or config.num_samples,
+                video_path=condition_video,
+                quality=mode == "evaluate",
+            )
         if continuation is not None:  # a runner's request is checked against its first stage
             from cascade.evaluation.continuation_cascade import write_runner_continuations
 
@@ -160,6 +172,7 @@ def run(
                 request,
                 num_samples or config.num_samples,
                 video_path=condition_video,
+                quality=mode == "evaluate",
             )
         if mode == "sample":
             return runner.write(workdir, num_samples)
@@ -173,6 +186,18 @@ def run(
     from cascade.training.trained import load_trained
 
     trained = load_trained(workdir, config)
+    if continuation is not None and config.stage == "latent_dit":  # counts in video frames
+        from cascade.evaluation.continuation_latent import write_latent_continuations
+
+        return write_latent_continuations(
+            trained,
+            os.path.join(workdir, "samples"),
+            "latent_dit_continuation",
+            continuation,
+            num_samples or config.train.num_samples,
+            video_path=condition_video,
+            quality=mode == "evaluate",
+        )
     if continuation is not None:
         from cascade.evaluation.continuation import write_continuations
 
@@ -192,6 +217,10 @@ def run(
         from cascade.sampling.runners import write_av_samples
 
         return write_av_samples(trained, workdir, num_samples or config.train.num_samples)
+    if config.stage == "av_dit":  # evaluate: clips with sound, the sync metric
+        from cascade.evaluation.av_evaluate import evaluate_av
+
+        return evaluate_av(trained, workdir, num_samples)
     if mode == "sample":
         from cascade.sampling.runners import sample_to_files
 
@@ -224,7 +253,7 @@ def _body(args: cli.Args) -> None:
     run(config, str(args.workdir), mode, args.num_samples, continuation, args.condition_video)
 
 
-def condition_request(args: cli.Args) -> Request | RunnerRequest | None:
+def condition_request(args: cli.Args) -> Request | RunnerRequest | LatentRequest | None:
     """The checked --condition=frames request, or None; refuses conditioning flags without
     it. Runs before any path is checked or anything is loaded."""
     if args.condition == "none":
@@ -236,6 +265,7 @@ def condition_request(args: cli.Args) -> Request | RunnerRequest | None:
             )
         return None
     from cascade.evaluation.continuation import check_request, check_runner_request
+    from cascade.evaluation.continuation_latent import LATENT_CONFIGS, check_latent_request
 
     numbers = {
         "mode": args.mode,
@@ -245,9 +275,15 @@ def condition_request(args: cli.Args) -> Request | RunnerRequest | None:
         "target_frames": args.target_frames,
         "overlap": args.overlap,
     }
-    if args.config.stage in ("cascade", "single_stage"):
+    if args.config.stage in LATENT_CONFIGS:  # replacement only: --method only when typed
+        numbers["method"] = args.method if args.flags["method"].present else None
+        request = check_latent_request(args.config, **numbers)
+        if args.config.stage == "single_stage":  # the rest is checked once the DiT is loaded
+            return request
+    elif args.config.stage == "cascade":
         return check_runner_request(args.config, **numbers)
-    request = check_request(args.config, **numbers)  # a stage config: config.train exists
+    else:
+        request = check_request(args.config, **numbers)  # a stage config: config.train exists
     if args.condition_video:  # its frames must be the stage's: refused before anything loads
         from cascade.sampling.conditional import read_condition_video
 

@@ -2,10 +2,13 @@
 
     python -m cascade.main --config=configs/av_dit.py:quick --workdir=W
     python -m cascade.main --config=configs/av_dit.py:quick --workdir=W --mode=sample
+    python -m cascade.main --config=configs/av_dit.py:quick --workdir=W --mode=evaluate
 
 The video is generated in pixel space (patches of the clip view), the sound as log-mels
 (16 mel frames x 64 mels per video frame, one audio token per frame); `--mode=sample`
-writes one MP4 per sample with its generated sound (cascade.stages.av_dit).
+writes one MP4 per sample with its generated sound (cascade.stages.av_dit), `--mode=evaluate`
+also eval/metrics.json with the sync metric (cascade.evaluation.av_evaluate).
+`--config.av.mode=video_then_audio` (or audio_then_video) trains the two-stage baseline.
 
 Presets: default, tiny (tests), quick (1 s clips at 16 px, minutes on CPU).
 """
@@ -42,6 +45,11 @@ def _config() -> ml_collections.ConfigDict:
     config.audio = ml_collections.ConfigDict(
         {"center": -6.0, "scale": 2.5, "griffin_lim_iters": 32}
     )
+    # joint: both modalities generated together; video_then_audio / audio_then_video: the
+    # two-stage baselines in the same network (cascade.stages.av_dit): with probability
+    # clean_prob a training clip trains the second stage (first modality given clean), else
+    # the first (second modality pure noise).
+    config.av = ml_collections.ConfigDict({"mode": "joint", "clean_prob": 0.5})
     config.flow = configs.flow_section()  # label_dropout: drawn per modality
     config.sample = ml_collections.ConfigDict(
         {

@@ -231,6 +231,12 @@ CASES = (
         ("--config.guidance_scale=-1", "--config.out={root}/x"),
         "guidance_scale",
     ),
+    Case(
+        "experiments.long_video",
+        "zero sampling seeds",
+        ("--seeds=0", "--out={root}/x"),
+        "--seeds=0: 0 is not a positive integer",
+    ),
     # --condition=frames (conditional generation, cascade/evaluation/continuation.py): refused
     # before the workdir is looked at, so an untrained {root}/run is enough.
     Case(
@@ -265,9 +271,15 @@ CASES = (
     ),
     Case(
         M,
-        "condition frames on a latent DiT",
-        ("--config={configs}/latent_dit.py:tiny", WD, "--mode=sample", "--condition=frames"),
-        "needs a keyframe stage",
+        "latent DiT given its whole window",
+        (
+            "--config={configs}/latent_dit.py:tiny",
+            WD,
+            "--mode=sample",
+            "--condition=frames",
+            "--given_frames=5",
+        ),
+        "given_frames < 5",
     ),
     Case(
         M,
@@ -289,15 +301,27 @@ CASES = (
     ),
     Case(
         M,
+        "unknown joint / two-stage audio-video mode",
+        ("--config={configs}/av_dit.py:tiny", WD, "--config.av.mode=audio_first"),
+        "config.av.mode = 'audio_first' is not allowed",
+    ),
+    Case(
+        M,
         "condition frames on a VAE",
         ("--config={configs}/video_vae.py:tiny", WD, "--mode=sample", "--condition=frames"),
         "needs a keyframe stage",
     ),
     Case(
         M,
-        "condition frames on the single-stage runner",
-        ("--config={configs}/single_stage.py", WD, "--mode=sample", "--condition=frames"),
-        "given frames are latent frames",
+        "reconstruction guidance with the single-stage runner",
+        (
+            "--config={configs}/single_stage.py",
+            WD,
+            "--mode=sample",
+            "--condition=frames",
+            "--method=reconstruction",
+        ),
+        "--method=replacement (the default here) is the method",
     ),
     Case(
         M,

@@ -140,7 +140,8 @@ def random_trained(config, workdir):
 def test_cascade_extends_keyframes_then_super_resolves_window_by_window(data_dir, tmp_path):
     """Keyframes (4 frames at 8x8) extended 2 -> 8 frames from a .npy conditioning video, then
     temporal SR (4 -> 8 frames) and spatial SR (8x8 -> 16x16) each run over the long clip in
-    windows of their trained input shape: final [2, 16, 16, 16, 1], written marked."""
+    windows of their trained input shape: final [2, 16, 16, 16, 1], written marked, with the
+    quality metrics --mode=evaluate adds."""
     names = ("keyframes", "temporal_sr", "spatial_sr")
     stages = [
         (n, random_trained(tiny_config(n, data_dir, **{"sample.steps": STEPS}), tmp_path))
@@ -163,13 +164,15 @@ def test_cascade_extends_keyframes_then_super_resolves_window_by_window(data_dir
         stages[0][1].config, mode="sample", method="replacement", given_frames=2, target_frames=8
     )
     result = continuation_cascade.write_runner_continuations(
-        runner, tmp_path / "out", request, 2, video_path=str(video_file)
+        runner, tmp_path / "out", request, 2, video_path=str(video_file), quality=True
     )
     assert result.video.shape == (2, 8, 8, 8, 1) and result.real.shape == (2, 3, 8, 8, 1)
     np.testing.assert_allclose(result.video[:, :2], given[:, :2] / 127.5 - 1.0, atol=1e-6)
     assert calls == [(2, 4, 8, 8, 1)] * 2 + [(2, 8, 8, 8, 1)] * 2  # every window: trained shape
     assert result.report["final_shape"] == [16, 16, 16, 1]
     assert result.report["keyframes"]["frames"][0]["frame"] == 2  # frame 2 is in the file
+    quality = result.report["quality"]  # --mode=evaluate: of the extended keyframes
+    assert "content" in quality and "shorter than" in quality["fvd_windows"]["reason"]
     for name in ("cascade_continuation.gif", "keyframes_continuation_vs_real.gif"):
         assert (tmp_path / "out" / name).stat().st_size > 0
     assert json.loads((tmp_path / "out" / "cascade_continuation_metrics.json").read_text())

@@ -131,11 +131,6 @@ def test_vdm_ablations_tiny_fill_every_column(ablation_run):
     assert {v["verdict"] for v in verdicts} <= set(stats.VERDICTS)
 
 
-# Not yet seen to pass: written at the end of a session on a machine too loaded to run it to
-# the end (the first CI run also showed that the ablations train their own spatial-SR stage
-# rather than reusing the comparison's, so that claim was dropped). Non-strict xfail until a
-# run on a quiet machine confirms it; then remove the mark.
-@pytest.mark.xfail(strict=False, reason="resume path not yet verified end to end")
 @pytest.mark.slow
 def test_vdm_ablations_rerun_reuses_and_an_interruption_redoes_only_what_was_cut(
     ablation_run, monkeypatch

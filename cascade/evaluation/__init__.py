@@ -10,8 +10,10 @@ Layer: imports training, sampling and everything below; never the entry points.
   cost.py               XLA FLOPs, sampling cost of a chain of stages
   benchmarking.py       timing helpers (median seconds, compiled FLOPs, peak matmul)
   evaluate.py           `--mode=evaluate` for a stage or a runner
+  av_evaluate.py        `--mode=evaluate` for the audio-video stage: MP4s with sound, sync, audio stats
   continuation.py       `--condition=frames`: continue test clips, files and per-offset PSNR/SSIM
   continuation_cascade.py  the same for configs/cascade.py (keyframes extended, SR by window)
+  continuation_latent.py   the same for a latent DiT / configs/single_stage.py (video frames 1 + 4k)
   continuation_quality.py  content metrics over an extended clip and FVD of its windows
   physics_scoring.py    per-clip scoring of tracked objects (step 3 of physics.physics_metrics)
   fvd_sanity.py         an entry point: FVD against known distortions

@@ -78,9 +78,9 @@ def check_request(
         )
     if stage not in CONDITIONABLE_STAGES:
         why = {
-            "latent_dit": "a latent DiT, whose given frames are latent frames (1 + 4k video "
-            "frames): it extends through the Python API, cascade.sampling.conditional."
-            "extend_video, by replacement",
+            "latent_dit": "a latent DiT, whose counts are video frames mapped to latent frames "
+            "(1 + 4k -> 1 + k): check its request with cascade.evaluation.continuation_latent."
+            "check_latent_request (the command line does)",
             "video_vae": "a video VAE, which does not generate",
             "temporal_sr": "a super-resolution stage, which also needs its low-resolution video",
             "spatial_sr": "a super-resolution stage, which also needs its low-resolution video",
@@ -153,13 +153,13 @@ class RunnerRequest:
 
 def check_runner_request(config: ml_collections.ConfigDict, **flags: Any) -> RunnerRequest:
     """The flags of `--condition=frames` for a cascade config, with what can be checked before
-    the stages are loaded; ConfigError for the single-stage runner."""
+    the stages are loaded; ConfigError for the single-stage runner, whose request is
+    `continuation_latent.check_latent_request`'s (counts in video frames, 1 + 4k)."""
     if config.stage == "single_stage":
         raise ConfigError(
-            "--condition=frames with configs/single_stage.py: the latent DiT's given frames are "
-            "latent frames (1 + 4k video frames); extend from Python with "
-            "SingleStageRunner.extend or cascade.sampling.conditional.extend_video (replacement). "
-            "From the command line: a keyframe stage or configs/cascade.py."
+            "configs/single_stage.py: the latent DiT's request counts video frames mapped to "
+            "latent frames; check it with cascade.evaluation.continuation_latent."
+            "check_latent_request (the command line does)."
         )
     if flags["mode"] == "train":
         raise ConfigError("--condition=frames is for --mode=sample or --mode=evaluate.")

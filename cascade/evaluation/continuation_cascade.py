@@ -12,6 +12,7 @@ from typing import Any
 import jax
 
 from cascade import video_io
+from cascade.evaluation import continuation_quality
 from cascade.evaluation.continuation import (
     Request,
     Result,
@@ -33,12 +34,15 @@ def write_runner_continuations(
     num: int,
     *,
     video_path: str | None = None,
+    quality: bool = False,
 ) -> Result:
     """The cascade's `--condition=frames`: the keyframes stage extends the first frames of
     the test clips (or of `video_path`) to request.target_frames, the SR stages run window by
     window over the long clip (`CascadeRunner.extend`). Writes workdir/cascade_continuation.*
     (final videos; frames derived from given keyframes green) and keyframes_continuation.*
-    with the PSNR / SSIM per frame offset of the keyframes against the true frames."""
+    with the PSNR / SSIM per frame offset of the keyframes against the true frames. quality
+    (--mode=evaluate): also `continuation_quality.extension_quality` of the extended keyframes
+    (the view the true clips have) under "quality"."""
     keyframes = runner.keyframes
     config = keyframes.config
     c, target = request.given_frames, request.target_frames
@@ -79,6 +83,10 @@ def write_runner_continuations(
         "seconds_per_stage": seconds,
         "keyframes": offset_metrics(video, real, c),
     }
+    if quality:
+        report["quality"] = continuation_quality.extension_quality(
+            video, real, data_name=config.data.name, labels=labels, fvd_videos=len(real)
+        )
     write_report(out_dir, "cascade_continuation", report)
     source = f"clips of {video_path}" if video_path else "test clips"
     print_summary(source, len(real), request, total, final_path, report["keyframes"])

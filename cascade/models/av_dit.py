@@ -11,10 +11,13 @@ together; separate output linears return the velocity of each modality.
   coordinate (t, (gh - 1) / 2, (gw - 1) / 2), the same time as the patches of video frame t
   and the centre of the frame's grid in space (no patch is privileged), so attention between
   a frame and its sound depends on their time offset only (`av_positions`).
-- Conditioning: adaLN-zero on c = emb(1000 t) + label embedding, one flow time t per sample
-  shared by both modalities (one flow-matching objective), but a separate label embedding per
-  modality (video and audio rows are modulated by their own c). Each modality's label can be
-  the null label independently, so classifier-free guidance can be applied to either.
+- Conditioning: adaLN-zero on c = emb(1000 t) + label embedding, one c per modality (video
+  and audio rows are modulated by their own c). The flow time is shared by both modalities
+  (joint generation) unless `t_audio` is given: then video rows see t and audio rows t_audio,
+  which is what the two-stage baselines of `cascade.stages.av_dit` train and sample with
+  (t = 0: that modality is given clean; t = 1: it is pure noise, i.e. absent). Each modality's
+  label can be the null label independently, so classifier-free guidance can be applied to
+  either.
 - Like `LatentDiT`, the gates, modulation and output layers start at zero: the network
   outputs exactly zero at initialisation.
 """
@@ -81,14 +84,21 @@ class AVDiT(nnx.Module):
         self.audio_out = _zero_linear(d, audio_dim, dtype, rngs)
 
     def condition(
-        self, t: jax.Array, video_label: jax.Array | None, audio_label: jax.Array | None
+        self,
+        t: jax.Array,
+        video_label: jax.Array | None,
+        audio_label: jax.Array | None,
+        t_audio: jax.Array | None = None,
     ) -> jax.Array:
-        """Per-modality conditioning `[B, 2, D]` (video, audio) from flow times t `[B]` and
-        labels `[B]` (None: the null label)."""
+        """Per-modality conditioning `[B, 2, D]` (video, audio) from flow times t `[B]` (the
+        audio's is `t_audio` `[B]` when given, else t) and labels `[B]` (None: the null label)."""
         cfg = self.cfg
-        emb = sinusoidal_embedding(t, cfg.time_embed_dim, scale=1000.0, cos_first=True)
+        times = jnp.stack([t, t if t_audio is None else t_audio], axis=1)  # [B, 2]
+        emb = sinusoidal_embedding(
+            times.reshape(-1), cfg.time_embed_dim, scale=1000.0, cos_first=True
+        )
         c = self.t_fc2(nnx.silu(self.t_fc1(emb.astype(jnp.dtype(cfg.dtype)))))
-        c = jnp.stack([c, c], axis=1)
+        c = c.reshape(*times.shape, -1)
         if cfg.num_classes == 0:
             if video_label is not None or audio_label is not None:
                 raise ValueError("AVDiT: got a label but DiTConfig.num_classes == 0")
@@ -106,9 +116,11 @@ class AVDiT(nnx.Module):
         *,
         video_label: jax.Array | None = None,
         audio_label: jax.Array | None = None,
+        t_audio: jax.Array | None = None,
     ) -> tuple[jax.Array, jax.Array]:
         """Velocities (`[B, T, H, W, C]`, `[B, T, A]`) of video `[B, T, H, W, C]` and audio
-        `[B, T, A]` at flow time t (scalar or `[B]`), both modalities at the same t."""
+        `[B, T, A]` at flow time t (scalar or `[B]`); the audio at `t_audio` (scalar or `[B]`)
+        when given, else at the same t."""
         cfg = self.cfg
         b, frames, hh, ww, ch = video.shape
         _, ph, pw = cfg.patch_size
@@ -125,6 +137,8 @@ class AVDiT(nnx.Module):
         lv = frames * gh * gw
         dtype = jnp.dtype(cfg.dtype)
         t = jnp.broadcast_to(jnp.asarray(t, jnp.float32), (b,))
+        if t_audio is not None:
+            t_audio = jnp.broadcast_to(jnp.asarray(t_audio, jnp.float32), (b,))
         patches = video.astype(dtype).reshape(b, frames, gh, ph, gw, pw, ch)
         patches = patches.transpose(0, 1, 2, 4, 3, 5, 6).reshape(b, lv, self.patch_dim)
         tokens = jnp.concatenate(
@@ -133,7 +147,7 @@ class AVDiT(nnx.Module):
         seq = lv + frames
         h = tokens.reshape(b * seq, -1)
         cos, sin = rope_tables(av_positions(frames, gh, gw), cfg.axes_dim, cfg.rope_theta)
-        c = self.condition(t, video_label, audio_label)  # [B, 2, D]
+        c = self.condition(t, video_label, audio_label, t_audio)  # [B, 2, D]
         rows = np.repeat([0, 1], [lv, frames])  # which modality's c modulates each token row
 
         # Per-token modulation [B, L, ...]: modulate / gated_add treat it as L groups of one row.

@@ -246,7 +246,8 @@ def extend(
     clip) continued window by window to [B,target_frames,H,W,C].
 
     Each window has the stage's trained shape [B,T,H,W,C]: its first `overlap` frames are the
-    last `overlap` frames so far (given, by `method`), the other T - overlap are appended.
+    last `overlap` frames so far (given, by `method`; `Stage.window_context`: latent stages
+    re-encode them), the other T - overlap are appended.
     target_frames must be F0 + k (T - overlap); window i samples with fold_in(key, i).
     """
     stage = conditionable_stage(trained, method)
@@ -260,7 +261,7 @@ def extend(
     mask[:, :overlap] = True
     for i in range(count):
         given = np.zeros((b, *window), np.float32)
-        given[:, :overlap] = video[:, -overlap:]
+        given[:, :overlap] = stage.window_context(video, overlap)
         out = _run_window(
             trained,
             given,

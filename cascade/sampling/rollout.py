@@ -4,6 +4,9 @@
 size: `causal.window` chunks) and calls it chunk after chunk, so a video of any length costs
 one compilation and the device memory of one chunk; finished chunks go to the host. The
 latents are decoded by the frozen VAE's `decode_chunked` (constant activation memory).
+A rollout may continue given latent frames (a video's first frames, encoded): their chunks
+enter the KV cache as the model's own finished chunks do (re-noised to `causal.context_t`),
+so the generated chunks attend to them exactly as to generated context.
 `write_long_samples` is `--mode=sample` for a causal DiT: `causal.length` x the trained length.
 """
 
@@ -18,9 +21,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from cascade import video_io
-from cascade.diffusion.rollout import chunk_step, is_guided
+from cascade.diffusion import flow
+from cascade.diffusion.rollout import RolloutSpec, chunk_step, is_guided
 from cascade.models.kv_cache import rollout_cache
-from cascade.stages.stage import Batch, merge_model
+from cascade.stages.stage import Batch, ShapeMismatchError, merge_model
 from cascade.training import parallel
 from cascade.training.frozen_vae import FrozenVAE
 from cascade.training.trained import TrainedStage
@@ -52,8 +56,22 @@ class ChunkRollout:
         self.replicated = parallel.replicated(trained.sampler.mesh)
         self.step = jax.jit(step, out_shardings=(self.replicated, self.replicated))
 
-    def latents(self, cond: Batch, key: jax.Array, chunks: int) -> np.ndarray:
-        """Latents `[B, chunks * causal_chunk, h, w, C]` (numpy, on the host)."""
+        def prefill(params: Any, cache, key: jax.Array, index: jax.Array, chunk, label):
+            model = merge_model(graphdef, params)
+            return context_step(model, cache, jax.random.fold_in(key, index), index, chunk,
+                                spec=spec, label=label)  # fmt: skip
+
+        self.prefill = jax.jit(prefill, out_shardings=self.replicated)
+
+    def latents(
+        self, cond: Batch, key: jax.Array, chunks: int, given: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Latents `[B, chunks * causal_chunk, h, w, C]` (numpy, on the host).
+
+        given: scaled latents `[B, g * causal_chunk, h, w, C]` of the first g chunks (a
+        clip's first frames, `FrozenVAE.encode_long`), or None (start from nothing). They are
+        returned as they are; chunks g..chunks-1 are generated after them, chunk i with
+        `fold_in(key, i)` as without them."""
         label = self.stage.labels(cond)
         label = None if label is None else jnp.asarray(label)
         batch = len(cond["label"])
@@ -61,12 +79,64 @@ class ChunkRollout:
         guided = is_guided(label, self.spec)
         cache = rollout_cache(cfg, batch, self.spec.chunk_shape, self.spec.window, guided=guided)
         cache = jax.device_put(cache, self.replicated)
-        out = []
+        c = self.spec.chunk_shape[0]
+        out = [] if given is None else [np.asarray(given, np.float32)]
+        first = 0 if given is None else given_chunks(given, batch, self.spec, chunks)
         with self.trained.sampler.mesh:
-            for i in range(chunks):
+            for j in range(first):
+                chunk = jnp.asarray(out[0][:, j * c : (j + 1) * c])
+                cache = self.prefill(self.trained.params, cache, key, jnp.int32(j), chunk, label)
+            for i in range(first, chunks):
                 x0, cache = self.step(self.trained.params, cache, key, jnp.int32(i), label)
                 out.append(np.asarray(x0, np.float32))
         return np.concatenate(out, axis=1)
+
+
+def given_chunks(given: np.ndarray, batch: int, spec: RolloutSpec, chunks: int) -> int:
+    """Whole chunks in `given` latents [B, g * c, h, w, C]; ShapeMismatchError (a user's
+    mistake: the CLI's one-line exit 2) when they are not B clips of whole chunks < chunks."""
+    shape, c = np.shape(given), spec.chunk_shape[0]
+    if (
+        len(shape) != 5
+        or shape[0] != batch
+        or tuple(shape[2:]) != tuple(spec.chunk_shape[1:])
+        or shape[1] % c
+        or not 0 < shape[1] // c < chunks
+    ):
+        raise ShapeMismatchError(
+            f"given latents have shape {shape}; a rollout of {chunks} chunks of {c} latent "
+            f"frame(s) continues [{batch}, k * {c}, {', '.join(map(str, spec.chunk_shape[1:]))}] "
+            f"with 1 <= k < {chunks}."
+        )
+    return shape[1] // c
+
+
+def context_step(
+    model,
+    cache,
+    key: jax.Array,
+    index: jax.Array,
+    chunk: jax.Array,
+    *,
+    spec: RolloutSpec,
+    label: jax.Array | None = None,
+):
+    """The cache with given chunk `index` (clean latents `[B, c, h, w, C]`) appended as
+    `chunk_step` appends a generated one: noised to `spec.context_t` with the context half of
+    the chunk's key split, run once through `forward_chunk` at that level."""
+    batch = chunk.shape[0]
+    guided = is_guided(label, spec)
+    labels = jnp.concatenate([label, jnp.full_like(label, spec.null_label)]) if guided else label
+    _, k_ctx = jax.random.split(key)  # chunk_step's (k_noise, k_ctx): the same context noise
+    context = flow.flow_interpolate(
+        chunk, eps=jax.random.normal(k_ctx, chunk.shape, chunk.dtype), t=spec.context_t
+    )
+    level = jnp.full((batch,), spec.context_t, jnp.float32)
+    if guided:  # the conditional and null-label halves each keep the given context
+        context, level = jnp.concatenate([context, context]), jnp.concatenate([level, level])
+    offset = jnp.asarray(index) * spec.chunk_shape[0]
+    _, (k, v) = model.forward_chunk(context, level, cache, offset, label=labels)
+    return cache.push(k, v)
 
 
 def decode_long(vae: FrozenVAE, latents: np.ndarray, latents_per_chunk: int = 1) -> np.ndarray:

@@ -336,15 +336,22 @@ def sample_to_files(
 
 
 def write_av_samples(
-    trained: TrainedStage, workdir: str | Path, num: int, *, seed: int | None = None
+    trained: TrainedStage,
+    workdir: str | Path,
+    num: int,
+    *,
+    seed: int | None = None,
+    outputs: np.ndarray | None = None,
 ) -> Path:
     """`--mode=sample` for the joint audio-video stage (`cascade.stages.av_dit`): the video grid
     as for any stage, plus one MP4 per sample carrying its generated sound
-    (samples/av_dit_final_<i>.mp4). Returns the samples directory."""
+    (samples/av_dit_final_<i>.mp4). `outputs`: packed outputs [num, *stage.output_shape]
+    already sampled (`--mode=evaluate`), else sampled here. Returns the samples directory."""
     stage = trained.stage
-    cond = trained.sampler.test_conditioning(trained.config, num)
-    key = jax.random.key(trained.config.seed if seed is None else seed)
-    outputs = trained.sample(cond, key)
+    if outputs is None:
+        cond = trained.sampler.test_conditioning(trained.config, num)
+        key = jax.random.key(trained.config.seed if seed is None else seed)
+        outputs = trained.sample(cond, key)
     videos, audio = stage.to_video(outputs), stage.to_audio(outputs)
     out = Path(workdir) / "samples"
     video_io.write_videos(videos, out, f"{stage.name}_final", fps=stage.fps)

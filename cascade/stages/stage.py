@@ -182,6 +182,12 @@ class Stage(abc.ABC):
         encode); the inverse of `to_video`. Any clip length the stage can represent."""
         return video
 
+    def window_context(self, outputs: np.ndarray, overlap: int) -> np.ndarray:
+        """The last `overlap` output frames of a clip generated so far [B, F, ...] as the first
+        frames of a new window [B, overlap, ...] (autoregressive extension). Pixel stages: the
+        frames themselves; latent stages re-encode them (see `LatentDiTStage`)."""
+        return outputs[:, -overlap:]
+
     def trivial_baselines(
         self, target: np.ndarray
     ) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray] | None:

@@ -1,0 +1,200 @@
+"""Outputs of experiments/long_video.py: results.{csv,json,md}, metrics_vs_frame.png (each
+metric against the window start frame, one line per method) and side_by_side_<dataset>.gif /
+.mp4 (the real clip's true frames beside the three methods' long clips)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from experiments import tables
+from experiments.continuation_methods_report import environment
+from experiments.long_video_metrics import METRICS
+
+__all__ = ["environment", "write_outputs", "table_rows"]
+
+LABELS = {
+    "teleports": "teleports",
+    "permanence_violations": "permanence viol.",
+    "gravity_error": "gravity rel. error",
+    "count_drift": "count drift",
+    "identity": "identity",
+    "cv_residual": "motion residual px",
+    "fvd": "FVD",
+}
+METRIC_COLUMNS = [
+    "teleports",
+    "permanence_violations",
+    "gravity_error",
+    "count_drift",
+    "identity",
+    "cv_residual",
+    "fvd",
+]
+CSV_COLUMNS = [
+    "dataset",
+    "method",
+    "window",
+    "start_frame",
+    "end_frame",
+    *METRIC_COLUMNS,
+    "seconds_per_frame",
+    "gflops_per_frame",
+]
+SHOWN_CLIPS = 2  # rows of the side-by-side videos
+
+
+def table_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per data set, method and window ("whole": the whole clip, with the cost per
+    generated frame; "w<k>": frames k*T .. (k+1)*T - 1)."""
+    rows = []
+    for d in result["datasets"]:
+        for r in d["results"]:
+            m = r["metrics"]
+            base = {"dataset": d["dataset"], "method": r["method"]}
+            rows.append(
+                {
+                    **base,
+                    "window": "whole",
+                    "start_frame": 0,
+                    "end_frame": d["target"] - 1,
+                    **{k: m["whole"].get(k) for k in (*METRICS[d["dataset"]], "fvd")},
+                    "seconds_per_frame": r["seconds_per_frame"],
+                    "gflops_per_frame": r["flops_per_frame"] / 1e9,
+                }
+            )
+            for k, start in enumerate(m["starts"]):
+                rows.append(
+                    {
+                        **base,
+                        "window": f"w{k}",
+                        "start_frame": start,
+                        "end_frame": start + d["window"] - 1,
+                        **{key: values[k] for key, values in m["windows"].items()},
+                    }
+                )
+    return rows
+
+
+def write_outputs(out: Path, result: dict[str, Any]) -> str:
+    """Every file of the experiment into `out`; returns the markdown. Drops the clips from
+    `result` (they are written as videos, not JSON)."""
+    for d in result["datasets"]:
+        write_side_by_side(out / f"side_by_side_{d['dataset']}", d)
+        real = d.pop("real")
+        d["real_shape"] = list(real.shape)
+        for r in d["results"]:
+            r["video_shape"] = list(r.pop("video").shape)
+    rows = table_rows(result)
+    result["rows"] = rows
+    tables.write_csv(out / "results.csv", rows, CSV_COLUMNS)
+    tables.write_json(out / "results.json", {k: v for k, v in result.items() if k != "markdown"})
+    write_plot(out / "metrics_vs_frame.png", result)
+    md = markdown(result, rows)
+    (out / "results.md").write_text(md)
+    return md
+
+
+def markdown(result: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+    env = result["environment"]
+    whole = [r for r in rows if r["window"] == "whole"]
+    columns = [
+        "dataset",
+        "method",
+        *(c for c in METRIC_COLUMNS if any(r.get(c) is not None for r in whole)),
+    ]
+    lines = [
+        f"# Long videos: {result['length']}x the trained length (preset `{result['preset']}`)",
+        "",
+        "## Whole clips",
+        "",
+        tables.markdown_table(whole, [*columns, "seconds_per_frame", "gflops_per_frame"]),
+        "",
+    ]
+    for d in result["datasets"]:
+        lines += [f"## {d['dataset']}: metric vs window start frame", ""]
+        header = ["metric", "method", *(f"f{s}" for s in d["results"][0]["metrics"]["starts"])]
+        metric_rows = []
+        for key in (*METRICS[d["dataset"]], "fvd"):
+            for r in d["results"]:
+                values = r["metrics"]["windows"][key]
+                cells = dict(zip(header[2:], values, strict=True))
+                metric_rows.append({"metric": LABELS[key], "method": r["method"], **cells})
+        lines += [tables.markdown_table(metric_rows, header), ""]
+        reason = d["results"][0]["metrics"]["fvd_reason"]
+        steps = ", ".join(f"{k} {v}" for k, v in d["train_steps"].items())
+        lines.append(
+            f"- {d['clips']} test clips x {len(result['seeds']['sampling'])} seed(s); trained "
+            f"clips of T = {d['window']} frames ({d['latents']} latent frames); the first "
+            f"{d['given']} frames given ({d['given_latents']} latent), continued to "
+            f"{d['target']} frames; windows of T frames. Training steps: {steps}."
+            + (f" FVD: {reason}." if reason else "")
+        )
+        lines.append("")
+    lines += [
+        "causal_dit: KV-cache rollout, the given latent frames put in the cache as context; "
+        "latent_dit: bidirectional DiT extended window by window by replacement of the given "
+        f"latent frames; cascade: keyframe stage extended with reconstruction guidance "
+        f"(w_r = {result['w_r']:g}). Metrics: NaN-aware means over clips; gravity error "
+        "relative to the builder's g; count drift = |objects (digits) seen in the window - "
+        "in the real clip|; identity = shape constancy (shapes) or digit identity stability "
+        "(digits); FVD: Kinetics I3D on T-frame windows vs real T-frame windows. Cost per "
+        "generated frame: wall seconds of warm sampling (compilation excluded, VAE encode and "
+        "decode included for the DiTs) and loop-aware XLA FLOPs.",
+        "",
+        f"Commit {env['commit']}; CPU {env['cpu']} ({env['cpu_count']} cores, load "
+        f"{env['load_average'][0]:.1f}); JAX {env['jax']}; training seed "
+        f"{result['seeds']['train']}, sampling seeds {result['seeds']['sampling']}; wall time "
+        f"{env['wall_seconds'] / 60:.1f} min.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_plot(path: Path, result: dict[str, Any]) -> None:
+    """One panel per data set and metric: the metric against the window start frame."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = result["datasets"]
+    cols = max(len(METRICS[d["dataset"]]) + 1 for d in datasets)
+    fig, axes = plt.subplots(
+        len(datasets), cols, figsize=(3.2 * cols, 2.8 * len(datasets)), squeeze=False
+    )
+    for row, d in zip(axes, datasets, strict=True):
+        keys = (*METRICS[d["dataset"]], "fvd")
+        for ax, key in zip(row, keys, strict=False):
+            for r in d["results"]:
+                m = r["metrics"]
+                values = [v if tables.finite(v) else np.nan for v in m["windows"][key]]
+                ax.plot(m["starts"], values, marker=".", label=r["method"])
+            ax.set(title=f"{d['dataset']}: {LABELS[key]}", xlabel="window start frame")
+            ax.title.set_fontsize(8)
+            ax.legend(fontsize=6)
+        for ax in row[len(keys) :]:
+            ax.axis("off")
+    fig.suptitle(f"Long videos: metrics vs frame ({result['preset']})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def write_side_by_side(stem: Path, d: dict[str, Any]) -> None:
+    """stem.gif and stem.mp4: per shown clip a row of [real (true frames, then black), each
+    method], every panel the whole long clip."""
+    from cascade import video_io
+
+    target = d["target"]
+    real = d["real"][:SHOWN_CLIPS]
+    n = len(real)
+    padded = np.full((n, target, *real.shape[2:]), -1.0, np.float32)
+    padded[:, : min(target, real.shape[1])] = real[:, :target]
+    panels = [padded] + [r["video"][:n] for r in d["results"]]
+    tiles = np.stack(panels, axis=1).reshape(n * len(panels), *padded.shape[1:])
+    scale = max(1, 64 // padded.shape[2])
+    video_io.write_gif(f"{stem}.gif", video_io.tile_videos(tiles, ncols=len(panels)), scale=scale)
+    video_io.write_video_grid_mp4(f"{stem}.mp4", tiles, ncols=len(panels), scale=scale)

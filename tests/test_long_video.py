@@ -1,0 +1,107 @@
+"""experiments/long_video.py end to end at the tiny preset (2 training steps per model: tests
+the pipeline, not the models), and the causal DiT rollout continuing given latent frames."""
+
+import csv
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments import long_video as lv
+from experiments.long_video_metrics import METRICS, long_video_metrics
+
+
+def test_lengths_reach_eight_times_the_trained_length():
+    for frames, latents in ((5, 2), (9, 3), (17, 5)):
+        n = lv.Lengths(frames, latents, chunk=1)
+        assert n.target == 8 * frames and n.given == 1 + 4 * (n.given_latents - 1) < frames
+        assert 1 + 4 * (n.chunks - 1) >= n.target  # causal: decoded latents cover the target
+        assert n.dit_latents >= n.chunks and n.keyframes >= n.target
+        assert (n.keyframes - n.given) % (frames - n.given) == 0  # whole keyframe windows
+
+
+class StubFeatures:
+    """FeatureCache's interface with cheap features (per clip: mean, std and two pixels)
+    instead of I3D, to test the windowing of FVD without seconds of I3D per clip."""
+
+    def extractor(self, protocol):
+        return protocol
+
+    def features(self, protocol, videos):
+        assert videos.shape[1] == protocol.clip_length
+        flat = videos.reshape(len(videos), -1)
+        return np.stack([flat.mean(1), flat.std(1), flat[:, 0], flat[:, -1]], axis=1)
+
+
+def test_window_fvd_scores_each_window_and_all_windows_pooled():
+    rng = np.random.default_rng(0)
+    real = rng.uniform(-1, 1, (6, 18, 8, 8, 1)).astype(np.float32)  # 2 windows of 9 frames
+    video = np.concatenate([real[:3, :9], real[3:, :9] * 0.2 + 0.5], axis=1)  # window 1 drifts
+    m = long_video_metrics(
+        video, real, dataset="moving_digits", window=9, fvd_videos=3, cache=StubFeatures()
+    )
+    assert m["starts"] == [0, 9] and m["fvd_reason"] is None
+    fvd = m["windows"]["fvd"]
+    assert len(fvd) == 2 and fvd[0] < fvd[1] and fvd[0] < m["whole"]["fvd"] < fvd[1]
+    assert set(m["windows"]) == {*METRICS["moving_digits"], "fvd"}
+    off = long_video_metrics(video, real, dataset="moving_digits", window=9, fvd_videos=1)
+    assert off["windows"]["fvd"] == [None, None] and "FVD off" in off["fvd_reason"]
+
+
+@pytest.mark.slow
+def test_tiny_run_through_main_writes_every_output(data_dir, tmp_path):
+    out, workdirs = tmp_path / "out", tmp_path / "workdirs"
+    argv = ["long_video", "--preset=tiny", f"--out={out}", f"--data_dir={data_dir}"]
+    assert lv.main([*argv, f"--workdirs={workdirs}"]) == 0
+    for name in ("results.md", "results.csv", "results.json", "metrics_vs_frame.png"):
+        assert (out / name).stat().st_size > 500, name
+    for dataset in lv.DATASETS:
+        for suffix in (".gif", ".mp4"):
+            assert (out / f"side_by_side_{dataset}{suffix}").stat().st_size > 1000
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    windows = ["whole", *(f"w{k}" for k in range(lv.LENGTH))]  # 8 x the window: 8 windows
+    assert [(r["dataset"], r["method"], r["window"]) for r in rows] == [
+        (d, m, w) for d in lv.DATASETS for m in lv.METHODS for w in windows
+    ]
+    for r in rows:  # every metric of the data set is filled (NaN: computed but undefined)
+        assert all(r[k] != "" for k in METRICS[r["dataset"]]), r
+        assert r["fvd"] == ""  # tiny: FVD off (and 5-frame windows are too short for I3D)
+        if r["window"] == "whole":
+            assert float(r["seconds_per_frame"]) > 0 and float(r["gflops_per_frame"]) > 0
+    result = json.loads((out / "results.json").read_text())
+    for d in result["datasets"]:
+        assert d["target"] == 8 * d["window"] == 40 and d["given"] == 1
+        for r in d["results"]:
+            assert r["video_shape"][1] == d["target"] and r["loops_counted_once"] == 0
+        assert d["results"][0]["metrics"]["starts"] == list(range(0, 40, 5))
+    assert result["environment"]["commit"] and result["environment"]["cpu"]
+    md = (out / "results.md").read_text()
+    assert "sampling seeds [0]" in md and "FVD: FVD off (fvd_videos=0)" in md
+    assert lv.main([*argv, "--workdirs=", "--seeds=0"]) == 2  # a bad flag: one line, exit 2
+
+    # The rollout continuing given latents equals the unconditioned rollout when the given
+    # chunk is the one it would have drawn itself (same keys: same context noise).
+    from cascade.sampling.rollout import ChunkRollout
+    from cascade.stages.stage import ShapeMismatchError
+    from cascade.training.trained import load_trained
+
+    causal = load_trained(next(workdirs.glob("lv_causal_moving_digits-*")))
+    # 2 training steps leave the adaLN-zero gates at ~0 (the context would not matter at all).
+    leaves, treedef = jax.tree.flatten(causal.params)
+    causal.params = jax.tree.unflatten(treedef, [
+        x + 0.3 * jax.random.normal(jax.random.key(i), x.shape, x.dtype)
+        if jnp.issubdtype(x.dtype, jnp.floating) and not np.any(np.asarray(x)) else x
+        for i, x in enumerate(leaves)
+    ])  # fmt: skip
+    rollout = ChunkRollout(causal)
+    cond, key = {"label": np.array([1, 2], np.int32)}, jax.random.key(3)
+    free = rollout.latents(cond, key, 4)
+    given = rollout.latents(cond, key, 4, given=free[:, :1])
+    np.testing.assert_allclose(given, free, atol=1e-4)
+    assert rollout.step._cache_size() == 1 and rollout.prefill._cache_size() == 1
+    other = rollout.latents(cond, key, 4, given=free[:, :1] + 1.0)
+    assert np.abs(other[:, 1:] - free[:, 1:]).max() > 1e-3  # the given context is attended to
+    with pytest.raises(ShapeMismatchError, match="given latents"):
+        rollout.latents(cond, key, 4, given=free[:, :, :2])
