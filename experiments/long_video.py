@@ -149,11 +149,11 @@ def generate(
     method: str, trained, first: np.ndarray, labels, key, lengths: Lengths, warmup: bool = False
 ) -> np.ndarray:
     """One method's long clips [N, target, H, W, C] in [-1, 1] from the given frames
-    first [N, G, H, W, C]. warmup: only compile (the cascade's one window, which every
-    window reuses; the DiTs' whole run, as their VAE decode compiles per length); returns
-    what was generated."""
+    first [N, G, H, W, C]; `trained` is the causal DiT's `ChunkRollout` (built once: its jitted
+    steps are compiled on the first call) or the other methods' trained stage. warmup: only
+    compile (the cascade's one window, which every window reuses; the DiTs' whole run, as
+    their VAE decode compiles per length); returns what was generated."""
     from cascade.sampling import conditional
-    from cascade.sampling.rollout import ChunkRollout
 
     n = len(first)
     if method == "cascade":
@@ -171,7 +171,7 @@ def generate(
         stage = trained.stage
         cond = {"label": np.zeros(n, np.int32) if labels is None else np.asarray(labels, np.int32)}
         given = stage.frames_to_outputs(first)
-        latents = ChunkRollout(trained).latents(cond, key, lengths.chunks, given=given)
+        latents = trained.latents(cond, key, lengths.chunks, given=given)
         video = stage.vae.decode_long(latents)
     if warmup:
         return video
@@ -187,6 +187,7 @@ def run_dataset(dataset: str, preset: str, seeds: int, data_dir, workdirs, fvd_c
 
     from cascade.data import pipeline
     from cascade.evaluation import continuation
+    from cascade.sampling.rollout import ChunkRollout
     from cascade.training.trained import load_trained
 
     p = PRESETS[preset]
@@ -196,6 +197,7 @@ def run_dataset(dataset: str, preset: str, seeds: int, data_dir, workdirs, fvd_c
         "latent_dit": load_trained(models["latent_dit"][1], models["latent_dit"][0]),
         "causal_dit": load_trained(models["causal_dit"][1], models["causal_dit"][0]),
     }
+    samplers = {**trained, "causal_dit": ChunkRollout(trained["causal_dit"])}
     causal = trained["causal_dit"].stage
     lengths = Lengths(p["frames"], causal.output_shape[0], causal.spec.chunk_shape[0])
     kf_config = models["keyframes"][0]
@@ -206,12 +208,12 @@ def run_dataset(dataset: str, preset: str, seeds: int, data_dir, workdirs, fvd_c
     results = []
     for method in METHODS:
         # Compile first, so the timed runs below measure sampling, not compilation.
-        generate(method, trained[method], first, labels, jax.random.key(0), lengths, True)
+        generate(method, samplers[method], first, labels, jax.random.key(0), lengths, True)
         videos, seconds = [], 0.0
         for seed in range(seeds):
             start = time.perf_counter()
             videos.append(
-                generate(method, trained[method], first, labels, jax.random.key(seed), lengths)
+                generate(method, samplers[method], first, labels, jax.random.key(seed), lengths)
             )
             seconds += time.perf_counter() - start
         video = np.concatenate(videos)  # [seeds * N, target, ...]: seed-major

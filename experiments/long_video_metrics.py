@@ -136,7 +136,8 @@ def _window_fvd(video: np.ndarray, real: np.ndarray, window: int, cache) -> tupl
 def generation_flops(method: str, trained, first: np.ndarray, lengths) -> dict[str, float]:
     """Loop-aware XLA FLOPs of generating long clips from first [N, G, H, W, C] with one
     method (`experiments.long_video.generate`): every sampled window or chunk, the VAE encode
-    of the given frames and the decode of the long latents (DiTs). Lowered from shapes."""
+    of the given frames and the decode of the long latents (DiTs), and the bidirectional
+    DiT's per-window re-encoding of its given latents. Lowered from shapes."""
     import jax
     import jax.numpy as jnp
 
@@ -200,12 +201,7 @@ def generation_flops(method: str, trained, first: np.ndarray, lengths) -> dict[s
     if method != "cascade":  # the DiTs work in the VAE's latent space
         vae = stage.vae
         per = vae.LATENTS_PER_CHUNK
-        latents = (
-            lengths.dit_latents
-            if method == "latent_dit"
-            else lengths.chunks * (stage.spec.chunk_shape[0])
-        )
-        z = jnp.zeros((n, latents, *stage.output_shape[1:]), jnp.float32)
+        latent_frame = stage.output_shape[1:]
 
         def encode(p, x):
             return merge_model(vae.graphdef, p).encode_chunked(x, per)[0]
@@ -213,6 +209,29 @@ def generation_flops(method: str, trained, first: np.ndarray, lengths) -> dict[s
         def decode(p, z):
             return merge_model(vae.graphdef, p).decode_chunked(z, per)
 
+        def decode_flops(latents: int) -> dict[str, float]:
+            z = jnp.zeros((n, latents, *latent_frame), jnp.float32)
+            return xla_flops(decode, vae.params, z)
+
         add(xla_flops(encode, vae.params, jnp.asarray(first, jnp.float32)))
-        add(xla_flops(decode, vae.params, z))
+        if method == "causal_dit":
+            add(decode_flops(lengths.chunks * stage.spec.chunk_shape[0]))
+        else:
+            final = decode_flops(lengths.dit_latents)
+            add(final)
+            # Every window after the first re-encodes its given latents from the clip so far,
+            # decoded whole (`Stage.window_context`): decode of g + i * stride latents and
+            # encode of the last 1 + 4 (g - 1) frames, windows i = 1 .. windows - 1. The
+            # chunked decoder's work is linear in the latents: interpolated between two
+            # compiled lengths rather than compiling every length.
+            g = lengths.given_latents
+            stride = window[0] - g
+            if windows > 1:
+                tail = jnp.zeros((n, 1 + 4 * (g - 1), *first.shape[2:]), jnp.float32)
+                add(xla_flops(encode, vae.params, tail), windows - 1)
+                lo, hi = g + stride, lengths.dit_latents
+                lo_flops = decode_flops(lo)
+                slope = (final["flops"] - lo_flops["flops"]) / max(hi - lo, 1)
+                for i in range(1, windows):
+                    total += lo_flops["flops"] + slope * (g + i * stride - lo)
     return {"flops": total, "loops_counted_once": unknown}

@@ -98,26 +98,31 @@ def write_outputs(out: Path, result: dict[str, Any]) -> str:
 
 
 def markdown(result: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+    """results.md: per data set, the whole-clip table (metrics and cost per generated frame)
+    and each metric against the window start frame; then how the numbers were made."""
     env = result["environment"]
-    whole = [r for r in rows if r["window"] == "whole"]
-    columns = [
-        "dataset",
-        "method",
-        *(c for c in METRIC_COLUMNS if any(r.get(c) is not None for r in whole)),
-    ]
     lines = [
         f"# Long videos: {result['length']}x the trained length (preset `{result['preset']}`)",
         "",
-        "## Whole clips",
-        "",
-        tables.markdown_table(whole, [*columns, "seconds_per_frame", "gflops_per_frame"]),
-        "",
     ]
     for d in result["datasets"]:
-        lines += [f"## {d['dataset']}: metric vs window start frame", ""]
+        keys = (*METRICS[d["dataset"]], "fvd")
+        whole = [r for r in rows if r["dataset"] == d["dataset"] and r["window"] == "whole"]
+        lines += [
+            f"## {d['dataset']}",
+            "",
+            "Whole clips:",
+            "",
+            tables.markdown_table(
+                whole, ["method", *keys, "seconds_per_frame", "gflops_per_frame"]
+            ),
+            "",
+            "Metric vs window start frame:",
+            "",
+        ]
         header = ["metric", "method", *(f"f{s}" for s in d["results"][0]["metrics"]["starts"])]
         metric_rows = []
-        for key in (*METRICS[d["dataset"]], "fvd"):
+        for key in keys:
             for r in d["results"]:
                 values = r["metrics"]["windows"][key]
                 cells = dict(zip(header[2:], values, strict=True))
@@ -172,6 +177,11 @@ def write_plot(path: Path, result: dict[str, Any]) -> None:
                 m = r["metrics"]
                 values = [v if tables.finite(v) else np.nan for v in m["windows"][key]]
                 ax.plot(m["starts"], values, marker=".", label=r["method"])
+            if not any(
+                tables.finite(v) for r in d["results"] for v in r["metrics"]["windows"][key]
+            ):
+                ax.text(0.5, 0.5, "n/a", ha="center", va="center", transform=ax.transAxes)
+            ax.set_xlim(-1, d["target"])
             ax.set(title=f"{d['dataset']}: {LABELS[key]}", xlabel="window start frame")
             ax.title.set_fontsize(8)
             ax.legend(fontsize=6)

@@ -259,9 +259,10 @@ def extend(
     cond = _cond(stage, b, labels)
     mask = np.zeros((b, window[0]), bool)
     mask[:, :overlap] = True
+    latest = video  # what the next window continues: the first clip, then the last window
     for i in range(count):
         given = np.zeros((b, *window), np.float32)
-        given[:, :overlap] = stage.window_context(video, overlap)
+        given[:, :overlap] = stage.window_context(latest, overlap)
         out = _run_window(
             trained,
             given,
@@ -273,6 +274,7 @@ def extend(
             steps=steps,
         )
         video = np.concatenate([video, out[:, overlap:]], axis=1)
+        latest = out
     return video
 
 

@@ -104,9 +104,10 @@ class LatentDiTStage(Stage):
     def window_context(self, outputs: np.ndarray, overlap: int) -> np.ndarray:
         """The last `overlap` latents re-encoded from their decoded video: a window's latent 0
         encodes one video frame and the others f frames each (causal VAE), so the tail of a
-        long latent clip, whose first latent stands for f frames, is not what the DiT saw in
-        training at window positions 0..overlap-1. Decodes the clip so far [B, F, ...] and
-        encodes its last 1 + f (overlap - 1) frames."""
+        latent clip, whose first latent stands for f frames, is not what the DiT saw in
+        training at window positions 0..overlap-1. Decodes `outputs` [B, F, ...] (one window,
+        or the first clip: a cost that does not grow with the extension) and encodes its last
+        1 + f (overlap - 1) frames."""
         if overlap >= outputs.shape[1]:  # the clip is one window's start: nothing to re-encode
             return outputs[:, -overlap:]
         frames_per_latent = (self.pixel_shape[0] - 1) // (self.output_shape[0] - 1)

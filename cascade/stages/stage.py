@@ -183,9 +183,10 @@ class Stage(abc.ABC):
         return video
 
     def window_context(self, outputs: np.ndarray, overlap: int) -> np.ndarray:
-        """The last `overlap` output frames of a clip generated so far [B, F, ...] as the first
-        frames of a new window [B, overlap, ...] (autoregressive extension). Pixel stages: the
-        frames themselves; latent stages re-encode them (see `LatentDiTStage`)."""
+        """The last `overlap` frames of `outputs` [B, F, ...] (the first clip of an
+        autoregressive extension, then each window just generated) as the first frames of the
+        next window [B, overlap, ...]. Pixel stages: the frames themselves; latent stages
+        re-encode them (see `LatentDiTStage`)."""
         return outputs[:, -overlap:]
 
     def trivial_baselines(
