@@ -79,12 +79,14 @@ def scaled_steps(preset_steps: int, scale: float) -> int:
 
 
 def set_steps(config: ml_collections.ConfigDict, steps: int) -> None:
-    """Train for `steps`, keeping warm-up, logging and checkpoints within the run."""
+    """Train for `steps`, keeping warm-up, logging and checkpoints within the run; a
+    checkpoint at least every quarter of the run (>= 50 steps), so a killed experiment
+    loses little."""
     t = config.train
     t.steps = int(steps)
     t.warmup_steps = min(t.warmup_steps, max(steps // 10, 1))
     t.log_every = max(1, min(t.log_every, steps))
-    t.checkpoint_every = max(1, min(t.checkpoint_every, steps))
+    t.checkpoint_every = max(1, min(t.checkpoint_every, steps, max(50, steps // 4)))
 
 
 def config_hash(config: ml_collections.ConfigDict) -> str:
