@@ -196,3 +196,29 @@ class _Lap:
     def __exit__(self, *exc):
         elapsed = time.perf_counter() - self.start
         self.watch.seconds[self.name] = self.watch.seconds.get(self.name, 0.0) + elapsed
+
+
+def define_output_flags(fv: Any, presets: Mapping[str, Any], default_out: str) -> None:
+    """--preset, --out, --data_dir and --workdirs of a flag-driven experiment, on absl
+    FlagValues `fv` (each script adds its own flags beside them)."""
+    from absl import flags
+
+    flags.DEFINE_enum("preset", "tiny", list(presets), "Preset (tiny: for tests).", flag_values=fv)
+    flags.DEFINE_string(
+        "out", "", f"Output folder (default {default_out}/<preset>).", flag_values=fv
+    )
+    flags.DEFINE_string("data_dir", "results/data", "TFDS data_dir (built there).", flag_values=fv)
+    flags.DEFINE_string(
+        "workdirs", "results/workdirs", "Trained stages (<label>-<hash>).", flag_values=fv
+    )
+
+
+def checked_out(fv: Any, default_out: str) -> Path:
+    """The output folder of `define_output_flags`' flags, after checking that it, --workdirs
+    and --data_dir can be written (cascade.cli.UsageError otherwise: one line, exit 2)."""
+    from cascade import cli
+
+    out = Path(fv.out or f"{default_out}/{fv.preset}")
+    for path, flag in ((out, "--out"), (fv.workdirs, "--workdirs"), (fv.data_dir, "--data_dir")):
+        cli.check_writable_dir(str(path), flag)  # as typed: Path("") would be "."
+    return out

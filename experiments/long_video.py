@@ -287,16 +287,9 @@ def run(
 
 def define_flags() -> flags.FlagValues:
     fv = flags.FlagValues()
-    flags.DEFINE_enum("preset", "tiny", list(PRESETS), "Preset (tiny: for tests).", flag_values=fv)
+    common.define_output_flags(fv, PRESETS, DEFAULT_OUT)
     flags.DEFINE_integer(
         "seeds", 1, "Sampling seeds (keys 0..N-1) per method.", lower_bound=1, flag_values=fv
-    )
-    flags.DEFINE_string(
-        "out", "", f"Output folder (default {DEFAULT_OUT}/<preset>).", flag_values=fv
-    )
-    flags.DEFINE_string("data_dir", "results/data", "TFDS data_dir (built there).", flag_values=fv)
-    flags.DEFINE_string(
-        "workdirs", "results/workdirs", "Trained stages (<label>-<hash>).", flag_values=fv
     )
     return fv
 
@@ -307,13 +300,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def body(args: cli.Args) -> None:
         fv = args.flags
-        out = Path(fv.out or f"{DEFAULT_OUT}/{fv.preset}")
-        for path, flag in (
-            (out, "--out"),
-            (fv.workdirs, "--workdirs"),
-            (fv.data_dir, "--data_dir"),
-        ):
-            cli.check_writable_dir(str(path), flag)  # as typed: Path("") would be "."
+        out = common.checked_out(fv, DEFAULT_OUT)
         result = run(
             out, preset=fv.preset, seeds=fv.seeds, data_dir=fv.data_dir, workdirs=fv.workdirs
         )
