@@ -16,7 +16,7 @@ A module may import its own layer and the ones below it, never one above
                          trained stages and the frozen VAE they may need, distillation
   sampling               runners that chain trained stages into videos
   evaluation             FVD, content and physics metrics, cost, benchmarks
-  entry points           main (train/sample/evaluate a config), bench, quickstart,
+  entry points           main (train/sample/evaluate a config), bench, sampling_bench, quickstart,
                          distillation, python -m cascade.data; cli and config checks
 
 `experiments/` (outside the package) sits above all of them.
@@ -38,6 +38,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "cascade.config_overrides",
         "cascade.main",
         "cascade.bench",
+        "cascade.sampling_bench",
         "cascade.quickstart",
         "cascade.distillation",
         "cascade.data.__main__",

@@ -109,27 +109,57 @@ def bench_config(
                 )
             )
         if sample_steps >= 0:
-            # The whole sampling loop of one batch, as `--mode=sample` runs it.
             steps = sample_steps or (config.sample.steps if "sample" in config else 1)
-            batch = synthetic_batch(stage.batch_spec(config.train.batch_size), jax.random.key(2))
-            sample = sampling_fn(stage, model_graphdef(stage), steps)
-            args = (state["ema_params"], stage.cond_from_batch(batch), jax.random.key(3))
-            record = benchmarking.benchmark_compiled(
-                jax.jit(sample),
-                args,
-                name=f"{stage.name}/sample[{config.preset}, {steps} steps]",
-                params=params,
-                warmup=min(warmup, 1),  # each call is a whole sampling loop: one warm-up
-                iters=iters,
-                peak_gflops=peak,
-                flops=cost.xla_flops(sample, *args)["flops"],  # every step of the loop
+            records.append(
+                sampling_record(
+                    stage,
+                    state["ema_params"],
+                    config.train.batch_size,
+                    steps,
+                    name=f"{stage.name}/sample[{config.preset}, {steps} steps]",
+                    warmup=warmup,
+                    iters=iters,
+                    peak_gflops=peak,
+                )
             )
-            record["sample_steps"] = steps
-            record["seconds_per_video"] = record["step_time_s"] / config.train.batch_size
-            records.append(record)
     for record in records:
         record["batch_size"] = config.train.batch_size
     return records
+
+
+def sampling_record(
+    stage: Any,
+    params: Any,
+    batch_size: int,
+    steps: int,
+    *,
+    name: str,
+    warmup: int,
+    iters: int,
+    peak_gflops: float,
+) -> dict[str, Any]:
+    """The stage's whole jitted sampling loop for one batch of `batch_size` synthetic
+    conditionings (whole frames) at `steps`, as `--mode=sample` runs it: benchmark fields plus
+    `sample_steps` and `seconds_per_video`. FLOPs count every step of the loop."""
+    cond = stage.cond_from_batch(synthetic_batch(stage.batch_spec(batch_size), jax.random.key(2)))
+    if "cond" in cond:  # whole frames: a spatial SR stage trains on crops but samples full size
+        shape = (batch_size, *stage.input_shape)
+        cond["cond"] = jax.random.uniform(jax.random.key(4), shape, minval=-1.0, maxval=1.0)
+    sample = sampling_fn(stage, model_graphdef(stage), steps)
+    args = (params, cond, jax.random.key(3))
+    record = benchmarking.benchmark_compiled(
+        jax.jit(sample),
+        args,
+        name=name,
+        params=count_params(params),
+        warmup=min(warmup, 1),  # each call is a whole sampling loop: one warm-up
+        iters=iters,
+        peak_gflops=peak_gflops,
+        flops=cost.xla_flops(sample, *args)["flops"],  # every step of the loop
+    )
+    record["sample_steps"] = steps
+    record["seconds_per_video"] = record["step_time_s"] / batch_size
+    return record
 
 
 def _body(args: cli.Args) -> None:
@@ -140,7 +170,8 @@ def _body(args: cli.Args) -> None:
     if args.config.stage not in TRAINABLE_STAGES:
         raise ConfigError(
             f"cascade.bench times a stage's training step; a {args.config.stage} config has "
-            f"none. Use a stage config ({', '.join(TRAINABLE_STAGES)}), e.g. configs/keyframes.py:bench."
+            f"none. Use a stage config ({', '.join(TRAINABLE_STAGES)}), e.g. configs/keyframes.py:bench; "
+            "`python -m cascade.sampling_bench` times whole pipelines' sampling."
         )
     if args.sample_steps < -1:
         raise cli.UsageError(

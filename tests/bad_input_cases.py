@@ -125,6 +125,12 @@ CASES = (
         B, "bench with --iters=0", ("--config={configs}/keyframes.py:tiny", "--iters=0"), "--iters"
     ),
     Case(
+        "cascade.sampling_bench",
+        "sampling bench with 0 student steps",
+        ("--student_steps=8,0",),
+        "--student_steps must be positive integers",
+    ),
+    Case(
         D, "distil without a teacher", ("--config={configs}/distill.py:tiny", WD), "teacher_workdir"
     ),
     Case(

@@ -134,3 +134,38 @@ def test_bench_times_the_whole_sampling_loop(data_dir):
         sampling_fn(stage, model_graphdef(stage), 1), params, cond, jax.random.key(1)
     )["flops"]
     assert sample["flops_per_step"] == pytest.approx(3 * one_step, rel=0.02)
+
+
+def test_sampling_bench_sums_each_pipelines_loops_and_students_cost_their_steps():
+    """cascade.sampling_bench: a pipeline is the sum of its timed loops; a student's loop is
+    the same network at fewer steps, so its FLOPs scale with the steps."""
+    from cascade import sampling_bench
+
+    records = sampling_bench.run("tiny", [2], iters=1)
+    loops = {r["name"]: r for r in records if not r.get("pipeline")}
+    pipelines = {r["name"]: r for r in records if r.get("pipeline")}
+    assert set(pipelines) == {
+        "cascade",
+        "single_stage",
+        "cascade_student_2",
+        "single_stage_student_2",
+    }
+    for p in pipelines.values():
+        timed = [loops[name] for name in p["loops"]]
+        assert p["seconds_per_video"] == pytest.approx(
+            sum(r["step_time_s"] for r in timed) / p["batch_size"]
+        )
+        assert p["gflops_per_video"] == pytest.approx(
+            sum(r["flops_per_step"] for r in timed) / p["batch_size"] / 1e9
+        )
+    teacher, student = pipelines["cascade"], pipelines["cascade_student_2"]
+    assert teacher["sampler_steps"] == 3 * 4 and student["sampler_steps"] == 3 * 2
+    for t_name, s_name in zip(teacher["loops"], student["loops"], strict=True):
+        t, s = loops[t_name], loops[s_name]
+        per_step = t["flops_per_step"] / t["sample_steps"], s["flops_per_step"] / s["sample_steps"]
+        assert per_step[1] == pytest.approx(per_step[0], rel=0.05), (t_name, s_name)
+    assert pipelines["single_stage"]["speedup"] == 1.0
+    assert student["speedup"] == pytest.approx(
+        teacher["seconds_per_video"] / student["seconds_per_video"]
+    )
+    assert "| cascade_student_2 | 6 |" in sampling_bench.markdown(records)

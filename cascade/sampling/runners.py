@@ -122,6 +122,50 @@ def validate_chain(stages: list[tuple[str, Any]]) -> None:
             )
 
 
+def with_cascade_sampling(
+    config: ml_collections.ConfigDict, name: str, stage_config: ml_collections.ConfigDict
+) -> ml_collections.ConfigDict:
+    """`stage_config` (changed in place) with the sampling settings a cascade config gives
+    stage `name` (`config.stages[name]`: sampler, steps, eta, guidance_scale, aug_t)."""
+    s = config.stages[name]
+    check_choice(s.sampler, ("ddpm", "ddim"), f"stages.{name}.sampler")
+    stage_config.sample.update(sampler=s.sampler, steps=s.steps, eta=s.eta)
+    workdir = s.workdir
+    if "guidance_scale" in s:  # only where it does something: refuse it otherwise
+        if s.guidance_scale and stage_config.model.num_classes <= 0:
+            raise ConfigError(
+                f"config.stages.{name}.guidance_scale={s.guidance_scale}: the stage in "
+                f"{workdir} is unconditional (model.num_classes=0); set it to 0."
+            )
+        stage_config.sample.guidance_scale = s.guidance_scale
+    if "aug_t" in s:
+        if "sr" not in stage_config:
+            raise ConfigError(
+                f"config.stages.{name}.aug_t: the {stage_config.stage} stage in {workdir} "
+                "has no noise conditioning augmentation; remove the key."
+            )
+        stage_config.sr.sample_aug_t = s.aug_t
+    return stage_config
+
+
+def with_single_stage_sampling(
+    config: ml_collections.ConfigDict, dit_config: ml_collections.ConfigDict
+) -> ml_collections.ConfigDict:
+    """`dit_config` (changed in place) with a single_stage config's sampling settings
+    (`config.dit`: sampler, steps, shift, guidance_scale)."""
+    s = config.dit
+    check_choice(s.sampler, FLOW_SAMPLERS, "dit.sampler")
+    if s.guidance_scale and dit_config.model.num_classes <= 0:
+        raise ConfigError(
+            f"config.dit.guidance_scale={s.guidance_scale}: the latent DiT in {s.workdir} is "
+            "unconditional (model.num_classes=0); set it to 0."
+        )
+    dit_config.sample.update(
+        sampler=s.sampler, steps=s.steps, shift=s.shift, guidance_scale=s.guidance_scale
+    )
+    return dit_config
+
+
 class CascadeRunner(Runner):
     """Trained stages in `config.order`, each conditioned on the previous one's output."""
 
@@ -138,7 +182,9 @@ class CascadeRunner(Runner):
             stage_configs.append(
                 (
                     name,
-                    self._with_sampling(name, config_from_checkpoint(config.stages[name].workdir)),
+                    with_cascade_sampling(
+                        config, name, config_from_checkpoint(config.stages[name].workdir)
+                    ),
                 )
             )
         validate_chain([(name, build_stage(c)) for name, c in stage_configs])
@@ -146,27 +192,6 @@ class CascadeRunner(Runner):
             (name, load_trained(config.stages[name].workdir, c, mesh=self.mesh))
             for name, c in stage_configs
         ]
-
-    def _with_sampling(self, name: str, stage_config: ml_collections.ConfigDict):
-        s = self.config.stages[name]
-        check_choice(s.sampler, ("ddpm", "ddim"), f"stages.{name}.sampler")
-        stage_config.sample.update(sampler=s.sampler, steps=s.steps, eta=s.eta)
-        workdir = s.workdir
-        if "guidance_scale" in s:  # only where it does something: refuse it otherwise
-            if s.guidance_scale and stage_config.model.num_classes <= 0:
-                raise ConfigError(
-                    f"config.stages.{name}.guidance_scale={s.guidance_scale}: the stage in "
-                    f"{workdir} is unconditional (model.num_classes=0); set it to 0."
-                )
-            stage_config.sample.guidance_scale = s.guidance_scale
-        if "aug_t" in s:
-            if "sr" not in stage_config:
-                raise ConfigError(
-                    f"config.stages.{name}.aug_t: the {stage_config.stage} stage in {workdir} "
-                    "has no noise conditioning augmentation; remove the key."
-                )
-            stage_config.sr.sample_aug_t = s.aug_t
-        return stage_config
 
     @property
     def keyframes(self) -> TrainedStage:
@@ -260,18 +285,9 @@ class SingleStageRunner(Runner):
     def __init__(self, config: ml_collections.ConfigDict):
         self.config = config
         self.mesh = parallel.make_mesh(config.mesh)
-        s = config.dit
-        check_choice(s.sampler, FLOW_SAMPLERS, "dit.sampler")
-        dit_config = config_from_checkpoint(s.workdir)
-        if s.guidance_scale and dit_config.model.num_classes <= 0:
-            raise ConfigError(
-                f"config.dit.guidance_scale={s.guidance_scale}: the latent DiT in {s.workdir} is "
-                "unconditional (model.num_classes=0); set it to 0."
-            )
-        dit_config.sample.update(
-            sampler=s.sampler, steps=s.steps, shift=s.shift, guidance_scale=s.guidance_scale
-        )
-        self.dit = load_trained(s.workdir, dit_config, mesh=self.mesh)
+        check_choice(config.dit.sampler, FLOW_SAMPLERS, "dit.sampler")
+        dit_config = with_single_stage_sampling(config, config_from_checkpoint(config.dit.workdir))
+        self.dit = load_trained(config.dit.workdir, dit_config, mesh=self.mesh)
 
     @property
     def final_config(self) -> ml_collections.ConfigDict:

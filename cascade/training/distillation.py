@@ -49,11 +49,19 @@ def student_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
     student.mesh = ml_collections.ConfigDict(config.mesh.to_dict())
     student.seed = config.seed
     student.distill = ml_collections.ConfigDict(d.to_dict())
-    if student.stage == "latent_dit":
-        student.sample.update(sampler="euler", steps=d.end_steps)
+    return with_student_sampler(student, d.end_steps)
+
+
+def with_student_sampler(
+    config: ml_collections.ConfigDict, steps: int
+) -> ml_collections.ConfigDict:
+    """`config` (changed in place) sampling as a distilled student does: deterministically
+    (Euler for flow matching, DDIM with eta 0 otherwise) at `steps`."""
+    if config.stage == "latent_dit":
+        config.sample.update(sampler="euler", steps=steps)
     else:
-        student.sample.update(sampler="ddim", eta=0.0, steps=d.end_steps)
-    return student
+        config.sample.update(sampler="ddim", eta=0.0, steps=steps)
+    return config
 
 
 class DistillationTrainer(Trainer):
