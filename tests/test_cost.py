@@ -66,7 +66,9 @@ def test_sharded_program_counts_global_flops(operands):
     def sharded(a, b):
         return jax.lax.with_sharding_constraint(a, rows) @ b
 
-    assert cost.xla_flops(sharded, *operands)["flops"] == pytest.approx(MATMUL, rel=1e-6)
+    # Global, not per device (1/8 of it); XLA's HLO analysis of the sharding annotation may
+    # count a FLOP or so besides.
+    assert cost.xla_flops(sharded, *operands)["flops"] == pytest.approx(MATMUL, abs=4)
 
 
 def test_count_params():
@@ -134,6 +136,11 @@ def test_bench_times_the_whole_sampling_loop(data_dir):
         sampling_fn(stage, model_graphdef(stage), 1), params, cond, jax.random.key(1)
     )["flops"]
     assert sample["flops_per_step"] == pytest.approx(3 * one_step, rel=0.02)
+    # The cost accounting analyses the lowered program (no compile): close to what the
+    # compiled training step the benchmark timed counts (3.4% less on this tiny U-Net, whose
+    # elementwise work XLA's optimiser expands; 0.3-0.7% on the quick and bench stages).
+    lowered = cost.train_step_flops(config)["flops_per_step"]
+    assert lowered == pytest.approx(train["flops_per_step"], rel=0.05)
 
 
 def test_sampling_bench_sums_each_pipelines_loops_and_students_cost_their_steps():

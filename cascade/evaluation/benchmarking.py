@@ -17,7 +17,8 @@ import jax.numpy as jnp
 
 
 def compiled_flops(compiled: Any) -> float:
-    """FLOPs XLA counts for one call of a compiled executable (`jit(f).lower(..).compile()`)."""
+    """FLOPs XLA counts for one call of a compiled executable (`jit(f).lower(..).compile()`),
+    or of a lowered program (`jit(f).lower(..)`, analysed before optimisation)."""
     analysis = compiled.cost_analysis()
     if isinstance(analysis, (list, tuple)):  # older JAX returned one dict per device
         analysis = analysis[0] if analysis else {}
