@@ -37,7 +37,7 @@ from absl import flags  # noqa: E402
 
 from experiments import common  # noqa: E402
 from experiments.av_joint_vs_two_stage_report import summary_rows, write_outputs  # noqa: E402
-from experiments.continuation_methods_report import environment  # noqa: E402
+from experiments.tables import environment  # noqa: E402
 
 NAME = "av_joint_vs_two_stage"
 MODES = ("joint", "video_then_audio", "audio_then_video")

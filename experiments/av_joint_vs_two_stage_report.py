@@ -125,9 +125,7 @@ def markdown(result: dict[str, Any]) -> str:
         "Samples (seed 0, clip 0, MP4 with sound): "
         + ", ".join(f"[{n}]({n})" for n in result["samples"]),
         "",
-        f"Commit {env['commit']}; CPU {env['cpu']} ({env['cpu_count']} cores, load "
-        f"{env['load_average'][0]:.1f}); JAX {env['jax']}; wall time "
-        f"{env['wall_seconds'] / 60:.1f} min.",
+        tables.environment_line(env),
         "",
     ]
     return "\n".join(text)

@@ -37,7 +37,7 @@ import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
 from experiments import cascade_vs_single_stage_report as report  # noqa: E402
-from experiments import common, expconfig, lab, summary  # noqa: E402
+from experiments import common, expconfig, lab, summary, tables  # noqa: E402
 
 NAME = "cascade_vs_single_stage"
 DEFAULT_CONFIG = "experiments/cascade_vs_single_stage:cpu"  # resolved in configs/
@@ -376,6 +376,7 @@ def run(exp: ml_collections.ConfigDict) -> dict[str, Any]:
         "seconds": time.perf_counter() - start,
         "fvd_protocol": measurer.protocol.to_dict() if exp.fvd else None,
     }
+    result["environment"] = tables.environment(result["seconds"])
     report.write_outputs(out, result)
     return result
 

@@ -186,8 +186,10 @@ def write_outputs(out: Path, result: dict[str, Any]) -> None:
         tables.markdown_table(stage_rows(first), STAGE_COLUMNS),
         "",
         f"Runs read back: {len(result['runs']['reused'])}; measured now: "
-        f"{len(result['runs']['computed'])}. Wall time of this call: "
-        f"{result['seconds'] / 60:.1f} min.",
+        f"{len(result['runs']['computed'])}. This call: "
+        + tables.environment_line(
+            result["environment"], f"seeds {', '.join(map(str, range(result['config']['seeds'])))}"
+        ),
         "",
     ]
     (out / "results.md").write_text("\n".join(text))

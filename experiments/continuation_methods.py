@@ -41,7 +41,8 @@ import numpy as np  # noqa: E402
 from absl import flags  # noqa: E402
 
 from experiments import common, tables  # noqa: E402
-from experiments.continuation_methods_report import CONTENT, environment, write_outputs  # noqa: E402
+from experiments.continuation_methods_report import CONTENT, write_outputs  # noqa: E402
+from experiments.tables import environment  # noqa: E402
 
 NAME = "continuation_methods"
 DATASETS = ("moving_digits", "bouncing_shapes")

@@ -1,11 +1,8 @@
 """Outputs of experiments/continuation_methods.py: results.{csv,json,md}, the plot of PSNR vs
-frame offset, and where and how the numbers were made (commit, CPU model, wall time)."""
+frame offset, and where and how the numbers were made (`tables.environment_line`)."""
 
 from __future__ import annotations
 
-import os
-import platform
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -41,44 +38,11 @@ CSV_COLUMNS = [
 ]
 
 
-def environment(seconds: float) -> dict[str, Any]:
-    """Commit (with a '+dirty' mark), CPU model (lscpu), Python / JAX versions, wall time."""
-    import jax
-
-    def out(cmd: list[str]) -> str:
-        try:
-            return subprocess.run(cmd, capture_output=True, text=True, check=False).stdout
-        except OSError:
-            return ""
-
-    commit = out(["git", "rev-parse", "--short", "HEAD"]).strip() or "unknown"
-    if out(["git", "status", "--porcelain"]).strip():
-        commit += "+dirty"
-    model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in out(["lscpu"]).splitlines()
-            if line.startswith("Model name")
-        ),
-        platform.processor() or "unknown",
-    )
-    return {
-        "commit": commit,
-        "cpu": model,
-        "cpu_count": os.cpu_count(),
-        "load_average": os.getloadavg(),
-        "jax": jax.__version__,
-        "devices": [str(d) for d in jax.devices()],
-        "wall_seconds": seconds,
-    }
-
-
 def write_outputs(out: Path, result: dict[str, Any]) -> str:
     """results.{csv,json,md} and error_vs_offset.png; returns the markdown."""
     rows = result["rows"]
     tables.write_csv(out / "results.csv", rows, CSV_COLUMNS)
     tables.write_json(out / "results.json", result)
-    env = result["environment"]
     md_columns = ["dataset", "task", "method", "psnr", "psnr_se"]
     md_columns += [k for k in CSV_COLUMNS[5:12] if any(tables.finite(r.get(k)) for r in rows)]
     md_columns += ["verdict"]
@@ -105,9 +69,9 @@ def write_outputs(out: Path, result: dict[str, Any]) -> str:
         "standard errors, or FVD within fvd_noise, is 'inconclusive'.",
         "VDM (UCF101, 16 -> 64 frames): reconstruction guidance FVD 136 vs replacement 451.",
         "",
-        f"Commit {env['commit']}; CPU {env['cpu']} ({env['cpu_count']} cores, load "
-        f"{env['load_average'][0]:.1f}); JAX {env['jax']}; seed {result['seeds']['train']} (training and "
-        f"sampling); wall time {env['wall_seconds'] / 60:.1f} min.",
+        tables.environment_line(
+            result["environment"], f"seed {result['seeds']['train']} (training and sampling)"
+        ),
         "",
     ]
     md = "\n".join(lines)

@@ -44,7 +44,8 @@ from absl import flags  # noqa: E402
 
 from experiments import common  # noqa: E402
 from experiments.long_video_metrics import generation_flops, long_video_metrics  # noqa: E402
-from experiments.long_video_report import environment, write_outputs  # noqa: E402
+from experiments.long_video_report import write_outputs  # noqa: E402
+from experiments.tables import environment  # noqa: E402
 
 NAME = "long_video"
 DATASETS = ("bouncing_shapes", "moving_digits")

@@ -10,10 +10,9 @@ from typing import Any
 import numpy as np
 
 from experiments import tables
-from experiments.continuation_methods_report import environment
 from experiments.long_video_metrics import METRICS
 
-__all__ = ["environment", "write_outputs", "table_rows"]
+__all__ = ["write_outputs", "table_rows"]
 
 LABELS = {
     "teleports": "teleports",
@@ -149,10 +148,11 @@ def markdown(result: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         "generated frame: wall seconds of warm sampling (compilation excluded, VAE encode and "
         "decode included for the DiTs) and loop-aware XLA FLOPs.",
         "",
-        f"Commit {env['commit']}; CPU {env['cpu']} ({env['cpu_count']} cores, load "
-        f"{env['load_average'][0]:.1f}); JAX {env['jax']}; training seed "
-        f"{result['seeds']['train']}, sampling seeds {result['seeds']['sampling']}; wall time "
-        f"{env['wall_seconds'] / 60:.1f} min.",
+        tables.environment_line(
+            env,
+            f"training seed {result['seeds']['train']}, sampling seeds "
+            f"{result['seeds']['sampling']}",
+        ),
         "",
     ]
     return "\n".join(lines)

@@ -1,11 +1,14 @@
 """Writing experiment results: numbers formatted for tables, Markdown tables, CSV and JSON
-files, and bar-chart panels (PNG)."""
+files, bar-chart panels (PNG), and where and how the numbers were made (`environment`)."""
 
 from __future__ import annotations
 
 import csv
 import json
 import math
+import os
+import platform
+import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -151,3 +154,48 @@ def seed_panels(
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def environment(seconds: float) -> dict[str, Any]:
+    """Commit (with a '+dirty' mark), CPU model (lscpu), Python / JAX versions, wall time."""
+    import jax
+
+    def out(cmd: list[str]) -> str:
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True, check=False).stdout
+        except OSError:
+            return ""
+
+    commit = out(["git", "rev-parse", "--short", "HEAD"]).strip() or "unknown"
+    if out(["git", "status", "--porcelain"]).strip():
+        commit += "+dirty"
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in out(["lscpu"]).splitlines()
+            if line.startswith("Model name")
+        ),
+        platform.processor() or "unknown",
+    )
+    return {
+        "commit": commit,
+        "cpu": model,
+        "cpu_count": os.cpu_count(),
+        "load_average": os.getloadavg(),
+        "jax": jax.__version__,
+        "devices": [str(d) for d in jax.devices()],
+        "wall_seconds": seconds,
+    }
+
+
+def environment_line(env: Mapping[str, Any], seeds: str = "") -> str:
+    """The provenance sentence under every results table: commit, CPU, load, JAX, `seeds`
+    (a phrase, e.g. "seeds 0, 1"), wall time."""
+    parts = [
+        f"Commit {env['commit']}",
+        f"CPU {env['cpu']} ({env['cpu_count']} cores, load {env['load_average'][0]:.1f})",
+        f"JAX {env['jax']}",
+        *([seeds] if seeds else []),
+        f"wall time {env['wall_seconds'] / 60:.1f} min",
+    ]
+    return "; ".join(parts) + "."

@@ -34,7 +34,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
-from experiments import expconfig, lab, summary  # noqa: E402
+from experiments import expconfig, lab, summary, tables  # noqa: E402
 from experiments import vdm_ablations_report as report  # noqa: E402
 
 NAME = "vdm_ablations"
@@ -337,6 +337,7 @@ def run(exp: ml_collections.ConfigDict) -> dict[str, Any]:
         "seconds": time.perf_counter() - start,
         "fvd_protocol": ablations.lab.protocol.to_dict() if exp.fvd else None,
     }
+    result["environment"] = tables.environment(result["seconds"])
     report.write_outputs(out, result)
     return result
 

@@ -133,8 +133,10 @@ def markdown(result: dict[str, Any]) -> str:
             f"{counts['disagrees']} disagree, {counts['inconclusive']} inconclusive.",
             "",
             f"Runs read back from earlier calls: {len(result['runs']['reused'])}; measured now: "
-            f"{len(result['runs']['computed'])}. Wall time of this call: "
-            f"{result['seconds'] / 60:.1f} min.",
+            f"{len(result['runs']['computed'])}. This call: "
+            + tables.environment_line(
+                result["environment"], f"seeds {', '.join(map(str, range(exp['seeds'])))}"
+            ),
             "",
         ]
     )

@@ -284,6 +284,7 @@ def test_ablation_summary_and_report_fill_every_column(tmp_path):
         **summary.summarize(settings, ablations.comparisons, real, exp),
         "runs": {"reused": [], "computed": ["a"]},
         "seconds": 1.0,
+        "environment": tables.environment(1.0),
     }
     verdicts = result["verdicts"]
     assert verdicts[0]["verdict"] == "agrees"  # features shifted by 3: FVD far worse at w = 2
@@ -374,6 +375,7 @@ def test_comparison_report_writes_tables_and_plot(tmp_path):
         "real_reference": {"digits": {"identity_stability": 0.9, "cv_residual": 0.3}},
         "runs": {"reused": ["seed0"], "computed": ["seed1"]},
         "seconds": 3.0,
+        "environment": tables.environment(3.0),
     }
     comparison_report.write_outputs(tmp_path, result)
     for name in ("results.md", "pipelines.csv", "stages.csv", "verdicts.csv", "comparison.png"):
