@@ -17,9 +17,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # `experiments` is a top-level folder, not an installed package
     sys.path.insert(0, str(REPO))
 
-from experiments import cascade_vs_single_stage as comparison  # noqa: E402
-from experiments import cascade_vs_single_stage_report as comparison_report  # noqa: E402
 from experiments import (  # noqa: E402
+    budget,
     common,
     expconfig,
     lab,
@@ -29,6 +28,8 @@ from experiments import (  # noqa: E402
     tables,
     vdm_ablations,
 )
+from experiments import cascade_vs_single_stage as comparison  # noqa: E402
+from experiments import cascade_vs_single_stage_report as comparison_report  # noqa: E402
 from experiments import vdm_ablations_report as ablations_report  # noqa: E402
 
 EXPERIMENT_CONFIGS = REPO / "configs" / "experiments"
@@ -43,16 +44,16 @@ def read_csv(path):
 # -- the logic the scripts rest on -----------------------------------------------------------
 def test_budget_matching_keeps_the_preset_ratio_and_lands_nearest_the_cascade():
     per_step = {"video_vae": 10.0, "latent_dit": 5.0}
-    got = comparison.match_budget(1000.0, per_step, {"video_vae": 100, "latent_dit": 100})
+    got = budget.match_budget(1000.0, per_step, {"video_vae": 100, "latent_dit": 100})
     # 1000 FLOPs at 15 per (VAE step + DiT step): 66.67 of each, rounded.
     assert got["steps"] == {"video_vae": 67, "latent_dit": 67}
     assert got["single_stage_total"] == 67 * 15
     assert got["ratio"] == pytest.approx(1.005)
     # A tiny budget still trains each stage for at least one step, and says so in the ratio.
-    small = comparison.match_budget(1.0, per_step, {"video_vae": 4, "latent_dit": 4})
+    small = budget.match_budget(1.0, per_step, {"video_vae": 4, "latent_dit": 4})
     assert small["steps"] == {"video_vae": 1, "latent_dit": 1} and small["ratio"] == 15.0
     # One-off FLOPs (latents encoded once per clip) come out of the budget before the steps.
-    fixed = comparison.match_budget(1000.0, per_step, {"video_vae": 100, "latent_dit": 100}, 250.0)
+    fixed = budget.match_budget(1000.0, per_step, {"video_vae": 100, "latent_dit": 100}, 250.0)
     assert fixed["steps"] == {"video_vae": 50, "latent_dit": 50}
     assert fixed["single_stage_total"] == 50 * 15 + 250.0
 
