@@ -168,3 +168,30 @@ def test_looking_up_a_missing_stage_creates_nothing(tmp_path, data_dir):
     with pytest.raises(CheckpointError, match="No checkpoint found"):
         load_trained(missing, tiny_config("keyframes", data_dir))
     assert list((missing / "checkpoints").iterdir()) == []
+
+
+def test_sampling_reads_only_the_weights_it_samples_with(data_dir, workdir):
+    """load_trained reads the EMA weights alone (not the optimizer state and raw weights, three
+    times as many arrays), and they equal the full restore's."""
+    import orbax.checkpoint as ocp
+
+    config = tiny_config("keyframes", data_dir, **{"train.num_samples": 0})
+    full = Trainer(config, workdir).restore_or_init()
+    trained = load_trained(workdir, config)
+    assert trained.step == 4
+    for got, want in zip(
+        jax.tree.leaves(trained.params), jax.tree.leaves(full["ema_params"]), strict=True
+    ):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    target = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), full
+    )
+    step, state, _ = Checkpointer(workdir).restore_latest(target, only=("params",))
+
+    def leaves(tree):
+        return jax.tree.leaves(tree, is_leaf=lambda x: x is ocp.PLACEHOLDER)
+
+    assert step == 4 and all(x is not ocp.PLACEHOLDER for x in leaves(state["params"]))
+    assert leaves(state["opt_state"]) and all(
+        x is ocp.PLACEHOLDER for x in leaves(state["opt_state"])
+    )

@@ -28,6 +28,7 @@ import logging
 import os
 import shutil
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -196,11 +197,16 @@ class Checkpointer:
         )
 
     # -- reading --------------------------------------------------------------------------------
-    def restore_latest(self, abstract_state: Any) -> tuple[int, Any, dict[str, Any]] | None:
+    def restore_latest(
+        self, abstract_state: Any, *, only: Sequence[str] | None = None
+    ) -> tuple[int, Any, dict[str, Any]] | None:
         """Restore the newest readable checkpoint onto `abstract_state`'s shardings.
 
         `abstract_state` is a tree of `jax.ShapeDtypeStruct(shape, dtype, sharding=...)`,
-        so a checkpoint written on one mesh restores onto another. Returns
+        so a checkpoint written on one mesh restores onto another. `only`: the top-level
+        keys to read (e.g. the EMA weights a sampler needs, not the optimizer state: a
+        quarter of the arrays); the others come back as `ocp.PLACEHOLDER` leaves. The whole
+        stored tree is still checked against `abstract_state`. Returns
         (step, state, meta), or None when the directory holds no checkpoint at all.
         Raises CheckpointMismatchError (nothing moved) when the newest readable
         checkpoint holds other arrays than requested, and CheckpointError when every
@@ -224,20 +230,43 @@ class Checkpointer:
                     "to train this config from scratch."
                 )
             try:
-                restored = self._mngr.restore(
-                    step,
-                    args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)),
-                )
-                jax.block_until_ready(restored["state"])
+                if only is None:
+                    args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
+                    state = self._mngr.restore(step, args=args)["state"]
+                else:
+                    state = self._restore_subset(step, abstract_state, only)
+                jax.block_until_ready(state)
             except MemoryError:
                 raise
             except Exception as err:  # noqa: BLE001 - tree matches, so the files are damaged
                 self._quarantine(step, err)
                 continue
-            return step, restored["state"], self._read_meta(step) or {}
+            return step, state, self._read_meta(step) or {}
         if self.quarantined():
             raise self.unusable_error()
         return None
+
+    def _restore_subset(self, step: int, abstract_state: dict[str, Any], only: Sequence[str]):
+        """The arrays under the top-level keys `only` of one step; the rest left unread
+        (placeholders: the manager's standard handler has no partial read)."""
+
+        def skipped(tree: Any, leaf: Any) -> Any:
+            return jax.tree.map(lambda _: leaf, tree)
+
+        item = {
+            k: v if k in only else skipped(v, ocp.PLACEHOLDER) for k, v in abstract_state.items()
+        }
+        restore_args = {
+            k: ocp.checkpoint_utils.construct_restore_args(v)
+            if k in only
+            else skipped(v, ocp.RestoreArgs())
+            for k, v in abstract_state.items()
+        }
+        with ocp.PyTreeCheckpointer() as reader:
+            return reader.restore(
+                self.directory / str(step) / "state",
+                args=ocp.args.PyTreeRestore(item=item, restore_args=restore_args),
+            )
 
     def unusable_error(self) -> CheckpointError:
         """The refusal for a directory whose checkpoints were all moved aside as corrupt."""

@@ -90,7 +90,7 @@ def load_trained(
     )
     # Raises (nothing moved) when `config` builds another model than the one stored, and when
     # every checkpoint is unreadable (those are moved aside as corrupt-*, never deleted).
-    restored = ckpt.restore_latest(target)
+    restored = ckpt.restore_latest(target, only=("step", "ema_params" if ema else "params"))
     if restored is None:
         raise CheckpointError(f"No checkpoint left in {ckpt.directory}. Train the stage first.")
     step, state, _ = restored
