@@ -1,4 +1,5 @@
-"""Progressive distillation of a trained stage (any cascade stage, or the latent DiT).
+"""Progressive distillation of a trained stage (any cascade stage, the latent DiT, or the
+causal DiT, whose student learns the rollout's chunk step).
 
     python -m cascade.distillation --config=configs/distill.py --workdir=OUT \
         --config.distill.teacher_workdir=WORKDIR_OF_A_TRAINED_STAGE

@@ -273,3 +273,40 @@ def test_causal_stage_trains_and_samples(data_dir):
         with pytest.raises(ConfigError, match=key_):
             config_checks.validate(tiny_config("causal_dit", data_dir, **{key_: value}))
     assert load("causal_dit:tiny").model.causal_chunk == 1
+
+
+def test_rollout_distillation_fits_two_teacher_steps_per_chunk(data_dir):
+    """Progressive distillation of the rollout's chunk step (`CausalDiTStage.distill_loss`): a
+    student starting as the teacher pays the gap between one and two teacher steps on the
+    denoised chunk; fitting it on a fixed batch closes most of that gap."""
+    from cascade.stages.causal_dit import CausalDiTStage
+
+    latent_shape = (4, 4, 4, 4)
+    stage = CausalDiTStage(tiny_config("causal_dit", data_dir), latent_shape=latent_shape)
+    assert stage.supports_distillation
+    model = stage.build_model(nnx.Rngs(0))
+    perturb_zero_params(model, jax.random.key(2))
+    graphdef, teacher = nnx.split(model, nnx.Param)
+    x0 = jax.random.normal(jax.random.key(0), (8, *latent_shape))
+    batch = {"video": x0, "label": jnp.arange(8) % 3}
+    key = jax.random.key(1)
+
+    def loss(student, video=x0):
+        merged = nnx.merge(graphdef, student), nnx.merge(graphdef, teacher)
+        return stage.distill_loss(
+            *merged, {**batch, "video": video}, key, student_steps=2, weighting="auto"
+        )[0]
+
+    tx = optax.adam(3e-3)
+
+    @jax.jit
+    def fit(params, opt):
+        value, g = jax.value_and_grad(loss)(params)
+        upd, opt = tx.update(g, opt, params)
+        return optax.apply_updates(params, upd), opt, value
+
+    params, opt, history = teacher, tx.init(teacher), []
+    for _ in range(30):
+        params, opt, value = fit(params, opt)
+        history.append(float(value))
+    assert history[0] > 1e-4 and history[-1] < 0.3 * history[0], history

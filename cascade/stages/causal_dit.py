@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from cascade.configs import ConfigError, check_choice
-from cascade.diffusion import flow, guidance
+from cascade.diffusion import distill, flow, guidance
 from cascade.diffusion.rollout import RolloutSpec, is_guided, rollout
 from cascade.models.kv_cache import rollout_cache
 from cascade.stages.latent_dit import FrozenVAELike, LatentDiTStage
@@ -90,9 +90,59 @@ class CausalDiTStage(LatentDiTStage):
         loss = jnp.mean(flow.weighted_flow_loss(v.astype(jnp.float32), x0, eps, weight))
         return loss, {"loss": loss}
 
-    # Progressive distillation matches two teacher steps over the whole clip at one t: that is
-    # not what a rollout runs, so the causal stage is not distilled (yet).
-    supports_distillation = False
+    supports_distillation = True
+
+    def distill_loss(self, student, teacher, batch, key, *, student_steps, weighting):
+        """Progressive distillation of the rollout's chunk step (`Stage.distill_loss`): per clip
+        a random chunk k is the one being denoised, the chunks before it are the context the
+        cache holds (the clean chunks re-noised to `causal.context_t`), the later ones pure
+        noise (causal attention hides them). One student Euler step u -> u - 1/N on chunk k
+        must land where two teacher steps land (`distill.flow_distill_target`); the other
+        chunks stay fixed and carry no loss. Flow matching: `weighting` must be "auto"."""
+        del weighting  # config_checks refuses anything but "auto" for a flow student
+        x = batch["video"]
+        b, frames = x.shape[:2]
+        k_u, k_eps, k_chunk, k_ctx = jax.random.split(key, 4)
+        u = distill.sample_student_u(k_u, b, student_steps)
+        shift, context_t = self.config.sample.shift, self.config.causal.context_t
+        chunk_of = jnp.arange(frames)[None] // self.model_config.causal_chunk  # [1, T]
+        target = jax.random.randint(k_chunk, (b, 1), 0, self.chunks)
+        on, before = chunk_of == target, chunk_of < target  # [B, T]
+        per_frame = (b, frames, *(1,) * (x.ndim - 2))  # [B, T] -> broadcast over a frame
+        mask = on.reshape(per_frame).astype(x.dtype)
+        eps = jax.random.normal(k_eps, x.shape, x.dtype)
+        context = flow.flow_interpolate(x, eps=jax.random.normal(k_ctx, x.shape), t=context_t)
+        z = flow.flow_interpolate(x, eps=eps, t=flow.shift_time(u, shift))
+        z = mask * z + (1 - mask) * jnp.where(before.reshape(per_frame), context, eps)
+        label = self._labels(self.cond_from_batch(batch))
+
+        def chunk_velocity(model):
+            def velocity(z, t):  # t [B]: chunk k's time; the others at their fixed levels
+                times = jnp.where(on, t[:, None], jnp.where(before, context_t, 1.0))
+                return self._guided_velocity(model, z, times, label) * mask
+
+            return velocity
+
+        goal = distill.flow_distill_target(
+            chunk_velocity(teacher), z, u, student_steps=student_steps, shift=shift
+        )
+        error = jnp.square(chunk_velocity(student)(z, goal["t"]) - goal["v"])
+        loss = jnp.sum(error) / jnp.sum(jnp.broadcast_to(mask, error.shape))
+        return loss, {"loss": loss}
+
+    def _guided_velocity(self, model, z, times, label):
+        """The velocity the rollout integrates at per-frame `times` [B, T]: conditional, with
+        classifier-free guidance when the config samples with it (as `rollout.chunk_step`)."""
+        w = self.config.sample.guidance_scale
+        if label is None or w <= 0:
+            return model(z, times, label=label).astype(jnp.float32)
+        null = jnp.full_like(label, self.null_label)
+        both = model(
+            jnp.concatenate([z, z]),
+            jnp.concatenate([times, times]),
+            label=jnp.concatenate([label, null]),
+        ).astype(jnp.float32)
+        return guidance.cfg_combine(both[: z.shape[0]], both[z.shape[0] :], w)
 
     def sample(self, model, key: jax.Array, cond: Batch, *, steps: int | None = None) -> jax.Array:
         """Latents `[B, *output_shape]` by rollout over the trained number of chunks."""
