@@ -74,8 +74,8 @@ def cascade_stages(preset: str, student_steps: int = 0) -> list[tuple[str, Any]]
     return stages
 
 
-def single_stage(preset: str, student_steps: int = 0) -> tuple[Any, Any]:
-    """(latent DiT stage on a fresh VAE, the VAE stage) at configs/single_stage.py's sampling
+def single_stage(preset: str, student_steps: int = 0) -> Any:
+    """The latent DiT stage on a freshly initialised VAE at configs/single_stage.py's sampling
     settings, or as a student at `student_steps` (> 0)."""
     vae_stage = build_stage(configs.load(f"video_vae:{preset}"))
     dit_config = with_single_stage_sampling(
@@ -90,7 +90,7 @@ def single_stage(preset: str, student_steps: int = 0) -> tuple[Any, Any]:
         dit_config.vae,
         latent_scale=1.0,
     )
-    return build_stage(dit_config, vae=vae), vae_stage
+    return build_stage(dit_config, vae=vae)
 
 
 def pipeline_record(name: str, loops: list[dict[str, Any]], batch: int) -> dict[str, Any]:
@@ -136,7 +136,7 @@ def run(preset: str, student_steps: list[int], iters: int) -> list[dict[str, Any
         pipelines.append(pipeline_record(cascade, loops, batch))
         records += loops
 
-        dit, vae_stage = single_stage(preset, steps)
+        dit = single_stage(preset, steps)
         n = dit.config.sample.steps
         dit_loop = sampling_record(
             dit,

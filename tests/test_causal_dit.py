@@ -310,3 +310,14 @@ def test_rollout_distillation_fits_two_teacher_steps_per_chunk(data_dir):
         params, opt, value = fit(params, opt)
         history.append(float(value))
     assert history[0] > 1e-4 and history[-1] < 0.3 * history[0], history
+    # With classifier-free guidance the student learns the guided velocity the rollout runs.
+    guided = CausalDiTStage(
+        tiny_config("causal_dit", data_dir, **{"sample.guidance_scale": 2.0}),
+        latent_shape=latent_shape,
+    )
+    models = nnx.merge(graphdef, params), nnx.merge(graphdef, teacher)
+    with_cfg, without = (
+        float(s.distill_loss(*models, batch, key, student_steps=2, weighting="auto")[0])
+        for s in (guided, stage)
+    )
+    assert np.isfinite(with_cfg) and abs(with_cfg - without) > 1e-6

@@ -45,6 +45,7 @@ def cfg_denoise_fn(
     parametrization: str | None = None,
 ) -> DenoiseFn:
     """Guided denoiser (z [B,...], logsnr_or_t [B]) -> output, from model_fn(z, logsnr, label).
+    A level per frame, [B, T] (the causal DiT's flow times), is passed through as is.
 
     One batched network call on [2B, ...] (conditional half, then null-label half). With a
     `parametrization` ("eps" | "x0" | "v") the two outputs are converted to eps, combined and
@@ -56,7 +57,7 @@ def cfg_denoise_fn(
 
     def guided(z: jax.Array, logsnr: jax.Array) -> jax.Array:
         b = z.shape[0]
-        level = jnp.broadcast_to(logsnr, (b,))
+        level = logsnr if jnp.ndim(logsnr) > 1 else jnp.broadcast_to(logsnr, (b,))
         out = model_fn(
             jnp.concatenate([z, z]),
             jnp.concatenate([level, level]),

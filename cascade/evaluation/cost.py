@@ -47,7 +47,7 @@ def xla_flops(fn: Callable[..., Any], *args: Any) -> dict[str, float]:
     while loops whose trip count is unknown).
     """
     structs = abstract(args)
-    raw = _flops_of_lowered(jax.jit(fn).lower(*structs))
+    raw = compiled_flops(jax.jit(fn).lower(*structs))  # lowered: global, loops counted once
     closed = jax.make_jaxpr(fn)(*structs)
     correction, unknown = _loop_correction(closed.jaxpr)
     return {"flops": raw + correction, "xla_flops": raw, "loops_counted_once": unknown}
@@ -163,14 +163,9 @@ def pipeline_sampling_cost(
     return out
 
 
-def _flops_of_lowered(lowered: Any) -> float:
-    """XLA's FLOPs of a lowered (not compiled) program: global, loop bodies counted once."""
-    return compiled_flops(lowered)  # the same `cost_analysis()` interface
-
-
 def _closed_flops(closed: jex.core.ClosedJaxpr) -> float:
     structs = [jax.ShapeDtypeStruct(v.aval.shape, v.aval.dtype) for v in closed.jaxpr.invars]
-    return _flops_of_lowered(jax.jit(jex.core.jaxpr_as_fun(closed)).lower(*structs))
+    return compiled_flops(jax.jit(jex.core.jaxpr_as_fun(closed)).lower(*structs))
 
 
 def _loop_correction(jaxpr: jex.core.Jaxpr) -> tuple[float, int]:

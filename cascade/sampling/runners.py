@@ -285,7 +285,6 @@ class SingleStageRunner(Runner):
     def __init__(self, config: ml_collections.ConfigDict):
         self.config = config
         self.mesh = parallel.make_mesh(config.mesh)
-        check_choice(config.dit.sampler, FLOW_SAMPLERS, "dit.sampler")
         dit_config = with_single_stage_sampling(config, config_from_checkpoint(config.dit.workdir))
         self.dit = load_trained(config.dit.workdir, dit_config, mesh=self.mesh)
 

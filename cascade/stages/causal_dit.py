@@ -114,12 +114,14 @@ class CausalDiTStage(LatentDiTStage):
         context = flow.flow_interpolate(x, eps=jax.random.normal(k_ctx, x.shape), t=context_t)
         z = flow.flow_interpolate(x, eps=eps, t=flow.shift_time(u, shift))
         z = mask * z + (1 - mask) * jnp.where(before.reshape(per_frame), context, eps)
-        label = self._labels(self.cond_from_batch(batch))
+        cond = self.cond_from_batch(batch)
 
         def chunk_velocity(model):
+            guided = self.velocity_fn(model, cond)  # with guidance, as the rollout samples
+
             def velocity(z, t):  # t [B]: chunk k's time; the others at their fixed levels
-                times = jnp.where(on, t[:, None], jnp.where(before, context_t, 1.0))
-                return self._guided_velocity(model, z, times, label) * mask
+                times = jnp.where(on, t[:, None], jnp.where(before, context_t, 1.0))  # [B, T]
+                return guided(z, times) * mask
 
             return velocity
 
@@ -129,20 +131,6 @@ class CausalDiTStage(LatentDiTStage):
         error = jnp.square(chunk_velocity(student)(z, goal["t"]) - goal["v"])
         loss = jnp.sum(error) / jnp.sum(jnp.broadcast_to(mask, error.shape))
         return loss, {"loss": loss}
-
-    def _guided_velocity(self, model, z, times, label):
-        """The velocity the rollout integrates at per-frame `times` [B, T]: conditional, with
-        classifier-free guidance when the config samples with it (as `rollout.chunk_step`)."""
-        w = self.config.sample.guidance_scale
-        if label is None or w <= 0:
-            return model(z, times, label=label).astype(jnp.float32)
-        null = jnp.full_like(label, self.null_label)
-        both = model(
-            jnp.concatenate([z, z]),
-            jnp.concatenate([times, times]),
-            label=jnp.concatenate([label, null]),
-        ).astype(jnp.float32)
-        return guidance.cfg_combine(both[: z.shape[0]], both[z.shape[0] :], w)
 
     def sample(self, model, key: jax.Array, cond: Batch, *, steps: int | None = None) -> jax.Array:
         """Latents `[B, *output_shape]` by rollout over the trained number of chunks."""
