@@ -38,7 +38,7 @@ class Lab:
 
         self.exp = exp
         self.n = exp.videos_per_seed
-        self.store = runs.RunStore(Path(exp.out) / "runs")
+        self.store = runs.RunStore(Path(exp.out) / "runs", self.fingerprint())
         self.train_seconds: dict[str, float] = {}
         self._memo: dict[Any, np.ndarray] = {}  # labels and real clips, read once
         self.fvd_cache = FeatureCache()
@@ -47,6 +47,16 @@ class Lab:
         self.protocol = FVDProtocol(
             num_videos=max(2, exp.real_videos), clip_length=16, batch_size=min(8, self.n)
         )
+
+    def fingerprint(self) -> str:
+        """The experiment's fingerprint (`runs.fingerprint`) over its config and the presets of
+        every cascade and single-stage model at its stage_preset."""
+        stages = ("keyframes", "temporal_sr", "spatial_sr", "video_vae", "latent_dit")
+        hashes = {
+            s: common.config_hash(common.stage_config(s, self.exp.stage_preset, "fingerprint"))
+            for s in stages
+        }
+        return runs.fingerprint(self.exp.to_dict(), hashes)
 
     # -- configs and trained stages -------------------------------------------------------------
     def config(

@@ -5,13 +5,18 @@ per-clip arrays to `<root>/<key>/arrays.npz` and its scalars to `info.json`, the
 `done.json` last: a run killed before the marker is redone (its trained stages resume from
 their checkpoints), one with the marker is read back. Trained stages have their own marker
 (`common.train_stage`).
+
+Runs are committed with their results and reused by later sessions on other machines, so the
+marker also holds the experiment's fingerprint (`fingerprint`): a run made under another
+config or other stage presets is stale and is measured again, never read back.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,20 +25,40 @@ import numpy as np
 from experiments import tables
 
 MARKER = "done.json"
+# Experiment fields that change no measurement: which runs to make, where files live, and the
+# bootstrap of the summary (computed afresh from the runs on every call).
+NOT_FINGERPRINTED = ("seeds", "ablations", "out", "workdirs", "data_dir", "bootstrap")
 
 Arrays = dict[str, np.ndarray]
 
 
-class RunStore:
-    """Runs under `root`, each keyed by a relative path like 'cfg/w=2/seed1'."""
+def fingerprint(exp: Mapping[str, Any], stage_hashes: Mapping[str, str]) -> str:
+    """12 hex digits over the experiment config `exp` (less NOT_FINGERPRINTED) and the
+    workdir hashes `stage_hashes` of its stage presets (so an edited preset is noticed)."""
+    values = {k: v for k, v in exp.items() if k not in NOT_FINGERPRINTED}
+    blob = json.dumps({"exp": values, "stages": dict(stage_hashes)}, sort_keys=True, default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
-    def __init__(self, root: str | Path):
+
+class RunStore:
+    """Runs under `root`, each keyed by a relative path like 'cfg/w=2/seed1'; with a
+    `fingerprint`, only runs marked with the same one count as finished."""
+
+    def __init__(self, root: str | Path, fingerprint: str | None = None):
         self.root = Path(root)
+        self.fingerprint = fingerprint
         self.reused: list[str] = []  # keys read back this session (finished before)
         self.computed: list[str] = []  # keys measured this session
+        self.stale: list[str] = []  # keys marked finished under another fingerprint (redone)
 
     def done(self, key: str) -> bool:
-        return (self.root / key / MARKER).is_file()
+        marker = self.root / key / MARKER
+        if not marker.is_file():
+            return False
+        if json.loads(marker.read_text()).get("fingerprint") == self.fingerprint:
+            return True
+        self.stale.append(key)
+        return False
 
     def load(self, key: str) -> tuple[Arrays, dict[str, Any]]:
         folder = self.root / key
@@ -48,7 +73,8 @@ class RunStore:
         tables.write_json(folder / "info.json", info)
         # The marker last, written whole (rename), so a half-written run never counts as done.
         tmp = folder / f".{MARKER}.tmp"
-        tmp.write_text(json.dumps({"arrays": sorted(arrays), "info": "info.json"}))
+        marker = {"arrays": sorted(arrays), "info": "info.json", "fingerprint": self.fingerprint}
+        tmp.write_text(json.dumps(marker))
         os.replace(tmp, folder / MARKER)
 
     def get(
@@ -58,6 +84,8 @@ class RunStore:
         if self.done(key):
             self.reused.append(key)
             return self.load(key)
+        if key in self.stale:
+            print(f"{self.root / key}: made under another experiment config; measuring again")
         arrays, info = compute()
         self.save(key, arrays, info)
         self.computed.append(key)

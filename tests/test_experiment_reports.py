@@ -146,6 +146,29 @@ def test_finished_runs_are_read_back_and_unfinished_ones_redone(tmp_path):
     assert len(calls) == 2
 
 
+def test_runs_made_under_another_config_are_measured_again(tmp_path):
+    exp = {"seeds": 3, "out": "a", "train_steps": {"keyframes": 400}}
+    stages = {"keyframes": "1234abcd"}
+    same = runs.fingerprint({**exp, "seeds": 5, "out": "b"}, stages)  # which runs, where
+    assert same == runs.fingerprint(exp, stages)
+    longer = runs.fingerprint({**exp, "train_steps": {"keyframes": 800}}, stages)
+    edited_preset = runs.fingerprint(exp, {"keyframes": "99999999"})
+    assert len({same, longer, edited_preset}) == 3
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"x": np.zeros(1)}, {}
+
+    runs.RunStore(tmp_path, same).get("cfg/w0/seed0", compute)
+    runs.RunStore(tmp_path, same).get("cfg/w0/seed0", compute)
+    assert len(calls) == 1
+    stale = runs.RunStore(tmp_path, longer)
+    stale.get("cfg/w0/seed0", compute)
+    assert len(calls) == 2 and stale.stale == ["cfg/w0/seed0"]
+    assert runs.RunStore(tmp_path, longer).done("cfg/w0/seed0")  # replaced, marked anew
+
+
 def test_config_hash_ignores_where_data_lives_but_not_what_is_trained(tmp_path):
     a = common.stage_config("keyframes", "tiny", tmp_path / "a")
     b = common.stage_config("keyframes", "tiny", tmp_path / "b", {"train.log_every": 1})
