@@ -17,7 +17,6 @@ freshly initialised: the cost of a sampler does not depend on their values.
 
 from __future__ import annotations
 
-import json
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -29,7 +28,7 @@ import jax.numpy as jnp  # noqa: E402
 import ml_collections  # noqa: E402
 from absl import flags  # noqa: E402
 
-from cascade import cli  # noqa: E402
+from cascade import cli, json_io  # noqa: E402
 from cascade.configs import ConfigError  # noqa: E402
 from cascade.evaluation import benchmarking, cost  # noqa: E402
 from cascade.stages import TRAINABLE_STAGES, build_stage  # noqa: E402
@@ -181,7 +180,7 @@ def _body(args: cli.Args) -> None:
         args.config, warmup=args.warmup, iters=args.iters, sample_steps=args.sample_steps
     )
     for record in records:
-        print(json.dumps(record), flush=True)
+        print(json_io.dumps(record, indent=None), flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

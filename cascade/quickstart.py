@@ -12,7 +12,6 @@ Steps (each resumes if its output already exists, so a rerun finishes quickly):
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -21,7 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import flags  # noqa: E402
 
-from cascade import cli  # noqa: E402
+from cascade import cli, json_io  # noqa: E402
 
 FLAGS = cli.new_flags()
 flags.DEFINE_string(
@@ -117,7 +116,7 @@ def run(out: Path, *, steps: int | None, num_videos: int, fvd_videos: int) -> di
                 )
                 bar.update()
             report["seconds"]["evaluation"] = time.perf_counter() - tick
-        (out / "metrics.json").write_text(json.dumps(report, indent=2, default=float))
+        json_io.write_json(out / "metrics.json", report)
         log_evaluation(out, report)  # out/logs: `tensorboard --logdir OUT` shows them as eval/...
     return report
 

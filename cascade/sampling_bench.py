@@ -20,7 +20,6 @@ seconds per video over this one's.
 
 from __future__ import annotations
 
-import json
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -31,7 +30,7 @@ import jax  # noqa: E402
 from absl import flags  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from cascade import cli, configs  # noqa: E402
+from cascade import cli, configs, json_io  # noqa: E402
 from cascade.bench import sampling_record  # noqa: E402
 from cascade.evaluation import benchmarking  # noqa: E402
 from cascade.sampling.runners import with_cascade_sampling, with_single_stage_sampling  # noqa: E402
@@ -188,7 +187,7 @@ def _body(args: cli.Args) -> None:
         )
     records = run(args.preset, steps, args.iters)
     for record in records:
-        print(json.dumps(record), flush=True)
+        print(json_io.dumps(record, indent=None), flush=True)
     if args.markdown:
         print(markdown(records))
 

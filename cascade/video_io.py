@@ -13,7 +13,6 @@ stage, the final videos, all stages side by side, timing.json).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
@@ -22,6 +21,8 @@ from typing import Any
 import jax
 import numpy as np
 from PIL import Image
+
+from cascade import json_io
 
 
 def to_uint8(video: Any) -> np.ndarray:
@@ -333,5 +334,5 @@ def write_run_outputs(
         "num_videos": n,
     }
     if jax.process_index() == 0:  # every host holds the same outputs; one writes them
-        (out_dir / "timing.json").write_text(json.dumps(report, indent=2))
+        json_io.write_json(out_dir / "timing.json", report)
     return report

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from cascade import json_io
 from experiments import stats, tables
 
 # (column, path into a run's metrics.json); train_* and sampling columns are added per run.
@@ -136,7 +137,7 @@ def write_outputs(out: Path, result: dict[str, Any]) -> str:
     rows = result["rows"]
     csv_columns = COLUMNS + [f"{c}_std" for c in COLUMNS[2:]]
     tables.write_csv(out / "results.csv", rows, csv_columns)
-    tables.write_json(out / "results.json", result)
+    json_io.write_json(out / "results.json", result)
     md = markdown(result)
     (out / "results.md").write_text(md)
     write_plot(out / "metrics.png", result)

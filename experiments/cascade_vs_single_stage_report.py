@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from cascade import json_io
 from experiments import tables
 from experiments import vdm_ablations_report as verdicts_report
 from experiments.summary import METRICS
@@ -118,7 +119,7 @@ def write_outputs(out: Path, result: dict[str, Any]) -> None:
         verdicts_report.verdict_csv_rows(result),
         verdicts_report.VERDICT_COLUMNS,
     )
-    tables.write_json(out / "results.json", result)
+    json_io.write_json(out / "results.json", result)
     exp = result["config"]
     budget = first["budget"]
     shown = [m for m in METRICS if m != "fvd" and any(m in s for s in result["settings"])]

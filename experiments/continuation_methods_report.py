@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from cascade import json_io
 from experiments import tables
 
 CONTENT = {
@@ -42,7 +43,7 @@ def write_outputs(out: Path, result: dict[str, Any]) -> str:
     """results.{csv,json,md} and error_vs_offset.png; returns the markdown."""
     rows = result["rows"]
     tables.write_csv(out / "results.csv", rows, CSV_COLUMNS)
-    tables.write_json(out / "results.json", result)
+    json_io.write_json(out / "results.json", result)
     md_columns = ["dataset", "task", "method", "psnr", "psnr_se"]
     md_columns += [k for k in CSV_COLUMNS[5:12] if any(tables.finite(r.get(k)) for r in rows)]
     md_columns += ["verdict"]

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from cascade import json_io
 from experiments import tables
 from experiments.long_video_metrics import METRICS
 
@@ -89,7 +90,7 @@ def write_outputs(out: Path, result: dict[str, Any]) -> str:
     rows = table_rows(result)
     result["rows"] = rows
     tables.write_csv(out / "results.csv", rows, CSV_COLUMNS)
-    tables.write_json(out / "results.json", {k: v for k, v in result.items() if k != "markdown"})
+    json_io.write_json(out / "results.json", {k: v for k, v in result.items() if k != "markdown"})
     write_plot(out / "metrics_vs_frame.png", result)
     md = markdown(result, rows)
     (out / "results.md").write_text(md)

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from experiments import tables
+from cascade import json_io
 
 MARKER = "done.json"
 # Experiment fields that change no measurement: which runs to make, where files live, and the
@@ -70,7 +70,7 @@ class RunStore:
         folder = self.root / key
         folder.mkdir(parents=True, exist_ok=True)
         np.savez(folder / "arrays.npz", **{k: np.asarray(v) for k, v in arrays.items()})
-        tables.write_json(folder / "info.json", info)
+        json_io.write_json(folder / "info.json", info)
         # The marker last, written whole (rename), so a half-written run never counts as done.
         tmp = folder / f".{MARKER}.tmp"
         marker = {"arrays": sorted(arrays), "info": "info.json", "fingerprint": self.fingerprint}

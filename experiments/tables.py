@@ -4,7 +4,6 @@ files, bar-chart panels (PNG), and where and how the numbers were made (`environ
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 import platform
@@ -50,30 +49,6 @@ def write_csv(path: str | Path, rows: Sequence[Mapping[str, Any]], columns: Sequ
         writer.writerow(columns)
         for row in rows:
             writer.writerow(["" if row.get(c) is None else row.get(c) for c in columns])
-
-
-def to_jsonable(value: Any) -> Any:
-    """Nested mappings/sequences of numpy and Python values -> plain JSON values (NaN/inf: None)."""
-    if isinstance(value, Mapping):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return to_jsonable(value.tolist())
-    if isinstance(value, (np.bool_, bool)):
-        return bool(value)
-    if isinstance(value, (np.integer, int)):
-        return int(value)
-    if isinstance(value, (np.floating, float)):
-        return float(value) if math.isfinite(value) else None  # JSON has no NaN
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
-def write_json(path: str | Path, result: Any) -> None:
-    """`result` as indented JSON, through `to_jsonable`."""
-    Path(path).write_text(json.dumps(to_jsonable(result), indent=2))
 
 
 def bar_panels(

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from cascade import json_io
 from experiments import tables
 from experiments.summary import METRICS
 
@@ -146,7 +147,7 @@ def write_outputs(out: Path, result: dict[str, Any]) -> None:
     """results.md, settings.csv, verdicts.csv, results.json, ablations.png in `out`."""
     tables.write_csv(out / "settings.csv", setting_csv_rows(result), SETTING_COLUMNS)
     tables.write_csv(out / "verdicts.csv", verdict_csv_rows(result), VERDICT_COLUMNS)
-    tables.write_json(out / "results.json", result)
+    json_io.write_json(out / "results.json", result)
     (out / "results.md").write_text(markdown(result))
     write_plot(out / "ablations.png", result)
 

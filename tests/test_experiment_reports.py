@@ -17,6 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # `experiments` is a top-level folder, not an installed package
     sys.path.insert(0, str(REPO))
 
+from cascade import json_io  # noqa: E402
 from experiments import (  # noqa: E402
     budget,
     common,
@@ -205,7 +206,7 @@ def test_table_writers_format_numbers_and_missing_values(tmp_path):
     ]
     tables.write_csv(tmp_path / "t.csv", rows, ["a", "b"])
     assert read_csv(tmp_path / "t.csv")[0] == [{"a": "1", "b": "x|y"}, {"a": "", "b": ""}]
-    tables.write_json(
+    json_io.write_json(
         tmp_path / "t.json", {"x": np.arange(2), "nan": float("nan"), "p": tmp_path, 1: np.bool_(1)}
     )
     assert json.loads((tmp_path / "t.json").read_text()) == {

@@ -19,7 +19,6 @@ This sits in the evaluation layer, not in sampling/, because it scores what it s
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from pathlib import Path
@@ -29,7 +28,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from cascade import video_io
+from cascade import json_io, video_io
 from cascade.configs import ConfigError
 from cascade.data import pipeline, views
 from cascade.evaluation import continuation_quality
@@ -283,7 +282,7 @@ def write_marked_videos(
 def write_report(out_dir: Path, name: str, report: dict[str, Any]) -> None:
     """out_dir/<name>_metrics.json, written by process 0."""
     if jax.process_index() == 0:  # every host holds the same videos; one writes
-        (out_dir / f"{name}_metrics.json").write_text(json.dumps(report, indent=2))
+        json_io.write_json(out_dir / f"{name}_metrics.json", report)
 
 
 def print_summary(source: str, num: int, request: Request, seconds: float, path, report) -> None:

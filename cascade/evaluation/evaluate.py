@@ -16,7 +16,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from cascade import video_io
+from cascade import json_io, video_io
 from cascade.data import pipeline, views
 from cascade.evaluation import cost, digits, frames, physics
 from cascade.evaluation.fvd import FeatureCache, FVDProtocol, compute_fvd
@@ -261,21 +261,11 @@ def write_metrics(result: dict[str, Any], out_dir: Path) -> dict[str, Any]:
         return result
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "metrics.json"
-    path.write_text(json.dumps(result, indent=2, default=_json_default))
+    json_io.write_json(path, result)
     log_evaluation(out_dir, result, int(result.get("step", 0)))  # TensorBoard: eval/...
     print(format_table(result))
     print(f"Metrics written to {path}")
     return result
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.bool_):
-        return bool(value)
-    return str(value)
 
 
 def format_table(result: dict[str, Any], prefix: str = "") -> str:

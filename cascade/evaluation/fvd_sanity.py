@@ -15,7 +15,6 @@ it in seconds.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from typing import Any
@@ -23,6 +22,7 @@ from typing import Any
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
+from cascade import json_io
 from cascade.evaluation import fvd
 
 DEFAULT_LEVELS = {
@@ -173,8 +173,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     print(f"FVD sanity: {args.dataset}, {args.num_videos} clips per side")
     print(format_table(result))
     if args.output:
-        with open(args.output, "w") as f:
-            json.dump(result, f, indent=2)
+        json_io.write_json(args.output, result)
     return result
 
 

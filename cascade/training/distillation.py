@@ -9,7 +9,6 @@ The command line is `python -m cascade.distillation`.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
+from cascade import json_io
 from cascade.configs import ConfigError
 from cascade.diffusion.distill import rounds
 from cascade.stages.stage import merge_model
@@ -180,6 +180,6 @@ class DistillationTrainer(Trainer):
             report["student_rmse_to_teacher_many_steps"]
             < report["teacher_few_steps_rmse_to_teacher_many_steps"]
         )
-        (self.workdir / "distill_report.json").write_text(json.dumps(report, indent=2))
-        print(json.dumps(report, indent=2))
+        json_io.write_json(self.workdir / "distill_report.json", report)
+        print(json_io.dumps(report))
         return report

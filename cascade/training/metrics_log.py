@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import io
-import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from cascade import video_io
+from cascade import json_io, video_io
 
 EVAL_PREFIX = "eval"
 
@@ -46,7 +45,7 @@ class MetricsLog:
             return
         for name, value in values.items():
             self._tb.add_scalar(name, value, step)
-        self._jsonl.write(json.dumps({"step": step, **values}) + "\n")
+        self._jsonl.write(json_io.dumps({"step": step, **values}, indent=None) + "\n")
         self._jsonl.flush()
 
     def evaluation(self, metrics: Mapping[str, Any], step: int) -> dict[str, float]:
