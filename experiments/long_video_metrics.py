@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from cascade.evaluation.aggregate import finite_mean
+
 METRICS = {
     "bouncing_shapes": (
         "teleports",
@@ -35,12 +37,10 @@ def content(videos: np.ndarray, reference: dict[str, np.ndarray], dataset: str, 
     the real clips (for the count drift; clip i of `videos` continues real clip i mod M)."""
     per_clip = _per_clip(videos, dataset, labels)
     ref_count = np.resize(reference["count"], len(videos))
-    out = {"count_drift": float(np.nanmean(np.abs(per_clip["count"] - ref_count)))}
+    out = {"count_drift": finite_mean(np.abs(per_clip["count"] - ref_count))}
     for key in METRICS[dataset]:
         if key != "count_drift":
-            out[key] = (
-                float(np.nanmean(per_clip[key])) if np.isfinite(per_clip[key]).any() else np.nan
-            )
+            out[key] = finite_mean(per_clip[key])
     return out
 
 

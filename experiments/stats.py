@@ -33,13 +33,6 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return float(x.mean()), float(x.std(ddof=1)) if len(x) > 1 else 0.0
 
 
-def nanmean(rows: np.ndarray) -> float:
-    """Mean of the finite values (the per-clip metrics are NaN where a clip had no reading)."""
-    rows = np.asarray(rows, np.float64)
-    finite = rows[np.isfinite(rows)]
-    return float(finite.mean()) if finite.size else float("nan")
-
-
 def _resample(rng: np.random.Generator, sizes: Sequence[int]) -> list[tuple[int, np.ndarray]]:
     """One hierarchical bootstrap draw: seeds with replacement, then clips within each seed."""
     seeds = rng.integers(0, len(sizes), size=len(sizes))

@@ -15,6 +15,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from cascade.evaluation.aggregate import finite_mean
 from experiments import stats
 
 # metric -> (the per-clip array it is computed from, what it is, better: +1 higher / -1 lower)
@@ -45,7 +46,7 @@ def statistic(metric: str, real_features: np.ndarray | None) -> Callable[[np.nda
         return frechet
     if metric == "inception_score":
         return digits.inception_score
-    return stats.nanmean
+    return finite_mean
 
 
 def runs_of(setting: Mapping[str, Any], metric: str) -> list[np.ndarray] | None:

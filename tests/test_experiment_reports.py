@@ -18,6 +18,7 @@ if str(REPO) not in sys.path:  # `experiments` is a top-level folder, not an ins
     sys.path.insert(0, str(REPO))
 
 from cascade import json_io  # noqa: E402
+from cascade.evaluation.aggregate import finite_mean  # noqa: E402
 from experiments import (  # noqa: E402
     budget,
     common,
@@ -103,16 +104,16 @@ def test_bootstrap_intervals_and_verdicts():
     high = [x + 2.0 for x in low]  # the same clips shifted: paired, far above the noise
     noisy = [rng.normal(0.05, 1.0, 40) for _ in range(3)]
     kw = {"samples": 200, "confidence": 0.95}
-    up = stats.compare(low, high, stats.nanmean, +1, **kw)
+    up = stats.compare(low, high, finite_mean, +1, **kw)
     assert up["paired"] and up["value"] == pytest.approx(2.0)
     assert up["low"] == pytest.approx(2.0) and up["verdict"] == "agrees"  # paired: no spread
-    assert stats.compare(low, high, stats.nanmean, -1, **kw)["verdict"] == "disagrees"
-    assert stats.compare(low, noisy, stats.nanmean, +1, **kw)["verdict"] == "inconclusive"
-    unpaired = stats.compare(low, [noisy[0][:10]], stats.nanmean, +1, **kw)
+    assert stats.compare(low, high, finite_mean, -1, **kw)["verdict"] == "disagrees"
+    assert stats.compare(low, noisy, finite_mean, +1, **kw)["verdict"] == "inconclusive"
+    unpaired = stats.compare(low, [noisy[0][:10]], finite_mean, +1, **kw)
     assert not unpaired["paired"] and unpaired["low"] < unpaired["high"]
     assert stats.verdict(float("nan"), 1.0, 1) == "inconclusive"
     assert stats.mean_std([1.0, 3.0, float("nan")]) == (2.0, pytest.approx(2**0.5))
-    spread = stats.bootstrap(low, stats.nanmean, samples=100)
+    spread = stats.bootstrap(low, finite_mean, samples=100)
     assert spread["low"] < spread["value"] < spread["high"] and spread["std"] > 0
 
 

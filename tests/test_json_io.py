@@ -1,5 +1,6 @@
-"""Every JSON file the framework writes is strict JSON: a metric that could not be computed is
-null, never NaN (which `json.dumps` writes by default and strict parsers refuse)."""
+"""Metric files: every JSON file the framework writes is strict JSON (a metric that could not
+be computed is null, never NaN, which `json.dumps` writes by default and strict parsers
+refuse), and averaging per-clip metrics where no clip has a reading gives NaN quietly."""
 
 import json
 import math
@@ -39,3 +40,16 @@ def test_missing_metrics_become_null_and_numpy_values_plain(tmp_path):
         "3": ["a", None],
     }
     assert strict_load(json_io.dumps({"x": math.nan}, indent=None)) == {"x": None}
+
+
+def test_metrics_without_any_reading_average_to_nan_without_a_warning():
+    import warnings
+
+    from cascade.evaluation import aggregate
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "Mean of empty slice" would fail here
+        summary = aggregate.summarize(
+            {"shape_constancy": np.full(4, np.nan), "teleports": np.array([0.0, 2.0, np.nan])}
+        )
+    assert math.isnan(summary["shape_constancy"]) and summary["teleports"] == 1.0

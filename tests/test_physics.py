@@ -10,7 +10,7 @@ import pytest
 
 from cascade.data.builders import bouncing_shapes as bs
 from cascade.data.builders import moving_digits as md
-from cascade.evaluation import digits, physics
+from cascade.evaluation import aggregate, digits, physics
 
 RES, FRAMES, CLIPS = 64, 32, 12
 
@@ -152,7 +152,7 @@ def test_injected_defects_score_worse(truth, corrupted, kind, metric, worse):
     else:
         assert (bad < clean).mean() >= 0.9, (bad, clean)
         assert np.nanmean(bad) < np.nanmean(clean) - 0.03
-    summary = physics.summarize(corrupted[kind])
+    summary = aggregate.summarize(corrupted[kind])
     assert set(summary) == set(truth) and all(isinstance(v, float) for v in summary.values())
 
 

@@ -318,11 +318,6 @@ def digit_metrics(videos: np.ndarray, labels: np.ndarray | None = None) -> dict[
     return {k: np.array(v) for k, v in out.items()}
 
 
-def summarize(per_clip: dict[str, np.ndarray]) -> dict[str, float]:
-    """NaN-aware means over clips of `digit_metrics`' output, for a metrics JSON."""
-    return {key: float(np.nanmean(value)) for key, value in per_clip.items()}
-
-
 def clip_class_probs(videos: np.ndarray) -> np.ndarray:
     """p(y|x) [B, 10] of moving_digits videos [B, T, H, W, 1] (uint8 or [-1, 1]): the mean
     class probabilities of every readable digit blob in every frame of a clip (a clip with

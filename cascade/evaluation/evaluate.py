@@ -18,7 +18,7 @@ import numpy as np
 
 from cascade import json_io, video_io
 from cascade.data import pipeline, views
-from cascade.evaluation import cost, digits, frames, physics
+from cascade.evaluation import aggregate, cost, digits, frames, physics
 from cascade.evaluation.fvd import FeatureCache, FVDProtocol, compute_fvd
 from cascade.stages.stage import merge_model, sampling_fn
 from cascade.training.metrics_log import log_evaluation
@@ -79,9 +79,9 @@ def content_metrics(
 ) -> dict[str, Any]:
     """Physical plausibility (bouncing_shapes) or digit identity/motion (moving_digits)."""
     if data_name == "bouncing_shapes":
-        return {"physics": physics.summarize(physics.physics_metrics(videos))}
+        return {"physics": aggregate.summarize(physics.physics_metrics(videos))}
     if data_name == "moving_digits":
-        return {"digits": digits.summarize(digits.digit_metrics(videos, labels))}
+        return {"digits": aggregate.summarize(digits.digit_metrics(videos, labels))}
     return {}
 
 

@@ -151,7 +151,7 @@ def physics_metrics(
     Returns per-clip arrays [B]: ballistic_rmse (px, NaN when no fit), gravity_estimate
     (px/frame^2, NaN when no fit), teleports, permanence_violations, color_changes,
     shape_constancy (NaN when no clean frame), count_changes, count_stability,
-    num_objects. Average with `summarize`.
+    num_objects. Average with `aggregate.summarize`.
     """
     videos = to_rgb255(videos)
     if videos.ndim != 5 or videos.shape[-1] != 3:
@@ -161,8 +161,3 @@ def physics_metrics(
         obs = observe(segment(video, color_threshold), min_pixels)
         rows.append(physics_scoring.score_clip(obs, video.shape[1]))
     return {key: np.array([row[key] for row in rows]) for key in rows[0]}
-
-
-def summarize(per_clip: dict[str, np.ndarray]) -> dict[str, float]:
-    """Means over clips (NaN-aware) of `physics_metrics`' output, for a metrics JSON."""
-    return {key: float(np.nanmean(value)) for key, value in per_clip.items()}
