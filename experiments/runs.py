@@ -25,9 +25,21 @@ import numpy as np
 from cascade import json_io
 
 MARKER = "done.json"
-# Experiment fields that change no measurement: which runs to make, where files live, and the
+# Experiment fields (dotted) that change no measurement: which runs to make (seeds, ablations,
+# the settings each ablation sweeps: every setting is its own run), where files live, and the
 # bootstrap of the summary (computed afresh from the runs on every call).
-NOT_FINGERPRINTED = ("seeds", "ablations", "out", "workdirs", "data_dir", "bootstrap")
+NOT_FINGERPRINTED = (
+    "seeds",
+    "ablations",
+    "cfg.scales",
+    "joint_training.images",
+    "temporal_mixing.kinds",
+    "distillation.student_steps",
+    "out",
+    "workdirs",
+    "data_dir",
+    "bootstrap",
+)
 
 Arrays = dict[str, np.ndarray]
 
@@ -35,7 +47,13 @@ Arrays = dict[str, np.ndarray]
 def fingerprint(exp: Mapping[str, Any], stage_hashes: Mapping[str, str]) -> str:
     """12 hex digits over the experiment config `exp` (less NOT_FINGERPRINTED) and the
     workdir hashes `stage_hashes` of its stage presets (so an edited preset is noticed)."""
-    values = {k: v for k, v in exp.items() if k not in NOT_FINGERPRINTED}
+    values = json.loads(json.dumps(dict(exp), default=str))  # a deep copy
+    for dotted in NOT_FINGERPRINTED:
+        *sections, key = dotted.split(".")
+        node = values
+        for part in sections:
+            node = node.get(part, {})
+        node.pop(key, None)
     blob = json.dumps({"exp": values, "stages": dict(stage_hashes)}, sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
 

@@ -149,9 +149,10 @@ def test_finished_runs_are_read_back_and_unfinished_ones_redone(tmp_path):
 
 
 def test_runs_made_under_another_config_are_measured_again(tmp_path):
-    exp = {"seeds": 3, "out": "a", "train_steps": {"keyframes": 400}}
+    exp = {"seeds": 3, "out": "a", "train_steps": {"keyframes": 400}, "cfg": {"scales": [0, 2]}}
     stages = {"keyframes": "1234abcd"}
-    same = runs.fingerprint({**exp, "seeds": 5, "out": "b"}, stages)  # which runs, where
+    more = {**exp, "seeds": 5, "out": "b", "cfg": {"scales": [0, 1, 2]}}  # which runs, where
+    same = runs.fingerprint(more, stages)
     assert same == runs.fingerprint(exp, stages)
     longer = runs.fingerprint({**exp, "train_steps": {"keyframes": 800}}, stages)
     edited_preset = runs.fingerprint(exp, {"keyframes": "99999999"})
