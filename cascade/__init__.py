@@ -8,7 +8,8 @@ The package follows the data flow, one layer per row of `LAYERS` (lowest first).
 A module may import its own layer and the ones below it, never one above
 (tests/test_layers.py checks every import, including those inside functions):
 
-  configs, video_io      config schema and sections (pure data); writing videos
+  configs, json_io,      config schema and sections (pure data); strict JSON files;
+  video_io               writing videos
   data, diffusion,       datasets and the views stages train on; diffusion and flow
   models                 math; networks
   stages                 network + objective + views, one class per kind of model
@@ -25,7 +26,7 @@ A module may import its own layer and the ones below it, never one above
 __version__ = "0.1.0"
 
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("cascade.configs", "cascade.video_io"),
+    ("cascade.configs", "cascade.json_io", "cascade.video_io"),
     ("cascade.data", "cascade.diffusion", "cascade.models"),
     ("cascade.stages",),
     ("cascade.training",),
