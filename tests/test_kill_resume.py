@@ -40,6 +40,7 @@ def test_kill_9_twice_then_resume_is_bit_identical(data_dir, tmp_path):
         second = kill_during_run(workdir, data_dir, STEPS, aim="write", delay=0.0, min_step=newest)
         if second["write_in_flight"]:
             break
+    assert not first["finished_before_kill"], "the kill came after the run had finished"
     assert second is not None, "every first kill came after the last checkpoint was committed"
     assert second["write_in_flight"], "the second kill should land during a checkpoint write"
     assert second["newest_at_kill"] < STEPS
