@@ -26,6 +26,7 @@ from typing import Any  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import ml_collections  # noqa: E402
+import numpy as np  # noqa: E402
 from absl import flags  # noqa: E402
 
 from cascade import cli, json_io  # noqa: E402
@@ -78,7 +79,7 @@ def bench_config(
     tx = make_optimizer(config.train)
     state = jax.jit(lambda k: init_state(stage, tx, k))(jax.random.key(config.seed))
     params = count_params(state["params"])
-    step = jax.jit(make_train_step(stage, model_graphdef(stage), tx, seed=0, ema_decay=0.999))
+    step = jax.jit(make_train_step(stage, model_graphdef(stage), tx, ema_decay=0.999))
     batch = synthetic_batch(stage.batch_spec(config.train.batch_size), jax.random.key(1))
     peak = benchmarking.matmul_peak_gflops()
     records = []
@@ -86,7 +87,7 @@ def bench_config(
         records.append(
             benchmarking.benchmark_compiled(
                 step,
-                (state, batch),
+                (state, batch, np.int32(0)),
                 name=f"{stage.name}/train_step[{config.preset}]",
                 params=params,
                 warmup=warmup,

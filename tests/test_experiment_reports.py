@@ -2,7 +2,7 @@
 files and their overrides, FLOP budget matching, bootstrap intervals and verdicts, finished
 runs and their markers, config hashing, the ablation variants' configs, the Inception-Score
 analogue, the FVD they use, and their tables, CSVs, JSONs and plots written from synthetic
-measurements. The scripts end to end are in test_experiments.py."""
+measurements. The scripts end to end are in test_experiments.py and test_vdm_ablations_run.py."""
 
 import ast
 import csv

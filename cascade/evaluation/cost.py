@@ -89,12 +89,13 @@ def train_step_flops(config: ml_collections.ConfigDict, stage: Any = None) -> di
     stage = stage or build_stage(config)
     tx = make_optimizer(config.train)
     state = jax.eval_shape(lambda k: init_state(stage, tx, k), jax.random.key(0))
-    step = make_train_step(
-        stage, model_graphdef(stage), tx, seed=0, ema_decay=config.train.ema_decay
-    )
+    step = make_train_step(stage, model_graphdef(stage), tx, ema_decay=config.train.ema_decay)
     batch = stage.batch_spec(config.train.batch_size)
     return training_cost(
-        step, (state, batch), num_steps=config.train.steps, batch_size=config.train.batch_size
+        step,
+        (state, batch, np.int32(0)),
+        num_steps=config.train.steps,
+        batch_size=config.train.batch_size,
     )
 
 

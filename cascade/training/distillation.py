@@ -97,26 +97,33 @@ class DistillationTrainer(Trainer):
             self.stage,
             self.graphdef,
             self.tx,
-            seed=self.config.seed,
             ema_decay=self.config.train.ema_decay,
             param_shardings=self.state_shardings["params"],
             objective=self.distill_loss,
         )
+        replicated = parallel.replicated(self.mesh)
         jitted = jax.jit(
             step_fn,
             in_shardings=(
                 self.state_shardings,
                 self.batch_sharding,
+                replicated,
                 self.state_shardings["params"],
-                parallel.replicated(self.mesh),
+                replicated,
             ),
             out_shardings=(self.state_shardings, parallel.replicated(self.mesh)),
             donate_argnums=0,
         )
-        # The trainer calls step(state, batch); the round's teacher and step count ride along
-        # as real arguments (not constants), so one compilation serves every round.
+        # The trainer calls step(state, batch); the seed, the round's teacher and its step
+        # count ride along as real arguments (not constants): one compilation serves every
+        # round and every seed.
+        seed = np.int32(self.config.seed)
         return lambda state, batch: jitted(
-            state, batch, self._teacher_params, jnp.asarray(self.student_steps(self._round))
+            state,
+            batch,
+            seed,
+            self._teacher_params,
+            jnp.asarray(self.student_steps(self._round)),
         )
 
     # -- rounds ---------------------------------------------------------------------------------

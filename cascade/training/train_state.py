@@ -78,12 +78,16 @@ def make_train_step(
     graphdef: nnx.GraphDef,
     tx: optax.GradientTransformation,
     *,
-    seed: int,
     ema_decay: float,
     param_shardings: Any = None,
     objective: Callable[..., tuple[jax.Array, dict]] | None = None,
 ) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
-    """Pure step(state, batch, *extra) -> (state, metrics); the step's key is fold_in(seed, step).
+    """Pure step(state, batch, seed, *extra) -> (state, metrics); the step's key is
+    fold_in(key(seed), step), `seed` an int32 scalar (config.seed).
+
+    The seed is an argument, not a constant of the traced program, so runs that differ only in
+    their seed compile one identical program (the persistent compilation cache serves the
+    others: each seed of an experiment, each test that trains a tiny config).
 
     `metrics` holds the objective's scalars, `grad_norm`, and the booleans `finite`
     (the update was applied) and `loss_finite` / `grad_finite` / `update_finite`.
@@ -91,11 +95,10 @@ def make_train_step(
     `objective(model, batch, key, *extra)` defaults to `stage.loss`; objectives that need more
     inputs (distillation's teacher weights) receive them as the step's extra arguments.
     """
-    base_key = jax.random.key(seed)
     objective = objective or stage.loss
 
-    def step_fn(state: TrainState, batch: Batch, *extra):
-        key = jax.random.fold_in(base_key, state["step"])
+    def step_fn(state: TrainState, batch: Batch, seed: jax.Array, *extra):
+        key = jax.random.fold_in(jax.random.key(seed), state["step"])
 
         def loss_fn(params):
             return objective(merge_model(graphdef, params), batch, key, *extra)

@@ -117,16 +117,18 @@ class Trainer:
             self.stage,
             self.graphdef,
             self.tx,
-            seed=self.config.seed,
             ema_decay=self.config.train.ema_decay,
             param_shardings=self.state_shardings["params"],
         )
-        return jax.jit(
+        replicated = parallel.replicated(self.mesh)
+        jitted = jax.jit(
             step_fn,
-            in_shardings=(self.state_shardings, self.batch_sharding),
-            out_shardings=(self.state_shardings, parallel.replicated(self.mesh)),
+            in_shardings=(self.state_shardings, self.batch_sharding, replicated),
+            out_shardings=(self.state_shardings, replicated),
             donate_argnums=0,
         )
+        seed = np.int32(self.config.seed)  # an argument: one compilation serves every seed
+        return lambda state, batch: jitted(state, batch, seed)
 
     def before_step(self, step: int, state: TrainState) -> None:
         """Hook for objectives that change during a run (distillation rounds); no-op here."""
