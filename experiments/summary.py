@@ -36,12 +36,11 @@ def statistic(metric: str, real_features: np.ndarray | None) -> Callable[[np.nda
     from cascade.evaluation import digits, fvd
 
     if metric == "fvd":
-        mu_r, sigma_r = fvd.feature_statistics(real_features)
 
         def frechet(rows: np.ndarray) -> float:
             if len(np.unique(rows, axis=0)) < 2:  # a draw of one clip has no covariance
                 return float("nan")
-            return fvd.frechet_distance(mu_r, sigma_r, *fvd.feature_statistics(rows))
+            return fvd.frechet_distance_of_features(real_features, rows)
 
         return frechet
     if metric == "inception_score":
@@ -72,11 +71,9 @@ def pooled_fvd(
         picks = rng.integers(0, len(sizes), size=len(sizes))
         draw = np.concatenate([runs[s][rng.integers(0, sizes[s], size=sizes[s])] for s in picks])
         real_draw = real[rng.integers(0, len(real), size=len(real))]
-        mu_r, s_r = fvd.feature_statistics(real_draw)
-        values.append(fvd.frechet_distance(mu_r, s_r, *fvd.feature_statistics(draw)))
-    mu_r, s_r = fvd.feature_statistics(real)
+        values.append(fvd.frechet_distance_of_features(real_draw, draw))
     return {
-        "fvd": fvd.frechet_distance(mu_r, s_r, *fvd.feature_statistics(fake)),
+        "fvd": fvd.frechet_distance_of_features(real, fake),
         "fvd_std": float(np.std(values, ddof=1)) if len(values) > 1 else float("nan"),
         "kvd": fvd.kernel_distance(real, fake),
         "num_fake": len(fake),

@@ -216,6 +216,21 @@ def test_frechet_distance_closed_forms():
     assert fvd.frechet_distance(mx, sx, mx, sx) == pytest.approx(0.0, abs=1e-9 * np.trace(sx))
 
 
+def test_frechet_distance_of_features_equals_the_covariance_form():
+    """The N x M nuclear-norm form from features agrees with the D x D covariance form: both
+    sets below D, one above D (full rank), sets of different sizes, and the large-set path."""
+    rng = np.random.default_rng(1)
+    mix = np.eye(40) + 0.3 * rng.normal(size=(40, 40))
+    for n, m in ((8, 12), (50, 10), (300, 200)):
+        x = rng.normal(size=(n, 40)) * rng.uniform(0.2, 3.0, 40)
+        y = rng.normal(size=(m, 40)) @ mix + 0.5
+        want = fvd.frechet_distance(*fvd.feature_statistics(x), *fvd.feature_statistics(y))
+        assert fvd.frechet_distance_of_features(x, y) == pytest.approx(want, rel=1e-10), (n, m)
+    assert fvd.frechet_distance_of_features(x, x) == pytest.approx(0.0, abs=1e-9)
+    with pytest.raises(ValueError, match="N >= 2"):
+        fvd.frechet_distance_of_features(x[:1], y)
+
+
 def test_kernel_distance_unbiased_and_exact():
     rng = np.random.default_rng(1)
     x, y = rng.normal(size=(5, 3)), rng.normal(size=(4, 3)) + 0.5

@@ -305,6 +305,31 @@ def frechet_distance(
     return float(max(value, 0.0))  # a squared distance; only rounding makes it negative
 
 
+def frechet_distance_of_features(x: np.ndarray, y: np.ndarray) -> float:
+    """`frechet_distance` of the Gaussians fitted to features x [N, D] and y [M, D] (means,
+    unbiased covariances), in float64.
+
+    With centred features Xc, Yc: tr(S1) = ||Xc||_F^2 / (N - 1), and the nonzero eigenvalues
+    of S1 S2 are the squared singular values of Xc Yc^T / sqrt((N - 1)(M - 1)), so
+    tr((S1 S2)^(1/2)) is the nuclear norm of that N x M matrix: exact, and for the usual FVD
+    sizes (N, M of a few hundred, D = 1024) ~50x cheaper than the two D x D eigendecompositions
+    of the covariance form, which serves sets larger than D.
+    """
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    (n, d), m = x.shape, y.shape[0]
+    if n < 2 or m < 2 or y.shape[1] != d:
+        raise ValueError(f"need features [N >= 2, D] and [M >= 2, D], got {x.shape}, {y.shape}")
+    if n * m * min(n, m) > d**3:  # large sets: the D x D form is the cheaper one
+        return frechet_distance(*feature_statistics(x), *feature_statistics(y))
+    mx, my = x.mean(axis=0), y.mean(axis=0)
+    xc, yc = x - mx, y - my
+    singular = np.linalg.svd(xc @ yc.T, compute_uv=False)
+    tr_covmean = singular.sum() / np.sqrt((n - 1) * (m - 1))
+    diff = mx - my
+    value = diff @ diff + (xc * xc).sum() / (n - 1) + (yc * yc).sum() / (m - 1) - 2.0 * tr_covmean
+    return float(max(value, 0.0))  # a squared distance; only rounding makes it negative
+
+
 def kernel_distance(
     x: np.ndarray, y: np.ndarray, *, degree: int = 3, gamma: float | None = None, coef: float = 1.0
 ) -> float:
@@ -330,10 +355,8 @@ def fvd_from_features(
     real_features: np.ndarray, fake_features: np.ndarray, protocol: FVDProtocol
 ) -> dict[str, Any]:
     """FVD and KVD from precomputed features [N, D] (e.g. cached real-split features)."""
-    mu_r, sigma_r = feature_statistics(real_features)
-    mu_f, sigma_f = feature_statistics(fake_features)
     return {
-        "fvd": frechet_distance(mu_r, sigma_r, mu_f, sigma_f),
+        "fvd": frechet_distance_of_features(real_features, fake_features),
         "kvd": kernel_distance(
             real_features, fake_features, degree=protocol.kvd_degree, coef=protocol.kvd_coef
         ),
