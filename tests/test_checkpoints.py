@@ -2,6 +2,7 @@
 and non-finite updates each end in one clear message with every earlier checkpoint kept."""
 
 import errno
+import json
 import logging
 import shutil
 
@@ -13,6 +14,7 @@ from conftest import tiny_config
 from orbax.checkpoint._src.handlers import base_pytree_checkpoint_handler as pytree_handler
 
 from cascade.training.checkpoints import (
+    ARRAY_SHAPES,
     Checkpointer,
     CheckpointError,
     CheckpointMismatchError,
@@ -59,6 +61,14 @@ def test_other_model_width_is_refused_and_nothing_moves(data_dir, workdir):
     with pytest.raises(CheckpointMismatchError, match=shapes):  # --mode=sample's path
         load_trained(workdir, wider)
     assert _listing(workdir) == before
+    # A checkpoint without the shapes in its meta (written before they were recorded) is
+    # checked against orbax's own tree metadata, with the same refusal.
+    for meta_path in (workdir / "checkpoints").glob("*/meta/metadata"):
+        meta = json.loads(meta_path.read_text())
+        del meta[ARRAY_SHAPES]
+        meta_path.write_text(json.dumps(meta))
+    with pytest.raises(CheckpointMismatchError, match=rf"step 4.*{shapes}.*Nothing was moved"):
+        Trainer(wider, workdir).train()
 
 
 def test_truncated_arrays_are_quarantined_with_a_message(data_dir, workdir, capsys):
