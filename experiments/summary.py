@@ -15,6 +15,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from cascade.evaluation import feature_distances
 from cascade.evaluation.aggregate import finite_mean
 from experiments import stats
 
@@ -33,14 +34,14 @@ METRICS: dict[str, tuple[str, str, int]] = {
 
 def statistic(metric: str, real_features: np.ndarray | None) -> Callable[[np.ndarray], float]:
     """The function from pooled rows of `METRICS[metric][0]` to the metric's value."""
-    from cascade.evaluation import digits, fvd
+    from cascade.evaluation import digits
 
     if metric == "fvd":
 
         def frechet(rows: np.ndarray) -> float:
             if len(np.unique(rows, axis=0)) < 2:  # a draw of one clip has no covariance
                 return float("nan")
-            return fvd.frechet_distance_of_features(real_features, rows)
+            return feature_distances.frechet_distance_of_features(real_features, rows)
 
         return frechet
     if metric == "inception_score":
@@ -61,8 +62,6 @@ def pooled_fvd(
 ) -> dict[str, float]:
     """FVD and KVD of all seeds' videos against the real reference, and FVD's bootstrap std
     over both sides (seeds then clips of the generated set; clips of the real set)."""
-    from cascade.evaluation import fvd
-
     fake = np.concatenate(list(runs), axis=0)
     rng = np.random.default_rng(seed)
     values = []
@@ -71,11 +70,11 @@ def pooled_fvd(
         picks = rng.integers(0, len(sizes), size=len(sizes))
         draw = np.concatenate([runs[s][rng.integers(0, sizes[s], size=sizes[s])] for s in picks])
         real_draw = real[rng.integers(0, len(real), size=len(real))]
-        values.append(fvd.frechet_distance_of_features(real_draw, draw))
+        values.append(feature_distances.frechet_distance_of_features(real_draw, draw))
     return {
-        "fvd": fvd.frechet_distance_of_features(real, fake),
+        "fvd": feature_distances.frechet_distance_of_features(real, fake),
         "fvd_std": float(np.std(values, ddof=1)) if len(values) > 1 else float("nan"),
-        "kvd": fvd.kernel_distance(real, fake),
+        "kvd": feature_distances.kernel_distance(real, fake),
         "num_fake": len(fake),
         "num_real": len(real),
     }

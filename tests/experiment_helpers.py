@@ -19,7 +19,12 @@ def finite(text):
         return False
 
 
-def tiny(name, shared, out):
-    """configs/experiments/<name>.py:tiny writing to `out`, on the `shared` data_dir/workdirs."""
-    overrides = [("out", str(out)), *shared.items()]
+def tiny(name, data_dir, tmp_path_factory):
+    """configs/experiments/<name>.py:tiny on the session's data_dir, with its own fresh
+    workdirs and output folder under pytest's temporary directory."""
+    overrides = [
+        ("out", str(tmp_path_factory.mktemp(name))),
+        ("data_dir", data_dir),
+        ("workdirs", str(tmp_path_factory.mktemp(f"{name}-workdirs"))),
+    ]
     return expconfig.load(f"experiments/{name}:tiny", overrides)

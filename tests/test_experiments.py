@@ -13,13 +13,8 @@ from experiments import stats
 
 
 @pytest.fixture(scope="module")
-def shared(data_dir, tmp_path_factory):
-    return {"data_dir": data_dir, "workdirs": str(tmp_path_factory.mktemp("workdirs"))}
-
-
-@pytest.fixture(scope="module")
-def comparison_run(shared, tmp_path_factory):
-    exp = tiny("cascade_vs_single_stage", shared, tmp_path_factory.mktemp("comparison"))
+def comparison_run(data_dir, tmp_path_factory):
+    exp = tiny("cascade_vs_single_stage", data_dir, tmp_path_factory)
     return exp, comparison.run(exp)
 
 

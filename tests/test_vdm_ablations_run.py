@@ -11,19 +11,14 @@ from experiments import common, lab, runs, stats, vdm_ablations
 
 
 @pytest.fixture(scope="module")
-def shared(data_dir, tmp_path_factory):
-    return {"data_dir": data_dir, "workdirs": str(tmp_path_factory.mktemp("workdirs"))}
-
-
-@pytest.fixture(scope="module")
-def ablation_run(shared, tmp_path_factory):
+def ablation_run(data_dir, tmp_path_factory):
     """The whole ablation script on its tiny preset, every ablation and both seeds, with the
     trained variants collapsed onto the reference keyframe model (a variant costs a
     compilation; their configs are checked in a fast test). The distilled students are real:
     one halving round of each stage per seed."""
     with pytest.MonkeyPatch.context() as patch:
         collapse_variants(patch)
-        exp = tiny("vdm_ablations", shared, tmp_path_factory.mktemp("ablations"))
+        exp = tiny("vdm_ablations", data_dir, tmp_path_factory)
         return exp, vdm_ablations.run(exp)
 
 

@@ -3,6 +3,7 @@
 Layer: imports training, sampling and everything below; never the entry points.
 
   fvd.py                FVD/KVD with the reference I3D protocol
+  feature_distances.py  Fréchet distance and kernel MMD between feature sets (FID/FVD, KID/KVD)
   frames.py             PSNR/SSIM per frame
   digits.py             identity stability, label match, motion on moving_digits
   physics.py            teleports, permanence, ballistic residual on bouncing_shapes
