@@ -153,12 +153,14 @@ class Lab:
     def measure(self, videos: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
         """Per-clip arrays of generated moving_digits `videos` [N, T, H, W, 1] sampled for
         `labels` [N]: label_match, identity_stability, cv_residual [N] (NaN: no reading),
-        class_probs [N, 10] (the Inception-Score analogue's p(y|x)), I3D features [N, D]."""
+        class_probs [N, 10] (the Inception-Score analogue's p(y|x)), I3D features [N, D], and
+        the first clips as uint8 for the report's GIFs (`preview`)."""
         from cascade.evaluation import digits
 
         per_clip = digits.digit_metrics(videos, labels)
         out = {k: per_clip[k] for k in ("label_match", "identity_stability", "cv_residual")}
         out["class_probs"] = digits.clip_class_probs(videos)
+        out["preview"] = preview(videos)
         if self.exp.fvd:
             out["features"] = self.features(videos)
         return out
@@ -169,6 +171,15 @@ class Lab:
         start = time.perf_counter()
         videos = trained.sample(cond, key, **kw)
         return videos, (time.perf_counter() - start) / len(videos)
+
+
+PREVIEW_CLIPS = 4  # clips of each run kept (uint8, ~16 KB at 16 x 32 x 32) for the GIFs
+
+
+def preview(videos: np.ndarray) -> np.ndarray:
+    """The first PREVIEW_CLIPS of `videos` [N, T, H, W, C] in [-1, 1] as uint8 [n, T, H, W, C]."""
+    clips = np.clip(np.asarray(videos[:PREVIEW_CLIPS], np.float32), -1.0, 1.0)
+    return np.round((clips + 1.0) * 127.5).astype(np.uint8)
 
 
 def key(seed: int) -> jax.Array:

@@ -327,6 +327,7 @@ def run(exp: ml_collections.ConfigDict) -> dict[str, Any]:
         getattr(ablations, name)()
     views = {s["view"] for s in ablations.settings}  # real features only where needed
     real = {view: ablations.lab.real_features(view) for view in sorted(views)}
+    gifs = report.write_gifs(out, ablations.settings)
     result = {
         "experiment": NAME,
         "config": exp.to_dict(),
@@ -336,6 +337,7 @@ def run(exp: ml_collections.ConfigDict) -> dict[str, Any]:
         "train_seconds_this_call": ablations.lab.train_seconds,
         "seconds": time.perf_counter() - start,
         "fvd_protocol": ablations.lab.protocol.to_dict() if exp.fvd else None,
+        "gifs": gifs,
     }
     result["environment"] = tables.environment(result["seconds"])
     report.write_outputs(out, result)

@@ -8,8 +8,11 @@ Markdown and CSV, the whole result as JSON, and a plot with every seed.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from cascade import json_io
 from experiments import tables
@@ -133,6 +136,7 @@ def markdown(result: dict[str, Any]) -> str:
             f"'inconclusive': it contains 0. Here: {counts['agrees']} agree, "
             f"{counts['disagrees']} disagree, {counts['inconclusive']} inconclusive.",
             "",
+            *gif_lines(result.get("gifs", [])),
             f"Runs read back from earlier calls: {len(result['runs']['reused'])}; measured now: "
             f"{len(result['runs']['computed'])}. This call: "
             + tables.environment_line(
@@ -143,8 +147,39 @@ def markdown(result: dict[str, Any]) -> str:
     )
 
 
+def gif_lines(gifs: list[dict[str, str]]) -> list[str]:
+    """The markdown section linking `write_gifs`' files (none: no section)."""
+    if not gifs:
+        return []
+    links = [f"- {g['ablation']}, {g['setting']}: ![]({g['path']})" for g in gifs]
+    intro = "Seed 0's first clips per setting (the same labels and noise in every setting):"
+    return ["## Samples", "", intro, "", *links, ""]
+
+
+def write_gifs(out: Path, settings: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """One GIF per setting whose seed-0 run kept a `preview` (runs measured before previews
+    were kept have none): its first clips side by side, upscaled to >= 64 pixels, written to
+    out/gifs/<ablation>--<setting>.gif. Returns [{ablation, setting, path}] (path relative
+    to `out`)."""
+    from cascade import video_io
+
+    written = []
+    for s in settings:
+        arrays, _ = s["runs"][0]
+        if "preview" not in arrays:
+            continue
+        clips = np.asarray(arrays["preview"])
+        slug = re.sub(r"[^a-z0-9]+", "-", f"{s['ablation']}--{s['setting']}".lower()).strip("-")
+        path = Path("gifs") / f"{slug}.gif"
+        scale = max(1, -(-64 // clips.shape[2]))
+        video_io.write_video_grid_gif(out / path, clips, ncols=len(clips), scale=scale)
+        written.append({"ablation": s["ablation"], "setting": s["setting"], "path": str(path)})
+    return written
+
+
 def write_outputs(out: Path, result: dict[str, Any]) -> None:
-    """results.md, settings.csv, verdicts.csv, results.json, ablations.png in `out`."""
+    """results.md, settings.csv, verdicts.csv, results.json, ablations.png in `out` (the
+    GIFs are written by `write_gifs`, from the runs' arrays)."""
     tables.write_csv(out / "settings.csv", setting_csv_rows(result), SETTING_COLUMNS)
     tables.write_csv(out / "verdicts.csv", verdict_csv_rows(result), VERDICT_COLUMNS)
     json_io.write_json(out / "results.json", result)

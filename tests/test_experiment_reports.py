@@ -306,9 +306,15 @@ def test_ablation_summary_and_report_fill_every_column(tmp_path):
     ablations.compare("cfg", "w = 0", "w = 2", "inception_score", +1)
     ablations.compare("parametrization", "spatial SR, v", "spatial SR, eps", "psnr", -1)
     real = {"keyframes": rng.normal(0, 1, (8, 5)), "spatial_sr": rng.normal(0, 1, (8, 5))}
+    # Runs keep their first clips for the GIFs; a run measured before that has none.
+    settings[1]["runs"][0][0]["preview"] = rng.integers(0, 256, (4, 5, 16, 16, 1), np.uint8)
+    gifs = ablations_report.write_gifs(tmp_path, settings)
+    assert gifs == [{"ablation": "cfg", "setting": "w = 2", "path": "gifs/cfg-w-2.gif"}]
+    assert (tmp_path / "gifs" / "cfg-w-2.gif").stat().st_size > 1000
     result = {
         "config": exp.to_dict(),
         **summary.summarize(settings, ablations.comparisons, real, exp),
+        "gifs": gifs,
         "runs": {"reused": [], "computed": ["a"]},
         "seconds": 1.0,
         "environment": tables.environment(1.0),
@@ -332,6 +338,7 @@ def test_ablation_summary_and_report_fill_every_column(tmp_path):
     assert [r["paper_direction"] for r in vrows] == ["up", "up", "down"]
     md = (tmp_path / "results.md").read_text()
     assert "FVD pooled ± bootstrap std" in md and "| verdict |" in md and "IS analogue" in md
+    assert "## Samples" in md and "![](gifs/cfg-w-2.gif)" in md
 
 
 def synthetic_seed_facts():

@@ -48,6 +48,8 @@ def test_vdm_ablations_tiny_fill_every_column(ablation_run):
     assert len(sr_rows) == 2 and all(finite(r["psnr_mean"]) for r in sr_rows)
     chain = [r for r in rows if r["setting"].startswith("chain")]
     assert len(chain) == 2 and all(finite(r["seconds_per_video_mean"]) for r in chain)
+    gifs = sorted((out / "gifs").glob("*.gif"))  # one per setting: every run is new here
+    assert len(gifs) == len(rows) and all(g.stat().st_size > 1000 for g in gifs)
     verdicts, _ = read_csv(out / "verdicts.csv")
     assert {v["ablation"] for v in verdicts} == set(vdm_ablations.ABLATIONS)
     assert {v["verdict"] for v in verdicts} <= set(stats.VERDICTS)
