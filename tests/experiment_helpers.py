@@ -3,6 +3,8 @@
 import csv
 import math
 
+import numpy as np
+
 from experiments import expconfig
 
 
@@ -28,3 +30,23 @@ def tiny(name, data_dir, tmp_path_factory):
         ("workdirs", str(tmp_path_factory.mktemp(f"{name}-workdirs"))),
     ]
     return expconfig.load(f"experiments/{name}:tiny", overrides)
+
+
+def synthetic_setting(ablation, setting, shift, rng, seeds=2, n=6, sr=False):
+    """A setting as `vdm_ablations.Ablations.add` records it, with random per-clip arrays
+    (label match raised and features shifted by `shift`); `sr` adds PSNR and intensity shift."""
+    runs_ = []
+    for _ in range(seeds):
+        arrays = {
+            "label_match": (rng.random(n) < 0.5 + shift).astype(float),
+            "identity_stability": np.where(rng.random(n) < 0.2, np.nan, rng.random(n)),
+            "cv_residual": rng.random(n),
+            "class_probs": rng.dirichlet(np.ones(10), n),
+            "features": rng.normal(shift, 1.0, (n, 5)),
+            "seconds_per_video": np.array([1.0 + shift]),
+        }
+        if sr:
+            arrays.update(psnr=20 + rng.random(n), intensity_shift=rng.random(n))
+        runs_.append((arrays, {}))
+    view = "spatial_sr" if sr else "keyframes"
+    return {"ablation": ablation, "setting": setting, "view": view, "runs": runs_}

@@ -1,46 +1,34 @@
 """The logic both experiment scripts rest on, without training anything: experiment config
 files and their overrides, FLOP budget matching, bootstrap intervals and verdicts, finished
 runs and their markers, config hashing, the ablation variants' configs, the Inception-Score
-analogue, the FVD they use, and their tables, CSVs, JSONs and plots written from synthetic
-measurements. The scripts end to end are in test_experiments.py and test_vdm_ablations_run.py."""
+analogue, the FVD they use, and their table writers. The reports written from synthetic
+measurements are in test_experiment_report_writers.py; the scripts end to end in
+test_experiments.py and test_vdm_ablations_run.py."""
 
 import ast
-import csv
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from experiment_helpers import read_csv  # tests/ is on sys.path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # `experiments` is a top-level folder, not an installed package
-    sys.path.insert(0, str(REPO))
-
-from cascade import json_io  # noqa: E402
-from cascade.evaluation.aggregate import finite_mean  # noqa: E402
-from experiments import (  # noqa: E402
+from cascade import json_io
+from cascade.evaluation.aggregate import finite_mean
+from experiments import (
     budget,
     common,
     expconfig,
     lab,
     runs,
     stats,
-    summary,
     tables,
     vdm_ablations,
 )
-from experiments import cascade_vs_single_stage as comparison  # noqa: E402
-from experiments import cascade_vs_single_stage_report as comparison_report  # noqa: E402
-from experiments import vdm_ablations_report as ablations_report  # noqa: E402
+from experiments import cascade_vs_single_stage as comparison
 
+REPO = Path(__file__).resolve().parents[1]
 EXPERIMENT_CONFIGS = REPO / "configs" / "experiments"
-
-
-def read_csv(path):
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    return rows, list(rows[0].keys()) if rows else []
 
 
 # -- the logic the scripts rest on -----------------------------------------------------------
@@ -271,163 +259,3 @@ def test_every_ablation_variant_is_a_valid_distinct_config(tmp_path):
     a = common.distill_config(tmp_path / "x" / "keyframes-1", 4, 2, 1, "tiny", 0)
     b = common.distill_config(tmp_path / "y" / "keyframes-1", 4, 2, 1, "tiny", 0)
     assert common.config_hash(a) == common.config_hash(b)
-
-
-def synthetic_setting(ablation, setting, shift, rng, seeds=2, n=6, sr=False):
-    runs_ = []
-    for _ in range(seeds):
-        arrays = {
-            "label_match": (rng.random(n) < 0.5 + shift).astype(float),
-            "identity_stability": np.where(rng.random(n) < 0.2, np.nan, rng.random(n)),
-            "cv_residual": rng.random(n),
-            "class_probs": rng.dirichlet(np.ones(10), n),
-            "features": rng.normal(shift, 1.0, (n, 5)),
-            "seconds_per_video": np.array([1.0 + shift]),
-        }
-        if sr:
-            arrays.update(psnr=20 + rng.random(n), intensity_shift=rng.random(n))
-        runs_.append((arrays, {}))
-    view = "spatial_sr" if sr else "keyframes"
-    return {"ablation": ablation, "setting": setting, "view": view, "runs": runs_}
-
-
-def test_ablation_summary_and_report_fill_every_column(tmp_path):
-    rng = np.random.default_rng(1)
-    exp = expconfig.load("experiments/vdm_ablations:tiny")
-    settings = [
-        synthetic_setting("cfg", "w = 0", 0.0, rng),
-        synthetic_setting("cfg", "w = 2", 3.0, rng),
-        synthetic_setting("parametrization", "spatial SR, v", 0.0, rng, sr=True),
-        synthetic_setting("parametrization", "spatial SR, eps", 0.1, rng, sr=True),
-    ]
-    ablations = vdm_ablations.Ablations.__new__(vdm_ablations.Ablations)
-    ablations.comparisons = []
-    ablations.compare("cfg", "w = 0", "w = 2", "fvd", +1)
-    ablations.compare("cfg", "w = 0", "w = 2", "inception_score", +1)
-    ablations.compare("parametrization", "spatial SR, v", "spatial SR, eps", "psnr", -1)
-    real = {"keyframes": rng.normal(0, 1, (8, 5)), "spatial_sr": rng.normal(0, 1, (8, 5))}
-    # Runs keep their first clips for the GIFs; a run measured before that has none.
-    settings[1]["runs"][0][0]["preview"] = rng.integers(0, 256, (4, 5, 16, 16, 1), np.uint8)
-    gifs = ablations_report.write_gifs(tmp_path, settings)
-    assert gifs == [{"ablation": "cfg", "setting": "w = 2", "path": "gifs/cfg-w-2.gif"}]
-    assert (tmp_path / "gifs" / "cfg-w-2.gif").stat().st_size > 1000
-    result = {
-        "config": exp.to_dict(),
-        **summary.summarize(settings, ablations.comparisons, real, exp),
-        "gifs": gifs,
-        "runs": {"reused": [], "computed": ["a"]},
-        "seconds": 1.0,
-        "environment": tables.environment(1.0),
-    }
-    verdicts = result["verdicts"]
-    assert verdicts[0]["verdict"] == "agrees"  # features shifted by 3: FVD far worse at w = 2
-    assert {v["verdict"] for v in verdicts} <= set(stats.VERDICTS)
-    fvd = result["settings"][0]["fvd"]
-    assert len(fvd["per_seed"]) == 2 and fvd["pooled"] > 0 and fvd["pooled_std"] > 0
-    ablations_report.write_outputs(tmp_path, result)
-    for name in ("results.md", "settings.csv", "verdicts.csv", "results.json", "ablations.png"):
-        assert (tmp_path / name).stat().st_size > 0, name
-    rows, columns = read_csv(tmp_path / "settings.csv")
-    assert columns == ablations_report.SETTING_COLUMNS
-    for row in rows:  # every metric the setting measured has a mean, a std and each seed
-        assert row["fvd_pooled"] and row["label_match_mean"] and row["inception_score_std"]
-        assert len(row["identity_stability_per_seed"].split(";")) == 2
-    assert rows[2]["psnr_mean"] and not rows[0]["psnr_mean"]
-    vrows, vcolumns = read_csv(tmp_path / "verdicts.csv")
-    assert vcolumns == ablations_report.VERDICT_COLUMNS
-    assert [r["paper_direction"] for r in vrows] == ["up", "up", "down"]
-    md = (tmp_path / "results.md").read_text()
-    assert "FVD pooled ± bootstrap std" in md and "| verdict |" in md and "IS analogue" in md
-    assert "## Samples" in md and "![](gifs/cfg-w-2.gif)" in md
-
-
-def synthetic_seed_facts():
-    """One seed's facts as `cascade_vs_single_stage.run_seed` returns them (round numbers)."""
-
-    def pipeline(stages, sampled, shape):
-        train = {
-            n: {
-                "flops_per_step": 10.0 * (i + 1),
-                "steps": 2,
-                "fixed_flops": 0.0,
-                "total_flops": 20.0 * (i + 1),
-                "seconds_this_run": 1.5,
-                "workdir": f"/w/{n}-0",
-            }
-            for i, n in enumerate(stages)
-        }
-        return {
-            "final_shape": shape,
-            "params": {"total": 300, **{n: 100 for n in stages}},
-            "sampling": {
-                "flops_per_video": 7.0,
-                "flops_per_video_by_stage": {n: float(i + 1) for i, n in enumerate(sampled)},
-                "seconds_per_video": 0.5,
-                "seconds_per_video_by_stage": {n: 0.5 / len(sampled) for n in sampled},
-                "timed_batch": 2,
-            },
-            "train": train,
-            "train_flops": sum(s["total_flops"] for s in train.values()),
-        }
-
-    cascade = ("keyframes", "temporal_sr", "spatial_sr")
-    return {
-        "sampling_steps": {"keyframes": 8, "temporal_sr": 8, "spatial_sr": 8, "latent_dit": 8},
-        "scored_frames": 16,
-        "budget": {
-            "cascade_total": 120.0,
-            "factor": 0.5,
-            "single_stage_total": 60.0,
-            "ratio": 0.5,
-            "latent_dit_step": {"fixed_flops": 0.0},
-        },
-        "pipelines": {
-            "cascade": pipeline(cascade, cascade, [16, 16, 16, 1]),
-            "single_stage": pipeline(
-                ("video_vae", "latent_dit"), ("latent_dit", "vae_decode"), [17, 16, 16, 1]
-            ),
-        },
-    }
-
-
-def test_comparison_report_writes_tables_and_plot(tmp_path):
-    rng = np.random.default_rng(2)
-    exp = expconfig.load("experiments/cascade_vs_single_stage:tiny")
-    settings = [
-        {**synthetic_setting("pipeline", kind, shift, rng), "view": "final"}
-        for kind, shift in (("cascade", 0.0), ("single_stage", 0.2))
-    ]
-    comparisons = [
-        {"ablation": "pipeline", "reference": "cascade", "setting": "single_stage",
-         "metric": m, "expected": e, "paper": comparison.CLAIM}
-        for m, e in (("fvd", -1), ("identity_stability", 1), ("seconds_per_video", -1))
-    ]  # fmt: skip
-    result = {
-        "config": exp.to_dict(),
-        **summary.summarize(settings, comparisons, {"final": rng.normal(0, 1, (8, 5))}, exp),
-        "seeds": [synthetic_seed_facts()] * 2,
-        "real_reference": {"digits": {"identity_stability": 0.9, "cv_residual": 0.3}},
-        "runs": {"reused": ["seed0"], "computed": ["seed1"]},
-        "seconds": 3.0,
-        "environment": tables.environment(3.0),
-    }
-    comparison_report.write_outputs(tmp_path, result)
-    for name in ("results.md", "pipelines.csv", "stages.csv", "verdicts.csv", "comparison.png"):
-        assert (tmp_path / name).stat().st_size > 0, name
-    rows, columns = read_csv(tmp_path / "pipelines.csv")
-    assert columns == comparison_report.PIPELINE_COLUMNS
-    assert [(r["pipeline"], r["final_shape"]) for r in rows] == [
-        ("cascade", "16x16x16x1"),
-        ("single_stage", "17x16x16x1"),
-    ]
-    assert rows[0]["train_steps"] == "keyframes 2 + temporal_sr 2 + spatial_sr 2"
-    for row in rows:
-        assert all(row[c] != "" for c in columns if not c.startswith(("psnr", "intensity")))
-    stages, stage_columns = read_csv(tmp_path / "stages.csv")
-    assert stage_columns == comparison_report.STAGE_COLUMNS
-    # The VAE's share of sampling is its decode (2.0); the DiT's its own sampler (1.0).
-    assert [float(r["sampling_flops_per_video"]) for r in stages[3:]] == [2.0, 1.0]
-    md = (tmp_path / "results.md").read_text()
-    assert "0.500 x the cascade's" in md and "FVD pooled ± bootstrap std" in md
-    assert "keyframes 8, temporal_sr 8, spatial_sr 8 ancestral steps" in md
-    assert [r["verdict"] for r in read_csv(tmp_path / "verdicts.csv")[0]][0] in stats.VERDICTS
