@@ -15,11 +15,12 @@ Per seed (each its own finished run under OUT/runs/seed<k>, reused when rerun):
 3. Both runners sample the seed's labels (test clips [k n, (k + 1) n)) with the same key and
    are measured the same way: per-clip digit metrics and I3D features of the first frames
    both have, parameters, sampling FLOPs per video (XLA, loops counted) and seconds per
-   video (after compilation, on this machine).
+   video (after compilation, on this machine); then again with every stage's sampling steps
+   times each of `step_fractions` (quality against sampling cost, same trained stages).
 Then FVD pooled over seeds against one real reference with its bootstrap spread, every
 metric per seed and mean +- std, and the single stage against the cascade with a 95%
 bootstrap interval. Writes OUT/results.{md,json}, pipelines.csv, stages.csv, verdicts.csv,
-comparison.png (`cascade_vs_single_stage_report`), OUT/cascade/ and OUT/single_stage/ (seed
+comparison.png, quality_vs_sampling_cost.png (`cascade_vs_single_stage_report`), OUT/cascade/ and OUT/single_stage/ (seed
 0's videos, every intermediate stage, side-by-side strips).
 """
 
@@ -61,6 +62,18 @@ SAMPLE_STEPS = {
     "tiny": {"keyframes": 8, "temporal_sr": 8, "spatial_sr": 8, "latent_dit": 8},
     "quick": {"keyframes": 64, "temporal_sr": 32, "spatial_sr": 32, "latent_dit": 32},
 }
+PIPELINES = {"cascade": CASCADE, "single_stage": SINGLE}  # the stages each pipeline trains
+SAMPLED = {"cascade": CASCADE, "single_stage": ("latent_dit",)}  # and those with a sampler
+
+
+def sample_steps(preset: str, fraction: float = 1.0) -> dict[str, int]:
+    """Every sampled stage's steps at `preset` times `fraction` (rounded, at least 1)."""
+    return {name: max(1, round(s * fraction)) for name, s in SAMPLE_STEPS[preset].items()}
+
+
+def pipeline_name(kind: str, fraction: float) -> str:
+    """'cascade' / 'single_stage' at the preset's steps, else e.g. 'cascade at 0.5x steps'."""
+    return kind if fraction == 1.0 else f"{kind} at {fraction:g}x steps"
 
 
 def stage_configs(
@@ -81,11 +94,12 @@ def stage_configs(
 
 
 def runner_configs(
-    workdirs: dict[str, Path], preset: str, num_videos: int, guidance: float
+    workdirs: dict[str, Path], steps: dict[str, int], num_videos: int, guidance: float
 ) -> tuple[ml_collections.ConfigDict, ml_collections.ConfigDict]:
+    """The cascade's and the single stage's runner configs on the trained `workdirs`, each
+    stage sampling with `steps[stage]` steps."""
     from cascade import configs
 
-    steps = SAMPLE_STEPS[preset]
     cascade = configs.load("cascade")
     for name in CASCADE:
         cascade.stages[name].update(workdir=str(workdirs[name]), steps=steps[name])
@@ -105,18 +119,19 @@ def sample_and_measure(
     exp: ml_collections.ConfigDict,
     frames: int,
     measurer: lab.Lab,
+    write_videos: bool = True,
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Seed `seed`'s videos of one runner, for the labels of test clips [seed n, (seed + 1) n):
     per-clip arrays (digit metrics, class probabilities, I3D features of the first `frames`
     frames) and the run's facts (params, sampling FLOPs and seconds per video). Seed 0's
-    videos are written to out/<kind>/."""
+    videos are written to out/<kind>/ when `write_videos`."""
     from cascade import video_io
     from cascade.evaluation.evaluate import runner_sampling_flops
 
     n = exp.videos_per_seed
     labels = runner.labels(exp.seeds * n)[seed * n : (seed + 1) * n]
     outputs, first_seconds = runner.sample(labels, lab.key(seed))  # the first call compiles
-    if seed == 0:
+    if seed == 0 and write_videos:
         video_io.write_run_outputs(Path(exp.out) / kind, outputs, first_seconds, runner.config.fps)
     # Wall time without compilation: the same batch through the now-compiled samplers.
     _, seconds = runner.sample(labels, lab.key(seed))
@@ -145,7 +160,9 @@ def run_seed(
     exp: ml_collections.ConfigDict, seed: int, budget: dict[str, Any], measurer: lab.Lab
 ) -> dict[str, Any]:
     """Seed `seed`: five trained stages (the VAE's and DiT's steps from `budget`), both runners
-    sampled and measured; returns {"arrays": {pipeline: per-clip arrays}, "info": facts}."""
+    sampled and measured at the preset's sampling steps and at each of `exp.step_fractions` of
+    them; returns {"arrays": {pipeline: per-clip arrays}, "info": facts}, pipelines named by
+    `pipeline_name`."""
     from cascade.sampling.runners import CascadeRunner, SingleStageRunner
 
     configs = stage_configs(exp, seed)
@@ -162,22 +179,10 @@ def run_seed(
         workdir[name], train_seconds[name] = common.train_stage(configs[name], exp.workdirs, name)
         watch.seconds[f"train {name}"] = train_seconds[name]
 
-    # 3. Sample both with the same labels and measure both the same way.
-    n = exp.videos_per_seed
-    cascade_config, single_config = runner_configs(workdir, exp.stage_preset, n, exp.guidance_scale)
-    runners = {
-        "cascade": CascadeRunner(cascade_config),
-        "single_stage": SingleStageRunner(single_config),
-    }
-    frames = min(r.final_config.view.frames for r in runners.values())
-    arrays, pipelines = {}, {}
-    groups = {"cascade": CASCADE, "single_stage": SINGLE}
-    for kind, runner in runners.items():
-        with watch(f"{kind}: sample, time, measure"):
-            arrays[kind], pipelines[kind] = sample_and_measure(
-                kind, runner, seed, exp, frames, measurer
-            )
-        pipelines[kind]["train"] = {
+    # 3. Sample both with the same labels and measure both the same way, at the preset's
+    # sampling steps and at fractions of them (the same trained stages).
+    train = {
+        kind: {
             s: {
                 "flops_per_step": per_step[s],
                 "steps": configs[s].train.steps,
@@ -186,11 +191,34 @@ def run_seed(
                 "seconds_this_run": train_seconds[s],
                 "workdir": workdir[s],
             }
-            for s in groups[kind]
+            for s in stages
         }
-        pipelines[kind]["train_flops"] = sum(
-            t["total_flops"] for t in pipelines[kind]["train"].values()
+        for kind, stages in PIPELINES.items()
+    }
+    arrays, pipelines, frames = {}, {}, None
+    for fraction in (1.0, *exp.step_fractions):
+        steps = sample_steps(exp.stage_preset, fraction)
+        cascade_config, single_config = runner_configs(
+            workdir, steps, exp.videos_per_seed, exp.guidance_scale
         )
+        runners = {
+            "cascade": CascadeRunner(cascade_config),
+            "single_stage": SingleStageRunner(single_config),
+        }
+        frames = frames or min(r.final_config.view.frames for r in runners.values())
+        for kind, runner in runners.items():
+            name = pipeline_name(kind, fraction)
+            with watch(f"{name}: sample, time, measure"):
+                arrays[name], pipelines[name] = sample_and_measure(
+                    kind, runner, seed, exp, frames, measurer, write_videos=fraction == 1.0
+                )
+            pipelines[name].update(
+                kind=kind,
+                step_fraction=fraction,
+                sample_steps={s: steps[s] for s in SAMPLED[kind]},
+                train=train[kind],
+                train_flops=sum(t["total_flops"] for t in train[kind].values()),
+            )
     info = {
         "seed": seed,
         "sampling_steps": SAMPLE_STEPS[exp.stage_preset],
@@ -219,6 +247,11 @@ def check(exp: ml_collections.ConfigDict) -> None:
     if not exp.steps_scale > 0:
         raise ConfigError(f"config.steps_scale must be > 0, got {exp.steps_scale}.")
     expconfig.at_least(exp, "guidance_scale", 0)
+    if not all(0 < f < 1 for f in exp.step_fractions):
+        raise ConfigError(
+            "config.step_fractions: each fraction of the preset's sampling steps must be in "
+            f"(0, 1) (the preset's own steps are always sampled), got {tuple(exp.step_fractions)}."
+        )
     if exp.seeds * exp.videos_per_seed > exp.data.num_test or exp.real_videos > exp.data.num_test:
         raise ConfigError(
             f"config.data.num_test={exp.data.num_test} holds too few test clips: seeds x "
@@ -237,7 +270,7 @@ def run(exp: ml_collections.ConfigDict) -> dict[str, Any]:
     out = Path(exp.out)
     out.mkdir(parents=True, exist_ok=True)
     measurer = lab.Lab(exp)  # per-clip measurements and I3D features, as in the ablations
-    seeds: dict[str, list] = {"cascade": [], "single_stage": []}
+    seeds: dict[str, list] = {}  # pipeline name -> [(arrays, facts) per seed]
     infos = []
     _, budget = measurer.store.get("budget", lambda: ({}, flops_budget(stage_configs(exp, 0))))
     print(
@@ -254,9 +287,9 @@ def run(exp: ml_collections.ConfigDict) -> dict[str, Any]:
 
         flat, info = measurer.store.get(f"seed{seed}", compute)
         infos.append(info)
-        for kind in seeds:
-            arrays = {f.split("__", 1)[1]: v for f, v in flat.items() if f.startswith(kind + "__")}
-            seeds[kind].append((arrays, info["pipelines"][kind]))
+        for name, facts in info["pipelines"].items():
+            arrays = {f.split("__", 1)[1]: v for f, v in flat.items() if f.startswith(name + "__")}
+            seeds.setdefault(name, []).append((arrays, facts))
     # One real reference: the first real_videos test clips, first `scored_frames` frames.
     final = ml_collections.ConfigDict(
         {"data": infos[0]["final_data"], "view": infos[0]["final_view"]}

@@ -1,7 +1,8 @@
 """The report of `cascade_vs_single_stage`: one row per pipeline (every metric per seed, mean
 ± std over seeds, FVD pooled over seeds ± its bootstrap std), one per trained stage (seed 0),
 the single stage against the cascade with 95% bootstrap intervals, in Markdown and CSV; the
-whole result as JSON; a plot with every seed.
+whole result as JSON; a plot with every seed; quality against sampling cost (the pipelines
+sampled with fewer steps).
 
 `write_outputs(out, result)` takes the dict `cascade_vs_single_stage.run` returns; the
 per-seed facts (`table_rows`, `stage_rows`) take one entry of its "seeds".
@@ -18,6 +19,11 @@ from experiments import vdm_ablations_report as verdicts_report
 from experiments.summary import METRICS
 
 
+def sampler_steps_text(pipeline: dict[str, Any]) -> str:
+    """'keyframes 64 + temporal_sr 32 + spatial_sr 32' (empty for results without it)."""
+    return " + ".join(f"{n} {k}" for n, k in pipeline.get("sample_steps", {}).items())
+
+
 def table_rows(seed: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per pipeline (cascade, single_stage) of one seed's facts: final shape, params,
     training FLOPs and steps, sampling FLOPs and seconds per video."""
@@ -30,6 +36,7 @@ def table_rows(seed: dict[str, Any]) -> list[dict[str, Any]]:
                 "params": p["params"]["total"],
                 "train_flops": p["train_flops"],
                 "train_steps": " + ".join(f"{n} {s['steps']}" for n, s in p["train"].items()),
+                "sample_steps": sampler_steps_text(p),
                 "sampling_flops_per_video": p["sampling"]["flops_per_video"],
                 "sampling_seconds_per_video": p["sampling"]["seconds_per_video"],
             }
@@ -54,9 +61,12 @@ SAMPLING_STAGE = {"video_vae": "vae_decode"}
 
 
 def stage_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per trained stage: its training cost and its share of sampling."""
+    """One row per trained stage: its training cost and its share of sampling (at the preset's
+    sampling steps)."""
     rows = []
     for kind, p in result["pipelines"].items():
+        if p.get("step_fraction", 1.0) != 1.0:
+            continue
         sampling = p["sampling"]
         for name, train in p["train"].items():
             sampled = SAMPLING_STAGE.get(name, name)
@@ -81,6 +91,7 @@ def stage_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
 PIPELINE_COLUMNS = ["pipeline", "seeds", "videos", "final_shape", "params", "train_flops"]
 PIPELINE_COLUMNS += [
     "train_steps",
+    "sample_steps",
     "sampling_flops_per_video",
     "fvd_pooled",
     "fvd_pooled_std",
@@ -101,7 +112,10 @@ def pipeline_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
             {
                 **row,
                 "pipeline": row["setting"],
-                **{k: f[k] for k in ("final_shape", "params", "train_flops", "train_steps")},
+                **{
+                    k: f[k]
+                    for k in ("final_shape", "params", "train_flops", "train_steps", "sample_steps")
+                },
                 "sampling_flops_per_video": f["sampling_flops_per_video"],
             }
         )
@@ -109,7 +123,8 @@ def pipeline_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def write_outputs(out: Path, result: dict[str, Any]) -> None:
-    """results.md, results.json, pipelines.csv, stages.csv, verdicts.csv, comparison.png."""
+    """results.md, results.json, pipelines.csv, stages.csv, verdicts.csv, comparison.png,
+    quality_vs_sampling_cost.png."""
     first = result["seeds"][0]
     rows = pipeline_rows(result)
     tables.write_csv(out / "pipelines.csv", rows, PIPELINE_COLUMNS)
@@ -123,7 +138,7 @@ def write_outputs(out: Path, result: dict[str, Any]) -> None:
     exp = result["config"]
     budget = first["budget"]
     shown = [m for m in METRICS if m != "fvd" and any(m in s for s in result["settings"])]
-    md_columns = ["pipeline", "params", "train FLOPs", "sampling FLOPs / video"]
+    md_columns = ["pipeline", "params", "train FLOPs", "sampler steps", "sampling FLOPs / video"]
     md_columns += ["FVD pooled ± bootstrap std", "FVD per seed"] + [METRICS[m][1] for m in shown]
     md_rows = []
     for row, s in zip(rows, result["settings"], strict=True):
@@ -132,6 +147,7 @@ def write_outputs(out: Path, result: dict[str, Any]) -> None:
             "pipeline": row["pipeline"],
             "params": row["params"],
             "train FLOPs": row["train_flops"],
+            "sampler steps": row["sample_steps"],
             "sampling FLOPs / video": row["sampling_flops_per_video"],
             "FVD pooled ± bootstrap std": (
                 f"{tables.fmt(fvd['pooled'])} ± {tables.fmt(fvd['pooled_std'])}" if fvd else "n/a"
@@ -174,6 +190,7 @@ def write_outputs(out: Path, result: dict[str, Any]) -> None:
         f"{tables.fmt(real.get('identity_stability'))}, CV residual "
         f"{tables.fmt(real.get('cv_residual'))} px.",
         "",
+        *sweep_lines(exp),
         "## Single stage against the cascade",
         "",
         tables.markdown_table(vrows, list(vrows[0]) if vrows else ["metric"]),
@@ -195,8 +212,14 @@ def write_outputs(out: Path, result: dict[str, Any]) -> None:
     ]
     (out / "results.md").write_text("\n".join(text))
     panels = []
+    write_cost_plot(out / "quality_vs_sampling_cost.png", result)
+    main = [
+        s
+        for s in result["settings"]
+        if first["pipelines"][s["setting"]].get("step_fraction", 1) == 1
+    ]
     for metric in ("fvd", "identity_stability", "label_match", "seconds_per_video"):
-        have = [s for s in result["settings"] if metric in s]
+        have = [s for s in main if metric in s]
         if have:
             panels.append(
                 {
@@ -214,3 +237,64 @@ def write_outputs(out: Path, result: dict[str, Any]) -> None:
         f"Cascade vs single stage ({exp['stage_preset']}, {exp['seeds']} seeds)",
         ncols=2,
     )
+
+
+def sweep_lines(exp: dict[str, Any]) -> list[str]:
+    """The paragraph on the rows sampled with fewer steps (none without them)."""
+    fractions = exp.get("step_fractions") or ()
+    if not fractions:
+        return []
+    return [
+        "Rows 'at f x steps': the same trained stages sampled with every stage's steps times f "
+        f"({', '.join(f'{f:g}' for f in fractions)}): quality against sampling cost, plotted in "
+        "quality_vs_sampling_cost.png; the verdicts below compare the preset's steps only.",
+        "",
+    ]
+
+
+def write_cost_plot(path: Path, result: dict[str, Any]) -> None:
+    """Quality against sampling cost: per pipeline, pooled FVD (± bootstrap std) and mean
+    identity stability against XLA GFLOP per video, one point per sampler-step setting."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    facts = result["seeds"][0]["pipelines"]
+    fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.6))
+    for color, kind in zip(("C0", "C1"), ("cascade", "single_stage"), strict=True):
+        points = sorted(
+            (facts[s["setting"]]["sampling"]["flops_per_video"] / 1e9, s)
+            for s in result["settings"]
+            if facts[s["setting"]].get("kind", s["setting"]) == kind
+        )
+        if not points:
+            continue
+        x = [p[0] for p in points]
+        for ax, metric in zip(axes, ("fvd", "identity_stability"), strict=True):
+            y = [p[1].get(metric, {}) for p in points]
+            if metric == "fvd":
+                mean = [v.get("pooled", float("nan")) for v in y]
+                err = [v.get("pooled_std", 0.0) for v in y]
+            else:
+                mean = [v.get("mean", float("nan")) for v in y]
+                err = [v.get("std", 0.0) for v in y]
+            ax.errorbar(x, mean, yerr=err, marker="o", color=color, capsize=3, label=kind)
+            for xi, yi, (_, s) in zip(x, mean, points, strict=True):
+                ax.annotate(
+                    "/".join(str(k) for k in facts[s["setting"]].get("sample_steps", {}).values()),
+                    (xi, yi),
+                    fontsize=6,
+                    textcoords="offset points",
+                    xytext=(3, 3),
+                )
+    for ax, metric in zip(axes, ("fvd", "identity_stability"), strict=True):
+        ax.set_xscale("log")
+        ax.set_xlabel("sampling GFLOP per video (XLA)")
+        ax.set_title(METRICS[metric][1] + (" pooled" if metric == "fvd" else ", mean over seeds"))
+        ax.legend(fontsize=7)
+    exp = result["config"]
+    fig.suptitle(f"Quality against sampling cost ({exp['stage_preset']}, {exp['seeds']} seeds)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

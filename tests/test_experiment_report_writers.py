@@ -76,6 +76,9 @@ def synthetic_seed_facts():
             for i, n in enumerate(stages)
         }
         return {
+            "kind": "cascade" if "keyframes" in stages else "single_stage",
+            "step_fraction": 1.0,
+            "sample_steps": {n: 8 for n in sampled if n != "vae_decode"},
             "final_shape": shape,
             "params": {"total": 300, **{n: 100 for n in stages}},
             "sampling": {
@@ -131,7 +134,8 @@ def test_comparison_report_writes_tables_and_plot(tmp_path):
         "environment": tables.environment(3.0),
     }
     comparison_report.write_outputs(tmp_path, result)
-    for name in ("results.md", "pipelines.csv", "stages.csv", "verdicts.csv", "comparison.png"):
+    files = ("results.md", "pipelines.csv", "stages.csv", "verdicts.csv", "comparison.png")
+    for name in (*files, "quality_vs_sampling_cost.png"):
         assert (tmp_path / name).stat().st_size > 0, name
     rows, columns = read_csv(tmp_path / "pipelines.csv")
     assert columns == comparison_report.PIPELINE_COLUMNS

@@ -39,6 +39,9 @@ def _config() -> ml_collections.ConfigDict:
     )
     c.steps_scale = 1.0  # multiplies the cascade stages' preset steps
     c.guidance_scale = 0.0  # classifier-free guidance w of the keyframe stage and of the DiT
+    # Quality against sampling cost: both pipelines are also sampled, from the same trained
+    # stages, with every stage's sampling steps times each of these fractions (rounded, >= 1).
+    c.step_fractions = (0.5, 0.25)
     # Generated videos per pipeline and seed (FVD pools them over seeds), real test clips of
     # the FVD reference; seeds x videos_per_seed and real_videos must fit in num_test.
     c.videos_per_seed = 43
@@ -60,6 +63,7 @@ def _tiny(c):
     c.out = "results/cascade_vs_single_stage/tiny"
     c.data.update(num_train=16, num_test=8, frames=17, resolution=16)
     c.steps_scale = 0.5
+    c.step_fractions = (0.5,)
     c.videos_per_seed = 2
     c.real_videos = 4
     c.bootstrap.update(samples=50, fvd_samples=10)
