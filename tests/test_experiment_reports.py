@@ -79,6 +79,11 @@ def test_experiment_configs_load_with_overrides_and_refuse_mistakes(capsys):
         vdm_ablations.check(expconfig.load(spec, [("seeds", "50")]))
     with pytest.raises(ConfigError, match="student_steps"):
         vdm_ablations.check(expconfig.load(spec, [("distillation.student_steps", "(3,)")]))
+    comparison_spec = "experiments/cascade_vs_single_stage:cpu"
+    swept = expconfig.load(comparison_spec, [("step_fractions", "0.5,0.125")])
+    assert swept.step_fractions == (0.5, 0.125)
+    with pytest.raises(ConfigError, match=r"step_fractions.*\(0, 1\).*\(0.5, 1.0\)"):
+        comparison.check(expconfig.load(comparison_spec, [("step_fractions", "0.5,1.0")]))
     # From the command line: one line, exit 2, nothing run.
     argv = ["vdm_ablations", f"--config={spec}", "--config.sedes=3"]
     assert vdm_ablations.main(argv) == 2
