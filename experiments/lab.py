@@ -173,13 +173,16 @@ class Lab:
         return videos, (time.perf_counter() - start) / len(videos)
 
 
-PREVIEW_CLIPS = 4  # clips of each run kept (uint8, ~16 KB at 16 x 32 x 32) for the GIFs
+PREVIEW_CLIPS = 4  # clips of each run kept for the GIFs (uint8: 64 KB at 16 x 32 x 32 x 1)
 
 
 def preview(videos: np.ndarray) -> np.ndarray:
-    """The first PREVIEW_CLIPS of `videos` [N, T, H, W, C] in [-1, 1] as uint8 [n, T, H, W, C]."""
-    clips = np.clip(np.asarray(videos[:PREVIEW_CLIPS], np.float32), -1.0, 1.0)
-    return np.round((clips + 1.0) * 127.5).astype(np.uint8)
+    """The first PREVIEW_CLIPS of `videos` [N, T, H, W, C] in [-1, 1] as uint8 [n, T, H, W, C]
+    (`video_io.to_uint8`'s rounding, the channels kept as they are)."""
+    from cascade import video_io
+
+    clips = np.asarray(videos[:PREVIEW_CLIPS])
+    return video_io.to_uint8(clips)[..., : clips.shape[-1]]
 
 
 def key(seed: int) -> jax.Array:
