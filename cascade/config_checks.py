@@ -83,6 +83,11 @@ def check_train(t: ml_collections.ConfigDict) -> None:
             at_least(t, name, 1, "train")
     for name in ("warmup_steps", "sample_every", "num_samples"):
         at_least(t, name, 0, "train")
+    bad = [s for s in t.get("keep_steps", ()) if not 1 <= s <= t.get("steps", s)]
+    if bad:
+        raise ConfigError(
+            f"config.train.keep_steps: steps {bad} lie outside the run's 1..{t.steps} steps."
+        )
     at_least(t, "max_nonfinite_steps", 1, "train")
     positive(t, "learning_rate", "train")
     at_least(t, "weight_decay", 0, "train", integer=False)
@@ -263,6 +268,7 @@ def check_runner(config: ml_collections.ConfigDict) -> None:
         nonempty_path(s.workdir, "dit.workdir")
         check_choice(s.sampler, ("euler", "heun"), "dit.sampler")
         at_least(s, "steps", 1, "dit")
+        at_least(s, "checkpoint_step", 0, "dit")
         positive(s, "shift", "dit")
         at_least(s, "guidance_scale", 0, "dit", integer=False)
         return
@@ -278,6 +284,7 @@ def check_runner(config: ml_collections.ConfigDict) -> None:
         nonempty_path(s.workdir, f"{where}.workdir")
         check_choice(s.sampler, ("ddpm", "ddim"), f"{where}.sampler")
         at_least(s, "steps", 1, where)
+        at_least(s, "checkpoint_step", 0, where)
         at_least(s, "eta", 0, where, integer=False)
         if "guidance_scale" in s:
             at_least(s, "guidance_scale", 0, where, integer=False)

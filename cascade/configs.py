@@ -70,6 +70,8 @@ def train_section() -> ml_collections.ConfigDict:
             "log_every": 50,
             "checkpoint_every": 1000,
             "keep_checkpoints": 3,
+            # Steps also saved and never deleted (e.g. to measure quality along training).
+            "keep_steps": (),
             "async_checkpointing": True,
             "sample_every": 0,  # 0: sample only at the end of training
             "num_samples": 4,

@@ -24,8 +24,15 @@ def stage_sampling(
 ) -> ml_collections.ConfigDict:
     """One stage's sampling settings. Only a class-conditional stage (the keyframe stage) has
     `guidance_scale`, only a super-resolution stage `aug_t`: a key a stage would ignore is
-    not there to be set."""
-    section = {"workdir": workdir, "sampler": sampler, "steps": steps, "eta": 0.0}
+    not there to be set. checkpoint_step: 0 samples the newest checkpoint; a step kept along
+    training (the stage's train.keep_steps) samples that one."""
+    section = {
+        "workdir": workdir,
+        "checkpoint_step": 0,
+        "sampler": sampler,
+        "steps": steps,
+        "eta": 0.0,
+    }
     if guidance_scale is not None:
         section["guidance_scale"] = guidance_scale  # classifier-free guidance w
     if aug_t is not None:

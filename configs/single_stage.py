@@ -22,6 +22,7 @@ def _config() -> ml_collections.ConfigDict:
     config.dit = ml_collections.ConfigDict(
         {
             "workdir": "workdirs/latent_dit",
+            "checkpoint_step": 0,  # 0: the newest checkpoint; else one kept along training
             "sampler": "euler",
             "steps": 32,
             "shift": 1.0,

@@ -11,17 +11,22 @@ Per seed (each its own finished run under OUT/runs/seed<k>, reused when rerun):
    frozen VAE. The cascade's stages train for their preset steps (x steps_scale); the VAE
    and DiT steps are then chosen, in their preset ratio, so that the single-stage total
    FLOPs match the cascade total as closely as whole steps allow.
-2. The five stages are trained at that seed (or resumed, or reused: see common.py).
+2. The five stages are trained at that seed (or resumed, or reused: see common.py), keeping
+   the checkpoints at each of `budget_fractions` of their training (the VAE's excepted).
 3. Both runners sample the seed's labels (test clips [k n, (k + 1) n)) with the same key and
-   are measured the same way: per-clip digit metrics and I3D features of the first frames
-   both have, parameters, sampling FLOPs per video (XLA, loops counted) and seconds per
-   video (after compilation, on this machine); then again with every stage's sampling steps
-   times each of `step_fractions` (quality against sampling cost, same trained stages).
+   are measured the same way: per-clip content metrics (digit reader or physics:
+   `content.py`) and I3D features of the first frames both have, parameters, sampling
+   FLOPs per video (XLA, loops counted) and seconds per video (after compilation, on this
+   machine); then again with every stage's sampling steps times each of `step_fractions`
+   (quality against sampling cost), and from the checkpoints at each of `budget_fractions`
+   of training (quality against training FLOPs: the cascade's stages all at that fraction,
+   the DiT at that fraction on its finished VAE).
 Then FVD pooled over seeds against one real reference with its bootstrap spread, every
 metric per seed and mean +- std, and the single stage against the cascade with a 95%
 bootstrap interval. Writes OUT/results.{md,json}, pipelines.csv, stages.csv, verdicts.csv,
-comparison.png, quality_vs_sampling_cost.png (`cascade_vs_single_stage_report`), OUT/cascade/ and OUT/single_stage/ (seed
-0's videos, every intermediate stage, side-by-side strips).
+comparison.png, quality_vs_sampling_cost.png, quality_vs_training_flops.png
+(`cascade_vs_single_stage_report`), OUT/cascade/ and OUT/single_stage/ (seed 0's videos,
+every intermediate stage, side-by-side strips).
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
 from experiments import cascade_vs_single_stage_report as report  # noqa: E402
-from experiments import common, expconfig, lab, summary, tables  # noqa: E402
+from experiments import common, content, expconfig, lab, summary, sweeps, tables  # noqa: E402
 from experiments.budget import CASCADE, SINGLE, flops_budget  # noqa: E402
 
 NAME = "cascade_vs_single_stage"
@@ -57,23 +62,8 @@ SHAPES: dict[str, dict[str, dict[str, Any]]] = {
     },
     "quick": {},
 }
-# Sampling steps: the presets' (cascade.py:quick for the cascade at `quick`).
-SAMPLE_STEPS = {
-    "tiny": {"keyframes": 8, "temporal_sr": 8, "spatial_sr": 8, "latent_dit": 8},
-    "quick": {"keyframes": 64, "temporal_sr": 32, "spatial_sr": 32, "latent_dit": 32},
-}
 PIPELINES = {"cascade": CASCADE, "single_stage": SINGLE}  # the stages each pipeline trains
 SAMPLED = {"cascade": CASCADE, "single_stage": ("latent_dit",)}  # and those with a sampler
-
-
-def sample_steps(preset: str, fraction: float = 1.0) -> dict[str, int]:
-    """Every sampled stage's steps at `preset` times `fraction` (rounded, at least 1)."""
-    return {name: max(1, round(s * fraction)) for name, s in SAMPLE_STEPS[preset].items()}
-
-
-def pipeline_name(kind: str, fraction: float) -> str:
-    """'cascade' / 'single_stage' at the preset's steps, else e.g. 'cascade at 0.5x steps'."""
-    return kind if fraction == 1.0 else f"{kind} at {fraction:g}x steps"
 
 
 def stage_configs(
@@ -94,18 +84,30 @@ def stage_configs(
 
 
 def runner_configs(
-    workdirs: dict[str, Path], steps: dict[str, int], num_videos: int, guidance: float
+    workdirs: dict[str, Path],
+    steps: dict[str, int],
+    num_videos: int,
+    guidance: float,
+    checkpoints: dict[str, int] | None = None,
 ) -> tuple[ml_collections.ConfigDict, ml_collections.ConfigDict]:
     """The cascade's and the single stage's runner configs on the trained `workdirs`, each
-    stage sampling with `steps[stage]` steps."""
+    stage sampling with `steps[stage]` steps from its checkpoint of step `checkpoints[stage]`
+    (default: the newest)."""
     from cascade import configs
 
+    at = checkpoints or {}
     cascade = configs.load("cascade")
     for name in CASCADE:
-        cascade.stages[name].update(workdir=str(workdirs[name]), steps=steps[name])
+        cascade.stages[name].update(
+            workdir=str(workdirs[name]), steps=steps[name], checkpoint_step=at.get(name, 0)
+        )
     cascade.stages.keyframes.guidance_scale = guidance
     single = configs.load("single_stage")
-    single.dit.update(workdir=str(workdirs["latent_dit"]), steps=steps["latent_dit"])
+    single.dit.update(
+        workdir=str(workdirs["latent_dit"]),
+        steps=steps["latent_dit"],
+        checkpoint_step=at.get("latent_dit", 0),
+    )
     single.dit.guidance_scale = guidance
     for config in (cascade, single):
         config.update(num_samples=num_videos, batch_size=min(num_videos, 8))
@@ -160,9 +162,10 @@ def run_seed(
     exp: ml_collections.ConfigDict, seed: int, budget: dict[str, Any], measurer: lab.Lab
 ) -> dict[str, Any]:
     """Seed `seed`: five trained stages (the VAE's and DiT's steps from `budget`), both runners
-    sampled and measured at the preset's sampling steps and at each of `exp.step_fractions` of
-    them; returns {"arrays": {pipeline: per-clip arrays}, "info": facts}, pipelines named by
-    `pipeline_name`."""
+    sampled and measured at every `sampled_points` point (the preset's sampling steps, each of
+    `exp.step_fractions` of them, the checkpoints at each of `exp.budget_fractions` of
+    training); returns {"arrays": {pipeline: per-clip arrays}, "info": facts}, pipelines
+    named by `pipeline_name`."""
     from cascade.sampling.runners import CascadeRunner, SingleStageRunner
 
     configs = stage_configs(exp, seed)
@@ -170,6 +173,11 @@ def run_seed(
     per_step, fixed = budget["per_step"], budget["fixed"]
     for name in SINGLE:
         common.set_steps(configs[name], budget["steps"][name])
+    for name in sweeps.ALONG_TRAINING:  # kept checkpoints: quality against training FLOPs
+        steps = configs[name].train.steps
+        configs[name].train.keep_steps = tuple(
+            sorted({sweeps.budget_steps(steps, b) for b in exp.budget_fractions})
+        )
 
     # 2. Train (or resume / reuse) every stage; the DiT on the VAE just trained.
     workdir, train_seconds = {}, {}
@@ -180,48 +188,59 @@ def run_seed(
         watch.seconds[f"train {name}"] = train_seconds[name]
 
     # 3. Sample both with the same labels and measure both the same way, at the preset's
-    # sampling steps and at fractions of them (the same trained stages).
-    train = {
-        kind: {
-            s: {
-                "flops_per_step": per_step[s],
-                "steps": configs[s].train.steps,
-                "fixed_flops": fixed.get(s, 0.0),
-                "total_flops": per_step[s] * configs[s].train.steps + fixed.get(s, 0.0),
-                "seconds_this_run": train_seconds[s],
-                "workdir": workdir[s],
+    # sampling steps, at fractions of them, and from checkpoints along training.
+    def trained_at(stage: str, fraction: float) -> int:
+        steps = configs[stage].train.steps
+        return sweeps.budget_steps(steps, fraction) if stage in sweeps.ALONG_TRAINING else steps
+
+    def train_facts(fraction: float) -> dict[str, dict[str, Any]]:
+        return {
+            kind: {
+                s: {
+                    "flops_per_step": per_step[s],
+                    "steps": trained_at(s, fraction),
+                    "fixed_flops": fixed.get(s, 0.0),
+                    "total_flops": per_step[s] * trained_at(s, fraction) + fixed.get(s, 0.0),
+                    "seconds_this_run": train_seconds[s],
+                    "workdir": workdir[s],
+                }
+                for s in stages
             }
-            for s in stages
+            for kind, stages in PIPELINES.items()
         }
-        for kind, stages in PIPELINES.items()
-    }
+
     arrays, pipelines, frames = {}, {}, None
-    for fraction in (1.0, *exp.step_fractions):
-        steps = sample_steps(exp.stage_preset, fraction)
-        cascade_config, single_config = runner_configs(
-            workdir, steps, exp.videos_per_seed, exp.guidance_scale
+    for fraction, trained in sweeps.sampled_points(exp):
+        steps = sweeps.sample_steps(exp.stage_preset, fraction)
+        checkpoints = (
+            {s: trained_at(s, trained) for s in sweeps.ALONG_TRAINING} if trained < 1 else {}
         )
+        cascade_config, single_config = runner_configs(
+            workdir, steps, exp.videos_per_seed, exp.guidance_scale, checkpoints
+        )
+        train = train_facts(trained)
         runners = {
             "cascade": CascadeRunner(cascade_config),
             "single_stage": SingleStageRunner(single_config),
         }
         frames = frames or min(r.final_config.view.frames for r in runners.values())
         for kind, runner in runners.items():
-            name = pipeline_name(kind, fraction)
+            name = sweeps.pipeline_name(kind, fraction, trained)
             with watch(f"{name}: sample, time, measure"):
                 arrays[name], pipelines[name] = sample_and_measure(
-                    kind, runner, seed, exp, frames, measurer, write_videos=fraction == 1.0
+                    kind, runner, seed, exp, frames, measurer, write_videos=name == kind
                 )
             pipelines[name].update(
                 kind=kind,
                 step_fraction=fraction,
+                budget_fraction=trained,
                 sample_steps={s: steps[s] for s in SAMPLED[kind]},
                 train=train[kind],
                 train_flops=sum(t["total_flops"] for t in train[kind].values()),
             )
     info = {
         "seed": seed,
-        "sampling_steps": SAMPLE_STEPS[exp.stage_preset],
+        "sampling_steps": sweeps.SAMPLE_STEPS[exp.stage_preset],
         "scored_frames": frames,
         "final_data": runners["cascade"].final_config.data.to_dict(),
         "final_view": runners["cascade"].final_config.view.to_dict(),
@@ -244,14 +263,16 @@ def check(exp: ml_collections.ConfigDict) -> None:
     for key in ("seeds", "videos_per_seed", "bootstrap.samples"):
         expconfig.at_least(exp, key, 1)
     expconfig.at_least(exp, "real_videos", 2)
+    content.of(exp.data.name)  # a data set the experiment can measure
     if not exp.steps_scale > 0:
         raise ConfigError(f"config.steps_scale must be > 0, got {exp.steps_scale}.")
     expconfig.at_least(exp, "guidance_scale", 0)
-    if not all(0 < f < 1 for f in exp.step_fractions):
-        raise ConfigError(
-            "config.step_fractions: each fraction of the preset's sampling steps must be in "
-            f"(0, 1) (the preset's own steps are always sampled), got {tuple(exp.step_fractions)}."
-        )
+    for key, what in (("step_fractions", "sampling steps"), ("budget_fractions", "training")):
+        if not all(0 < f < 1 for f in exp[key]):
+            raise ConfigError(
+                f"config.{key}: each fraction of the preset's {what} must be in (0, 1) (the "
+                f"whole is always sampled), got {tuple(exp[key])}."
+            )
     if exp.seeds * exp.videos_per_seed > exp.data.num_test or exp.real_videos > exp.data.num_test:
         raise ConfigError(
             f"config.data.num_test={exp.data.num_test} holds too few test clips: seeds x "
@@ -306,7 +327,7 @@ def run(exp: ml_collections.ConfigDict) -> dict[str, Any]:
     comparisons = [
         {"ablation": "pipeline", "reference": "cascade", "setting": "single_stage",
          "metric": metric, "expected": expected, "paper": CLAIM}
-        for metric, expected in (("fvd", -1), ("identity_stability", +1), ("seconds_per_video", -1))
+        for metric, expected in content.of(exp.data.name).verdicts
     ]  # fmt: skip
     result = {
         "experiment": NAME,
@@ -325,7 +346,7 @@ def run(exp: ml_collections.ConfigDict) -> dict[str, Any]:
 
 CLAIM = (
     "the field's move from cascades to single-stage latent DiTs: the single stage better at "
-    "equal training FLOPs (lower FVD, steadier identity, faster sampling)"
+    "equal training FLOPs (lower FVD, more coherent content, faster sampling)"
 )
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from cascade import json_io
-from experiments import tables
+from experiments import content, tables
 from experiments import vdm_ablations_report as verdicts_report
 from experiments.summary import METRICS
 
@@ -60,12 +60,17 @@ STAGE_COLUMNS = [
 SAMPLING_STAGE = {"video_vae": "vae_decode"}
 
 
+def at_preset(pipeline: dict[str, Any]) -> bool:
+    """A row at the preset's sampling steps and whole training (not a sweep's)."""
+    return pipeline.get("step_fraction", 1.0) == 1.0 and pipeline.get("budget_fraction", 1.0) == 1.0
+
+
 def stage_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per trained stage: its training cost and its share of sampling (at the preset's
     sampling steps)."""
     rows = []
     for kind, p in result["pipelines"].items():
-        if p.get("step_fraction", 1.0) != 1.0:
+        if not at_preset(p):
             continue
         sampling = p["sampling"]
         for name, train in p["train"].items():
@@ -127,7 +132,7 @@ def write_outputs(out: Path, result: dict[str, Any]) -> None:
     quality_vs_sampling_cost.png."""
     first = result["seeds"][0]
     rows = pipeline_rows(result)
-    tables.write_csv(out / "pipelines.csv", rows, PIPELINE_COLUMNS)
+    tables.write_csv(out / "pipelines.csv", rows, tables.filled_columns(PIPELINE_COLUMNS, rows))
     tables.write_csv(out / "stages.csv", stage_rows(first), STAGE_COLUMNS)
     tables.write_csv(
         out / "verdicts.csv",
@@ -168,7 +173,7 @@ def write_outputs(out: Path, result: dict[str, Any]) -> None:
         }
         for v in result["verdicts"]
     ]
-    real = result["real_reference"].get("digits", {})
+    coherence = content.of(exp["data"].get("name", "moving_digits")).coherence
     text = [
         f"# Cascade vs single stage (`{exp['stage_preset']}` stages, {exp['seeds']} seeds, "
         f"{exp['videos_per_seed']} videos per seed)",
@@ -186,9 +191,7 @@ def write_outputs(out: Path, result: dict[str, Any]) -> None:
         "224x224), ± the std of its bootstrap. Sampling: the cascade with "
         + ", ".join(f"{n} {k}" for n, k in first["sampling_steps"].items() if n != "latent_dit")
         + f" ancestral steps, the DiT with {first['sampling_steps']['latent_dit']} Euler steps; "
-        f"guidance w = {exp['guidance_scale']:g}. Real clips: identity "
-        f"{tables.fmt(real.get('identity_stability'))}, CV residual "
-        f"{tables.fmt(real.get('cv_residual'))} px.",
+        f"guidance w = {exp['guidance_scale']:g}. Real clips: {real_line(result)}.",
         "",
         *sweep_lines(exp),
         "## Single stage against the cascade",
@@ -212,13 +215,13 @@ def write_outputs(out: Path, result: dict[str, Any]) -> None:
     ]
     (out / "results.md").write_text("\n".join(text))
     panels = []
-    write_cost_plot(out / "quality_vs_sampling_cost.png", result)
-    main = [
-        s
-        for s in result["settings"]
-        if first["pipelines"][s["setting"]].get("step_fraction", 1) == 1
-    ]
-    for metric in ("fvd", "identity_stability", "label_match", "seconds_per_video"):
+    for axis, name in (
+        ("sampling", "quality_vs_sampling_cost"),
+        ("training", "quality_vs_training_flops"),
+    ):
+        write_quality_plot(out / f"{name}.png", result, coherence, axis)
+    main = [s for s in result["settings"] if at_preset(first["pipelines"][s["setting"]])]
+    for metric in ("fvd", coherence, "label_match", "seconds_per_video"):
         have = [s for s in main if metric in s]
         if have:
             panels.append(
@@ -240,38 +243,84 @@ def write_outputs(out: Path, result: dict[str, Any]) -> None:
 
 
 def sweep_lines(exp: dict[str, Any]) -> list[str]:
-    """The paragraph on the rows sampled with fewer steps (none without them)."""
+    """The paragraphs on the sweeps' rows: fewer sampling steps, earlier checkpoints."""
+    lines = []
     fractions = exp.get("step_fractions") or ()
-    if not fractions:
-        return []
-    return [
-        "Rows 'at f x steps': the same trained stages sampled with every stage's steps times f "
-        f"({', '.join(f'{f:g}' for f in fractions)}): quality against sampling cost, plotted in "
-        "quality_vs_sampling_cost.png; the verdicts below compare the preset's steps only.",
-        "",
-    ]
+    if fractions:
+        lines += [
+            "Rows 'at f x steps': the same trained stages sampled with every stage's steps times "
+            f"f ({', '.join(f'{f:g}' for f in fractions)}): quality against sampling cost, "
+            "plotted in quality_vs_sampling_cost.png.",
+            "",
+        ]
+    budgets = exp.get("budget_fractions") or ()
+    if budgets:
+        lines += [
+            "Rows 'at f x training': sampled at the preset's steps from the checkpoints at f "
+            f"({', '.join(f'{f:g}' for f in budgets)}) of training (every cascade stage at f of "
+            "its steps; the DiT at f of its steps, on its finished VAE; train FLOPs counted to "
+            "there): quality against training FLOPs, plotted in quality_vs_training_flops.png.",
+            "",
+        ]
+    if lines:
+        lines += ["The verdicts below compare the preset's steps and whole training only.", ""]
+    return lines
 
 
-def write_cost_plot(path: Path, result: dict[str, Any]) -> None:
-    """Quality against sampling cost: per pipeline, pooled FVD (± bootstrap std) and mean
-    identity stability against XLA GFLOP per video, one point per sampler-step setting."""
+def real_line(result: dict[str, Any]) -> str:
+    """The real reference's content metrics, e.g. 'identity 0.95, CV residual 0.4 px'."""
+    real = result["real_reference"]
+    if "physics" in real:
+        p = real["physics"]
+        return (
+            f"ballistic RMSE {tables.fmt(p.get('ballistic_rmse'))} px, permanence violations "
+            f"{tables.fmt(p.get('permanence_violations'))}, shape constancy "
+            f"{tables.fmt(p.get('shape_constancy'))}"
+        )
+    d = real.get("digits", {})
+    return (
+        f"identity {tables.fmt(d.get('identity_stability'))}, CV residual "
+        f"{tables.fmt(d.get('cv_residual'))} px"
+    )
+
+
+# axis -> (the sweep it plots: the fraction the others hold at 1, x of a row's facts, label)
+QUALITY_AXES = {
+    "sampling": (
+        "budget_fraction",
+        lambda f: f["sampling"]["flops_per_video"] / 1e9,
+        "sampling GFLOP per video (XLA)",
+    ),
+    "training": ("step_fraction", lambda f: f["train_flops"] / 1e12, "training TFLOP (XLA)"),
+}
+
+
+def write_quality_plot(path: Path, result: dict[str, Any], coherence: str, axis: str) -> None:
+    """Quality against cost: per pipeline, pooled FVD (± bootstrap std) and the mean
+    `coherence` metric against sampling GFLOP per video (axis 'sampling': one point per
+    sampler-step setting) or training TFLOP (axis 'training': one point per checkpoint)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    held, x_of, xlabel = QUALITY_AXES[axis]
     facts = result["seeds"][0]["pipelines"]
     fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.6))
     for color, kind in zip(("C0", "C1"), ("cascade", "single_stage"), strict=True):
         points = sorted(
-            (facts[s["setting"]]["sampling"]["flops_per_video"] / 1e9, s)
-            for s in result["settings"]
-            if facts[s["setting"]].get("kind", s["setting"]) == kind
+            [
+                (x_of(facts[s["setting"]]), s)
+                for s in result["settings"]
+                if facts[s["setting"]].get("kind", s["setting"]) == kind
+                and facts[s["setting"]].get(held, 1.0) == 1.0
+            ],
+            key=lambda point: point[0],  # ties (a checkpoint at the last step) keep their order
         )
         if not points:
             continue
         x = [p[0] for p in points]
-        for ax, metric in zip(axes, ("fvd", "identity_stability"), strict=True):
+        for ax, metric in zip(axes, ("fvd", coherence), strict=True):
             y = [p[1].get(metric, {}) for p in points]
             if metric == "fvd":
                 mean = [v.get("pooled", float("nan")) for v in y]
@@ -281,20 +330,23 @@ def write_cost_plot(path: Path, result: dict[str, Any]) -> None:
                 err = [v.get("std", 0.0) for v in y]
             ax.errorbar(x, mean, yerr=err, marker="o", color=color, capsize=3, label=kind)
             for xi, yi, (_, s) in zip(x, mean, points, strict=True):
+                f = facts[s["setting"]]
                 ax.annotate(
-                    "/".join(str(k) for k in facts[s["setting"]].get("sample_steps", {}).values()),
+                    "/".join(str(k) for k in f.get("sample_steps", {}).values())
+                    if axis == "sampling"
+                    else f"{f.get('budget_fraction', 1.0):g}x",
                     (xi, yi),
                     fontsize=6,
                     textcoords="offset points",
                     xytext=(3, 3),
                 )
-    for ax, metric in zip(axes, ("fvd", "identity_stability"), strict=True):
+    for ax, metric in zip(axes, ("fvd", coherence), strict=True):
         ax.set_xscale("log")
-        ax.set_xlabel("sampling GFLOP per video (XLA)")
+        ax.set_xlabel(xlabel)
         ax.set_title(METRICS[metric][1] + (" pooled" if metric == "fvd" else ", mean over seeds"))
         ax.legend(fontsize=7)
     exp = result["config"]
-    fig.suptitle(f"Quality against sampling cost ({exp['stage_preset']}, {exp['seeds']} seeds)")
+    fig.suptitle(f"Quality against {axis} cost ({exp['stage_preset']}, {exp['seeds']} seeds)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

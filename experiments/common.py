@@ -21,6 +21,8 @@ from typing import Any
 
 import ml_collections
 
+from experiments import content
+
 PRESETS = ("tiny", "quick")
 
 # Both experiments train on the same stored clips: 17 frames (1 + 4k for the causal VAE,
@@ -36,6 +38,7 @@ NOT_HASHED = (
     "train.log_every",
     "train.checkpoint_every",
     "train.keep_checkpoints",
+    "train.keep_steps",
     "train.async_checkpointing",
     "train.num_samples",
     "train.sample_every",
@@ -59,6 +62,7 @@ def stage_config(
     config = configs.load(f"{name}:{preset}")
     config.data.update(data_dir=str(data_dir), **(DATA[preset] if data is None else data))
     config.train.num_samples = 0  # the experiments sample themselves
+    content.match_data(config)
     for dotted, value in (overrides or {}).items():
         set_dotted(config, dotted, value)
     return config_checks.validate(config)

@@ -19,7 +19,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from experiments import common, runs
+from experiments import common, content, runs
 
 # Views of the ablated stages: 16-frame keyframes (>= 9 frames: FVD applies), and the
 # spatial SR stage taking them to twice the height and width.
@@ -151,15 +151,12 @@ class Lab:
         return extractor(videos[:, :16])
 
     def measure(self, videos: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
-        """Per-clip arrays of generated moving_digits `videos` [N, T, H, W, 1] sampled for
-        `labels` [N]: label_match, identity_stability, cv_residual [N] (NaN: no reading),
-        class_probs [N, 10] (the Inception-Score analogue's p(y|x)), I3D features [N, D], and
-        the first clips as uint8 for the report's GIFs (`preview`)."""
-        from cascade.evaluation import digits
-
-        per_clip = digits.digit_metrics(videos, labels)
-        out = {k: per_clip[k] for k in ("label_match", "identity_stability", "cv_residual")}
-        out["class_probs"] = digits.clip_class_probs(videos)
+        """Per-clip arrays of generated `videos` [N, T, H, W, C] sampled for `labels` [N]: the
+        data set's content metrics (`content.CONTENT`: for moving_digits label_match,
+        identity_stability, cv_residual [N] (NaN: no reading) and class_probs [N, 10]; for
+        bouncing_shapes the physics metrics [N]), I3D features [N, D], and the first clips as
+        uint8 for the report's GIFs (`preview`)."""
+        out = content.of(self.exp.data.get("name", "moving_digits")).per_clip(videos, labels)
         out["preview"] = preview(videos)
         if self.exp.fvd:
             out["features"] = self.features(videos)

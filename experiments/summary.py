@@ -28,6 +28,12 @@ METRICS: dict[str, tuple[str, str, int]] = {
     "cv_residual": ("cv_residual", "CV residual px", -1),
     "psnr": ("psnr", "PSNR dB", +1),
     "intensity_shift": ("intensity_shift", "intensity shift", -1),
+    "ballistic_rmse": ("ballistic_rmse", "ballistic RMSE px", -1),
+    "teleports": ("teleports", "teleports", -1),
+    "permanence_violations": ("permanence_violations", "permanence violations", -1),
+    "color_changes": ("color_changes", "colour changes", -1),
+    "shape_constancy": ("shape_constancy", "shape constancy", +1),
+    "count_stability": ("count_stability", "count stability", +1),
     "seconds_per_video": ("seconds_per_video", "s / video", -1),
 }
 
@@ -55,6 +61,12 @@ def runs_of(setting: Mapping[str, Any], metric: str) -> list[np.ndarray] | None:
     if not all(field in arrays for arrays, _ in setting["runs"]):
         return None
     return [np.asarray(arrays[field]) for arrays, _ in setting["runs"]]
+
+
+def num_clips(arrays: Mapping[str, np.ndarray]) -> int:
+    """Clips measured in one run: the length of its first per-clip metric array."""
+    fields = [f for f, _, _ in METRICS.values() if f in arrays and f != "seconds_per_video"]
+    return len(arrays[fields[0]])
 
 
 def pooled_fvd(
@@ -88,7 +100,7 @@ def setting_row(
         "ablation": setting["ablation"],
         "setting": setting["setting"],
         "seeds": len(setting["runs"]),
-        "videos": sum(len(a["label_match"]) for a, _ in setting["runs"]),
+        "videos": sum(num_clips(a) for a, _ in setting["runs"]),
     }
     for metric in METRICS:
         if metric == "fvd" and real is None:

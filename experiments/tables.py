@@ -42,6 +42,11 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) ->
     return "\n".join(lines)
 
 
+def filled_columns(columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """`columns` less those empty in every row (e.g. the physics metrics of a digits run)."""
+    return [c for c in columns if any(r.get(c) is not None for r in rows)]
+
+
 def write_csv(path: str | Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> None:
     """Raw values (full precision; empty cell for None)."""
     with open(path, "w", newline="") as f:

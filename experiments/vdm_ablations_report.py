@@ -180,7 +180,8 @@ def write_gifs(out: Path, settings: list[dict[str, Any]]) -> list[dict[str, str]
 def write_outputs(out: Path, result: dict[str, Any]) -> None:
     """results.md, settings.csv, verdicts.csv, results.json, ablations.png in `out` (the
     GIFs are written by `write_gifs`, from the runs' arrays)."""
-    tables.write_csv(out / "settings.csv", setting_csv_rows(result), SETTING_COLUMNS)
+    rows = setting_csv_rows(result)
+    tables.write_csv(out / "settings.csv", rows, tables.filled_columns(SETTING_COLUMNS, rows))
     tables.write_csv(out / "verdicts.csv", verdict_csv_rows(result), VERDICT_COLUMNS)
     json_io.write_json(out / "results.json", result)
     (out / "results.md").write_text(markdown(result))

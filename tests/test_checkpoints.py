@@ -205,3 +205,20 @@ def test_sampling_reads_only_the_weights_it_samples_with(data_dir, workdir):
     assert leaves(state["opt_state"]) and all(
         x is ocp.PLACEHOLDER for x in leaves(state["opt_state"])
     )
+
+
+def test_kept_steps_outlive_the_newest_few_and_restore_by_step(tmp_path):
+    ckpt = Checkpointer(tmp_path, keep=1, async_save=False, keep_steps=(2,))
+    for step in range(1, 5):
+        ckpt.save(step, {"w": jnp.full((3,), float(step))}, {"step": step})
+    ckpt.wait()
+    assert ckpt.steps() == [2, 4]  # the newest, and step 2 kept for quality along training
+    sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    target = {"w": jax.ShapeDtypeStruct((3,), jnp.float32, sharding=sharding)}
+    step, state, _ = ckpt.restore_latest(target, at_step=2)
+    assert step == 2 and np.asarray(state["w"]).tolist() == [2.0] * 3
+    assert ckpt.restore_latest(target)[0] == 4
+    with pytest.raises(
+        CheckpointError, match=r"No checkpoint of step 3 .*kept: \[2, 4\].*keep_steps"
+    ):
+        ckpt.restore_latest(target, at_step=3)

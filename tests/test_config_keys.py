@@ -256,11 +256,11 @@ def walk_runner(config, reads: KeyReads, tmp_path, monkeypatch) -> None:
         for name in config.order:
             config.stages[name].workdir = name
         monkeypatch.setattr(runners, "config_from_checkpoint", lambda w: stored[w])
-        monkeypatch.setattr(runners, "load_trained", lambda w, c, mesh: _StubTrained(c))
+        monkeypatch.setattr(runners, "load_trained", lambda w, c, mesh, step: _StubTrained(c))
     else:
         dit = ml_collections.ConfigDict(tiny_config("latent_dit", data_dir).to_dict())
         monkeypatch.setattr(runners, "config_from_checkpoint", lambda w: dit)
-        monkeypatch.setattr(runners, "load_trained", lambda w, c, mesh: _StubTrained(c))
+        monkeypatch.setattr(runners, "load_trained", lambda w, c, mesh, step: _StubTrained(c))
     config_checks.validate(config)
     reads.track(config)
     runner = runners.build_runner(config)

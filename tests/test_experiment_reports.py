@@ -82,8 +82,9 @@ def test_experiment_configs_load_with_overrides_and_refuse_mistakes(capsys):
     comparison_spec = "experiments/cascade_vs_single_stage:cpu"
     swept = expconfig.load(comparison_spec, [("step_fractions", "0.5,0.125")])
     assert swept.step_fractions == (0.5, 0.125)
-    with pytest.raises(ConfigError, match=r"step_fractions.*\(0, 1\).*\(0.5, 1.0\)"):
-        comparison.check(expconfig.load(comparison_spec, [("step_fractions", "0.5,1.0")]))
+    for key in ("step_fractions", "budget_fractions"):
+        with pytest.raises(ConfigError, match=rf"{key}.*\(0, 1\).*\(0.5, 1.0\)"):
+            comparison.check(expconfig.load(comparison_spec, [(key, "0.5,1.0")]))
     # From the command line: one line, exit 2, nothing run.
     argv = ["vdm_ablations", f"--config={spec}", "--config.sedes=3"]
     assert vdm_ablations.main(argv) == 2

@@ -28,15 +28,22 @@ def test_cascade_vs_single_stage_tiny_fills_every_column(comparison_run):
         assert (out / kind / "final.gif").stat().st_size > 0
     rows, columns = read_csv(out / "pipelines.csv")
     half = ["cascade at 0.5x steps", "single_stage at 0.5x steps"]  # the same stages, 4 steps
-    assert [r["pipeline"] for r in rows] == ["cascade", "single_stage", *half]
-    assert [r["sample_steps"] for r in rows[::2]] == [
+    early = ["cascade at 0.5x training", "single_stage at 0.5x training"]  # checkpoints of step 1
+    assert [r["pipeline"] for r in rows] == ["cascade", "single_stage", *half, *early]
+    assert [r["sample_steps"] for r in rows[:4:2]] == [
         "keyframes 8 + temporal_sr 8 + spatial_sr 8",
         "keyframes 4 + temporal_sr 4 + spatial_sr 4",
     ]
     for full, fewer in ((rows[0], rows[2]), (rows[1], rows[3])):  # fewer steps, fewer FLOPs
         assert float(fewer["sampling_flops_per_video"]) < float(full["sampling_flops_per_video"])
         assert fewer["train_flops"] == full["train_flops"]
-    assert (out / "quality_vs_sampling_cost.png").stat().st_size > 0
+    for full, earlier in ((rows[0], rows[4]), (rows[1], rows[5])):  # less trained, same sampler
+        assert float(earlier["train_flops"]) <= float(full["train_flops"])  # a 1-step DiT: equal
+        assert earlier["sample_steps"] == full["sample_steps"]
+    assert float(rows[4]["train_flops"]) < float(rows[0]["train_flops"])  # step 1 of 2
+    assert rows[4]["train_steps"] == "keyframes 1 + temporal_sr 1 + spatial_sr 1"
+    for plot in ("quality_vs_sampling_cost.png", "quality_vs_training_flops.png"):
+        assert (out / plot).stat().st_size > 0
     for r in rows:
         for key in ("params", "train_flops", "sampling_flops_per_video", "fvd_pooled", "kvd"):
             assert finite(r[key]), (r["pipeline"], key)

@@ -189,8 +189,9 @@ class CascadeRunner(Runner):
             )
         validate_chain([(name, build_stage(c)) for name, c in stage_configs])
         self.stages: list[tuple[str, TrainedStage]] = [
-            (name, load_trained(config.stages[name].workdir, c, mesh=self.mesh))
+            (name, load_trained(s.workdir, c, mesh=self.mesh, step=s.checkpoint_step or None))
             for name, c in stage_configs
+            for s in [config.stages[name]]
         ]
 
     @property
@@ -286,7 +287,9 @@ class SingleStageRunner(Runner):
         self.config = config
         self.mesh = parallel.make_mesh(config.mesh)
         dit_config = with_single_stage_sampling(config, config_from_checkpoint(config.dit.workdir))
-        self.dit = load_trained(config.dit.workdir, dit_config, mesh=self.mesh)
+        self.dit = load_trained(
+            config.dit.workdir, dit_config, mesh=self.mesh, step=config.dit.checkpoint_step or None
+        )
 
     @property
     def final_config(self) -> ml_collections.ConfigDict:

@@ -35,6 +35,7 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
+from orbax.checkpoint import checkpoint_managers
 
 _OS_REASONS = {  # how tensorstore and friends spell OS errors they do not raise as OSError
     "No space left on device": errno.ENOSPC,
@@ -93,10 +94,22 @@ def _io_reason(err: BaseException) -> str | None:
 
 
 def _manager(
-    directory: Path, *, keep: int, async_save: bool, create: bool = True
+    directory: Path,
+    *,
+    keep: int,
+    async_save: bool,
+    create: bool = True,
+    keep_steps: Sequence[int] = (),
 ) -> ocp.CheckpointManager:
+    if keep_steps:  # the newest `keep` and every one of `keep_steps`, never deleted
+        policy = checkpoint_managers.AnyPreservationPolicy(
+            [checkpoint_managers.LatestN(keep), checkpoint_managers.CustomSteps(list(keep_steps))]
+        )
+        kept = {"preservation_policy": policy}
+    else:
+        kept = {"max_to_keep": keep}
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=keep, create=create, enable_async_checkpointing=async_save
+        **kept, create=create, enable_async_checkpointing=async_save
     )
     # Registering the handlers lets `item_metadata` read a step's tree before restoring it.
     handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
@@ -140,14 +153,24 @@ class Checkpointer:
     """Saves and restores `{"state": pytree, "meta": json}` under `workdir/checkpoints`."""
 
     def __init__(
-        self, workdir: str | Path, *, keep: int = 3, async_save: bool = True, create: bool = True
+        self,
+        workdir: str | Path,
+        *,
+        keep: int = 3,
+        async_save: bool = True,
+        create: bool = True,
+        keep_steps: Sequence[int] = (),
     ):
-        """`create=False` for readers: looking up a trained stage must not leave folders behind."""
+        """`create=False` for readers: looking up a trained stage must not leave folders behind.
+        `keep`: the newest checkpoints kept; the checkpoints of `keep_steps` are kept too
+        (quality along training, read back with `restore_latest(at_step=...)`)."""
         self.directory = Path(workdir).expanduser().resolve() / "checkpoints"
         self._keep = keep
         self._async = async_save
         self._create = create
-        self._mngr = _manager(self.directory, keep=keep, async_save=async_save, create=create)
+        self._mngr = _manager(
+            self.directory, keep=keep, async_save=async_save, create=create, keep_steps=keep_steps
+        )
         self._pending: int | None = None  # step of an asynchronous write not yet confirmed
 
     def steps(self) -> list[int]:
@@ -203,9 +226,10 @@ class Checkpointer:
 
     # -- reading --------------------------------------------------------------------------------
     def restore_latest(
-        self, abstract_state: Any, *, only: Sequence[str] | None = None
+        self, abstract_state: Any, *, only: Sequence[str] | None = None, at_step: int | None = None
     ) -> tuple[int, Any, dict[str, Any]] | None:
-        """Restore the newest readable checkpoint onto `abstract_state`'s shardings.
+        """Restore the newest readable checkpoint (or the one of step `at_step`) onto
+        `abstract_state`'s shardings.
 
         `abstract_state` is a tree of `jax.ShapeDtypeStruct(shape, dtype, sharding=...)`,
         so a checkpoint written on one mesh restores onto another. `only`: the top-level
@@ -215,11 +239,21 @@ class Checkpointer:
         (step, state, meta), or None when the directory holds no checkpoint at all.
         Raises CheckpointMismatchError (nothing moved) when the newest readable
         checkpoint holds other arrays than requested, and CheckpointError when every
-        checkpoint is unreadable.
+        checkpoint is unreadable or `at_step` was not kept.
         """
         self.wait()
         requested = _requested_shapes(abstract_state)
-        for step in reversed(self.steps()):
+        candidates = list(reversed(self.steps()))
+        if at_step is not None:
+            if at_step not in candidates:
+                raise CheckpointError(
+                    f"No checkpoint of step {at_step} in {self.directory} (kept: "
+                    f"{sorted(candidates) or 'none'}). Besides the newest few, only the steps "
+                    "of config.train.keep_steps are kept: train with them listed to read "
+                    "quality along training."
+                )
+            candidates = [at_step]
+        for step in candidates:
             try:
                 stored = self._stored_shapes(step)
             except Exception as err:  # noqa: BLE001 - no tree metadata: the step is unreadable

@@ -69,8 +69,10 @@ def load_trained(
     *,
     mesh: Mesh | None = None,
     ema: bool = True,
+    step: int | None = None,
 ) -> TrainedStage:
-    """Restore the newest readable checkpoint of `workdir` (falls back past corrupt ones)."""
+    """Restore the newest readable checkpoint of `workdir` (falls back past corrupt ones), or
+    the one of `step` (kept along training: config.train.keep_steps)."""
     workdir = Path(workdir).expanduser()
     ckpt = require_checkpoint(workdir)
     if config is None:
@@ -90,7 +92,8 @@ def load_trained(
     )
     # Raises (nothing moved) when `config` builds another model than the one stored, and when
     # every checkpoint is unreadable (those are moved aside as corrupt-*, never deleted).
-    restored = ckpt.restore_latest(target, only=("step", "ema_params" if ema else "params"))
+    only = ("step", "ema_params" if ema else "params")
+    restored = ckpt.restore_latest(target, only=only, at_step=step)
     if restored is None:
         raise CheckpointError(f"No checkpoint left in {ckpt.directory}. Train the stage first.")
     step, state, _ = restored

@@ -107,7 +107,10 @@ class Trainer:
         self.batch_sharding = parallel.batch_sharding(self.mesh)
         self.train_step = self.build_train_step()
         self.checkpointer = Checkpointer(
-            self.workdir, keep=t.keep_checkpoints, async_save=t.async_checkpointing
+            self.workdir,
+            keep=t.keep_checkpoints,
+            async_save=t.async_checkpointing,
+            keep_steps=t.get("keep_steps", ()),
         )
         self.sampler = Sampler(self.stage, self.graphdef, self.mesh)
 
@@ -243,7 +246,11 @@ class Trainer:
                     writer.scalars(scalars, done)
                     bar.set_postfix(loss=f"{scalars['loss']:.4f}")
                 clock = time.perf_counter()
-                if done % t.checkpoint_every == 0 or done == t.steps:
+                if (
+                    done % t.checkpoint_every == 0
+                    or done == t.steps
+                    or done in t.get("keep_steps", ())
+                ):
                     self.save(state, done)
                     last_saved = done
                 spent["checkpoints"] += time.perf_counter() - clock

@@ -7,6 +7,8 @@
 Presets:
   tiny         the whole pipeline in minutes (tests); numbers meaningless
   cpu          this project's 2-core machine (the stages' `quick` presets, about an hour a seed)
+  cpu_shapes   the same on bouncing_shapes, measured with the physics metrics
+  tiny_shapes  tiny on bouncing_shapes
   accelerator  one GPU/TPU: longer training, more videos
 
 Every stage is a stage preset (`configs/<stage>.py:<stage_preset>`) on the data below; the
@@ -34,14 +36,21 @@ def _config() -> ml_collections.ConfigDict:
     c.out = "experiments/results/cascade_vs_single_stage/cpu"
     c.data_dir = "results/data"
     c.workdirs = "results/workdirs"
+    # moving_digits (the digit reader's identity and label metrics) or bouncing_shapes (the
+    # exact physics metrics); give each its own `out`, e.g. the `cpu_shapes` preset.
     c.data = ml_collections.ConfigDict(
-        {"num_train": 512, "num_test": 160, "frames": 17, "resolution": 32}
-    )
+        {"name": "moving_digits", "num_train": 512, "num_test": 160, "frames": 17,
+         "resolution": 32}
+    )  # fmt: skip
     c.steps_scale = 1.0  # multiplies the cascade stages' preset steps
     c.guidance_scale = 0.0  # classifier-free guidance w of the keyframe stage and of the DiT
     # Quality against sampling cost: both pipelines are also sampled, from the same trained
     # stages, with every stage's sampling steps times each of these fractions (rounded, >= 1).
     c.step_fractions = (0.5, 0.25)
+    # Quality against training FLOPs: both also sampled (at the preset's steps) from the
+    # checkpoints at these fractions of training (every cascade stage at f of its steps; the
+    # latent DiT at f of its steps, on its finished VAE), kept for it while training.
+    c.budget_fractions = (0.25, 0.5)
     # Generated videos per pipeline and seed (FVD pools them over seeds), real test clips of
     # the FVD reference; seeds x videos_per_seed and real_videos must fit in num_test.
     c.videos_per_seed = 43
@@ -57,6 +66,11 @@ def _cpu(c):
     pass  # the defaults above are the cpu preset
 
 
+def _cpu_shapes(c):
+    c.data.name = "bouncing_shapes"
+    c.out = "experiments/results/cascade_vs_single_stage/cpu_shapes"
+
+
 def _tiny(c):
     c.stage_preset = "tiny"
     c.seeds = 2
@@ -64,6 +78,7 @@ def _tiny(c):
     c.data.update(num_train=16, num_test=8, frames=17, resolution=16)
     c.steps_scale = 0.5
     c.step_fractions = (0.5,)
+    c.budget_fractions = (0.5,)
     c.videos_per_seed = 2
     c.real_videos = 4
     c.bootstrap.update(samples=50, fvd_samples=10)
@@ -78,4 +93,17 @@ def _accelerator(c):
     c.real_videos = 512
 
 
-PRESETS = {"default": _cpu, "cpu": _cpu, "tiny": _tiny, "accelerator": _accelerator}
+def _tiny_shapes(c):
+    _tiny(c)
+    c.data.name = "bouncing_shapes"
+    c.out = "results/cascade_vs_single_stage/tiny_shapes"
+
+
+PRESETS = {
+    "default": _cpu,
+    "cpu": _cpu,
+    "cpu_shapes": _cpu_shapes,
+    "tiny": _tiny,
+    "tiny_shapes": _tiny_shapes,
+    "accelerator": _accelerator,
+}
