@@ -54,7 +54,8 @@ def stage_config(
     data: Mapping[str, Any] | None = None,
 ) -> ml_collections.ConfigDict:
     """configs/<name>.py:<preset> on the shared data (`data`: fields of config.data, default
-    DATA[preset]), with dotted overrides {"view.frames": 16}."""
+    DATA[preset]), with dotted overrides {"view.frames": 16}, its channels and label classes
+    those of the data set's clips (`content.match_data`)."""
     from cascade import config_checks, configs
 
     if preset not in PRESETS:
@@ -62,9 +63,9 @@ def stage_config(
     config = configs.load(f"{name}:{preset}")
     config.data.update(data_dir=str(data_dir), **(DATA[preset] if data is None else data))
     config.train.num_samples = 0  # the experiments sample themselves
-    content.match_data(config)
     for dotted, value in (overrides or {}).items():
         set_dotted(config, dotted, value)
+    content.match_data(config)  # after the overrides: they may name the data set
     return config_checks.validate(config)
 
 
