@@ -2,7 +2,7 @@
 ± std over seeds, FVD pooled over seeds ± its bootstrap std), one per trained stage (seed 0),
 the single stage against the cascade with 95% bootstrap intervals, in Markdown and CSV; the
 whole result as JSON; a plot with every seed; quality against sampling cost (the pipelines
-sampled with fewer steps).
+sampled with fewer steps) and against training FLOPs (sampled from earlier checkpoints).
 
 `write_outputs(out, result)` takes the dict `cascade_vs_single_stage.run` returns; the
 per-seed facts (`table_rows`, `stage_rows`) take one entry of its "seeds".
@@ -129,7 +129,7 @@ def pipeline_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
 
 def write_outputs(out: Path, result: dict[str, Any]) -> None:
     """results.md, results.json, pipelines.csv, stages.csv, verdicts.csv, comparison.png,
-    quality_vs_sampling_cost.png."""
+    quality_vs_sampling_cost.png, quality_vs_training_flops.png."""
     first = result["seeds"][0]
     rows = pipeline_rows(result)
     tables.write_csv(out / "pipelines.csv", rows, tables.filled_columns(PIPELINE_COLUMNS, rows))
