@@ -6,7 +6,8 @@
 
 Fields: name, device, params, flops_per_step (XLA cost analysis of the compiled
 step), step_time_s (median after warm-up), achieved_gflops, peak_matmul_gflops
-(measured on this machine), mfu, peak_memory_bytes. The step is the real
+(measured on this machine in the model's compute dtype, `model.dtype`: bf16 models are
+measured against the bf16 peak), mfu, peak_memory_bytes, batch_size, compute_dtype. The step is the real
 training step of the trainer (forward, backward, AdamW, EMA, finite guard).
 
 A second record times sampling: the stage's whole jitted sampling loop (`sampling_fn`,
@@ -81,9 +82,10 @@ def bench_config(
     params = count_params(state["params"])
     step = jax.jit(make_train_step(stage, model_graphdef(stage), tx, ema_decay=0.999))
     batch = synthetic_batch(stage.batch_spec(config.train.batch_size), jax.random.key(1))
-    peak = benchmarking.matmul_peak_gflops()
+    compute_dtype = config.model.get("dtype", "float32")
+    peak = benchmarking.matmul_peak_gflops(dtype=jnp.dtype(compute_dtype))
     records = []
-    with mesh:
+    with jax.set_mesh(mesh):
         records.append(
             benchmarking.benchmark_compiled(
                 step,
@@ -123,7 +125,7 @@ def bench_config(
                 )
             )
     for record in records:
-        record["batch_size"] = config.train.batch_size
+        record.update(batch_size=config.train.batch_size, compute_dtype=compute_dtype)
     return records
 
 

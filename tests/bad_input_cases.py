@@ -125,6 +125,18 @@ CASES = (
         B, "bench with --iters=0", ("--config={configs}/keyframes.py:tiny", "--iters=0"), "--iters"
     ),
     Case(
+        B,
+        "cuDNN attention in float32",
+        ("--config={configs}/latent_dit.py:tiny", "--config.model.attention_impl=cudnn"),
+        "needs dtype 'bfloat16'",
+    ),
+    Case(
+        "cascade.accelerator_check",
+        "accelerator check of a cascade config",
+        ("--config={configs}/cascade.py",),
+        "has none",
+    ),
+    Case(
         "cascade.sampling_bench",
         "sampling bench with 0 student steps",
         ("--student_steps=8,0",),

@@ -31,6 +31,13 @@ def test_matmul_flops_are_2mnk(operands):
     assert cost.xla_flops(jnp.matmul, *structs)["flops"] == MATMUL
 
 
+def test_backend_that_analyses_only_compiled_programs_still_counts(operands, monkeypatch):
+    # On an H200 (jax 0.11.2) a lowered program reported no FLOPs: the compiled one is asked.
+    lowered_type = type(jax.jit(jnp.matmul).lower(*operands))
+    monkeypatch.setattr(lowered_type, "cost_analysis", lambda self: None)
+    assert cost.xla_flops(jnp.matmul, *operands)["flops"] == MATMUL
+
+
 def test_loops_count_every_iteration():
     w = jnp.eye(K) * 0.5
     step = 2 * K**3

@@ -139,6 +139,8 @@ def test_bad_inputs_raise_clear_errors(model_and_fn):
         uncond(jnp.zeros(SHAPE), t, label=jnp.zeros((2,), jnp.int32))
     with pytest.raises(ValueError, match="attention_impl"):
         tiny_cfg(attention_impl="flash")
+    with pytest.raises(ValueError, match="needs dtype 'bfloat16'"):  # cuDNN takes no float32
+        tiny_cfg(attention_impl="cudnn", dtype="float32")
     with pytest.raises(ValueError, match="divisible by num_heads"):
         tiny_cfg(hidden_size=50, num_heads=3)
     with pytest.raises(TypeError):

@@ -22,7 +22,12 @@ def compiled_flops(compiled: Any) -> float:
     analysis = compiled.cost_analysis()
     if isinstance(analysis, (list, tuple)):  # older JAX returned one dict per device
         analysis = analysis[0] if analysis else {}
-    return float((analysis or {}).get("flops", 0.0))
+    flops = float((analysis or {}).get("flops", 0.0))
+    if not flops and hasattr(compiled, "compile"):
+        # Some backends analyse only compiled programs: on an H200 (jax 0.11.2) a lowered
+        # program reported no FLOPs, which made every sampling loop's MFU 0.
+        return compiled_flops(compiled.compile())
+    return flops
 
 
 def median_seconds(
@@ -39,8 +44,12 @@ def median_seconds(
     return statistics.median(times)
 
 
-def matmul_peak_gflops(n: int = 2048, dtype: Any = jnp.float32, iters: int = 10) -> float:
-    """Measured (not datasheet) matmul throughput of the default device in GFLOP/s."""
+def matmul_peak_gflops(n: int | None = None, dtype: Any = jnp.float32, iters: int = 10) -> float:
+    """Measured (not datasheet) [n, n] x [n, n] matmul throughput of the default device in
+    GFLOP/s, in `dtype` (a model computing in bf16 is measured against the bf16 peak).
+    `n` defaults to 2048 on CPU and 8192 on accelerators (a 2048^3 product there is over in
+    microseconds, too short to time with a host clock)."""
+    n = n or (2048 if jax.default_backend() == "cpu" else 8192)
     key_a, key_b = jax.random.split(jax.random.key(0))
     a = jax.random.normal(key_a, (n, n), dtype)
     b = jax.random.normal(key_b, (n, n), dtype)

@@ -46,6 +46,12 @@ class DiTConfig:
             raise ValueError(
                 f"DiTConfig.attention_impl must be one of {_ATTN_IMPLS}, got {self.attention_impl!r}"
             )
+        if self.attention_impl == "cudnn" and self.dtype == "float32":
+            raise ValueError(
+                "DiTConfig.attention_impl='cudnn' needs dtype 'bfloat16' or 'float16' (cuDNN's "
+                "fused attention takes no float32); set model.dtype=bfloat16, or attention_impl "
+                "None / 'xla' for float32"
+            )
         if self.hidden_size % self.num_heads:
             raise ValueError(
                 f"DiTConfig.hidden_size={self.hidden_size} must be divisible by "
