@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from cascade.models.ops import conv2d_nhwc, rms_norm, upsample_nearest
+from cascade.models.ops import add_bias, conv2d_nhwc, rms_norm, upsample_nearest
 
 
 class ChunkContext:
@@ -79,7 +79,7 @@ class CausalConv3d(nnx.Module):
             pad = "SAME" if s == 1 else ((0, 1), (0, 1))
             y = conv2d_nhwc(x.reshape(b * t, h, w, -1), kernel, s, pad)
             y = y.reshape(b, t, h // s, w // s, self.cout)
-        return y + self.bias[...].astype(self.dtype)
+        return add_bias(y, self.bias[...])
 
     def reference(self, x: jax.Array) -> jax.Array:
         """The same causal conv through `lax.conv_general_dilated` in 3D (for tests)."""

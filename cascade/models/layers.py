@@ -31,7 +31,7 @@ import jax.numpy as jnp
 from flax import nnx
 from jax import lax
 
-from cascade.models.ops import conv2d_nhwc, dropout
+from cascade.models.ops import add_bias, conv2d_nhwc, dropout
 
 
 def logsnr_to_unit(logsnr: jax.Array) -> jax.Array:
@@ -124,7 +124,7 @@ class Dense(nnx.Module):
         # A 2D [rows, in] matmul: XLA:CPU runs its backward ~3x faster than a 5D dot_general.
         kernel = self.kernel[...].astype(self.dtype)
         y = jnp.dot(x.astype(self.dtype).reshape(-1, x.shape[-1]), kernel)
-        return (y + self.bias[...].astype(self.dtype)).reshape(*x.shape[:-1], kernel.shape[-1])
+        return add_bias(y, self.bias[...]).reshape(*x.shape[:-1], kernel.shape[-1])
 
 
 class GroupNorm(nnx.Module):
@@ -201,7 +201,7 @@ class SpaceConv(nnx.Module):
             self.stride,
             pad,
         )
-        y = y + self.bias[...].astype(self.dtype)
+        y = add_bias(y, self.bias[...])
         return y.reshape(b, t, *y.shape[1:])
 
 
@@ -250,7 +250,7 @@ class TemporalConv(nnx.Module):
     def __call__(self, x: jax.Array, links=None) -> jax.Array:
         xs = shift_frames(x.astype(self.dtype), links)
         kernel = self.kernel[...].astype(self.dtype).reshape(-1, self.kernel.shape[-1])
-        y = jnp.dot(xs.reshape(-1, xs.shape[-1]), kernel) + self.bias[...].astype(self.dtype)
+        y = add_bias(jnp.dot(xs.reshape(-1, xs.shape[-1]), kernel), self.bias[...])
         return y.reshape(*x.shape[:-1], kernel.shape[-1])
 
 
@@ -278,7 +278,7 @@ class Conv3D(nnx.Module):
         # (kt, kh, kw, I, O) -> (kh, kw, kt*I, O), matching the channel order of shift_frames.
         kernel = jnp.transpose(self.kernel[...], (1, 2, 0, 3, 4)).reshape(kh, kw, kt * cin, cout)
         y = conv2d_nhwc(xs, kernel.astype(self.dtype), 1, ((1, 1), (1, 1)))
-        return (y + self.bias[...].astype(self.dtype)).reshape(b, t, h, w, cout)
+        return add_bias(y, self.bias[...]).reshape(b, t, h, w, cout)
 
 
 class ResBlock(nnx.Module):

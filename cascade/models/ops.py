@@ -2,7 +2,7 @@
 
 One definition of each: the compute dtypes a config may name, the sinusoidal embedding of a
 scalar per example, inverted dropout with an explicit key, RMS normalisation, a 2D NHWC
-convolution and nearest-neighbour 2x upsampling. Nothing here holds parameters.
+convolution, a bias added in float32 and nearest-neighbour 2x upsampling. Nothing here holds parameters.
 """
 
 from __future__ import annotations
@@ -18,6 +18,16 @@ from jax import lax
 COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
 
 _NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+def add_bias(y: jax.Array, bias: jax.Array) -> jax.Array:
+    """y [..., C] + a float32 bias [C], added in float32 and returned in y's dtype.
+
+    With bf16 compute the bias gradient is a sum over every position of the batch; summed in
+    bf16 it lost 24-41% of the VAE decoder's bias gradients (tiny preset, against float32).
+    Adding in float32 makes that sum float32. A no-op for float32 models.
+    """
+    return (y.astype(jnp.float32) + bias).astype(y.dtype)
 
 
 def sinusoidal_embedding(
