@@ -142,6 +142,15 @@ def check_view(config: ml_collections.ConfigDict) -> None:
             f"config.view.extra_images={v.extra_images}: joint image-video training is a keyframe "
             f"stage feature; a {config.stage} stage would ignore it. Set it to 0."
         )
+    pool = d.get("image_pool", 0)
+    if pool:
+        at_least(d, "image_pool", 1, "data")
+        if not v.extra_images:
+            raise ConfigError(
+                f"config.data.image_pool={pool} is where a keyframe stage's extra images come "
+                "from (joint image-video training), but view.extra_images=0: nothing would read "
+                "it. Set view.extra_images > 0 (keyframes) or data.image_pool=0."
+            )
     span = v.frames * v.frame_stride
     if span > d.frames:
         raise ConfigError(

@@ -47,6 +47,10 @@ def data_section(name: str = "moving_digits") -> ml_collections.ConfigDict:
             "num_train": 1000,
             "num_test": 100,
             "shuffle_buffer": 1024,
+            # > 0: a keyframe stage with view.extra_images takes its images from a batch of
+            # this set built with image_pool training clips (few videos, many images), not
+            # from the batch's own clips (cascade.data.pipeline.image_pool_config).
+            "image_pool": 0,
             # bouncing_shapes only: clips also carry a synchronized impact sound track
             # ("audio") and their impact times (cascade.data.builders.bouncing_shapes_sound).
             "sound": False,

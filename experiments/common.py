@@ -44,6 +44,10 @@ NOT_HASHED = (
     "train.sample_every",
 )
 
+# Fields added after workdirs were trained, left out of the hash while they hold the value
+# that changes nothing (so every workdir trained before them keeps its name).
+HASHED_UNLESS_DEFAULT = {"data.image_pool": 0}
+
 
 # -- configs and training ------------------------------------------------------------------------
 def stage_config(
@@ -107,6 +111,13 @@ def config_hash(config: ml_collections.ConfigDict) -> str:
         for part in sections:
             node = node.get(part, {})
         node.pop(key, None)
+    for dotted, default in HASHED_UNLESS_DEFAULT.items():
+        *sections, key = dotted.split(".")
+        node = values
+        for part in sections:
+            node = node.get(part, {})
+        if node.get(key, default) == default:
+            node.pop(key, None)
     if "workdir" in values.get("vae", {}):
         values["vae"]["workdir"] = Path(values["vae"]["workdir"]).name
     if "teacher_workdir" in values.get("distill", {}):

@@ -33,6 +33,7 @@ NOT_FINGERPRINTED = (
     "ablations",
     "cfg.scales",
     "joint_training.images",
+    "joint_training.image_pool",
     "temporal_mixing.kinds",
     "distillation.student_steps",
     "out",

@@ -141,15 +141,21 @@ class Ablations:
     # -- the ablations --------------------------------------------------------------------------
     def joint_training(self) -> None:
         a, few = "joint_training", self.exp.joint_training.num_train
+        pool = int(self.exp.joint_training.image_pool)
         names = []
         for images in self.exp.joint_training.images:
             overrides = {"view.extra_images": int(images), "data.num_train": few}
+            name, key = f"{images} images / clip ({few} videos)", f"images{images}-videos{few}"
+            if images and pool:  # images from many more clips than the videos (VDM's setting)
+                overrides["data.image_pool"] = pool
+                name = f"{images} images / clip from {pool} clips ({few} videos)"
+                key += f"-pool{pool}"
             names.append(
                 self.add(
                     a,
-                    f"{images} images / clip ({few} videos)",
+                    name,
                     "keyframes",
-                    f"keyframes/images{images}-videos{few}",
+                    f"keyframes/{key}",
                     self.keyframes(lambda s, o=overrides: self.base(s, **o)),
                 )
             )

@@ -51,6 +51,12 @@ CASES = (
     Case(M, "resolution that does not divide", _main("--config.view.resolution=5"), "divide"),
     Case(
         M,
+        "image pool without extra images (ignored)",
+        _main("--config.data.image_pool=16"),
+        "nothing would read it",
+    ),
+    Case(
+        M,
         "extra_images on an SR stage (ignored)",
         ("--config={configs}/temporal_sr.py:tiny", WD, "--config.view.extra_images=2"),
         "keyframe stage feature",

@@ -257,6 +257,25 @@ def test_pipeline_epochs_determinism_resume_sharding(built):
         )
 
 
+def test_image_pool_batches_come_from_the_larger_set_and_resume(built):
+    # 4 training videos, images from a set of 8 (the built one): few videos, many images.
+    cfg = data_cfg("moving_digits", built["dirs"][0], num_train=4, image_pool=8)
+    pool_reference = [
+        e["video"].astype(np.float32) / 127.5 - 1.0 for e in built["data"]["moving_digits"][0]
+    ]
+    it = pipeline.batch_iterator(cfg, split="train", batch_size=4, seed=3)
+    run = [next(it) for _ in range(4)]
+    assert run[0]["video"].shape == run[0]["pool_video"].shape == (4, 16, 64, 64, 1)
+    assert run[0]["pool_label"].dtype == np.int32
+    pool_ids = [i for x in run for i in _clip_ids(x["pool_video"], pool_reference)]
+    assert sorted(pool_ids) == sorted(list(range(8)) * 2)  # two epochs of the 8-clip pool
+    resumed = pipeline.batch_iterator(cfg, split="train", batch_size=4, seed=3, start_step=2)
+    for k in (2, 3):
+        jax.tree.map(np.testing.assert_array_equal, run[k], next(resumed))
+    test = next(pipeline.batch_iterator(cfg, split="test", batch_size=2, seed=0))
+    assert "pool_video" not in test  # evaluation reads videos only
+
+
 def test_to_device_shards_batch(built):
     cfg = data_cfg("bouncing_shapes", built["dirs"][0])
     batch = next(pipeline.batch_iterator(cfg, split="train", batch_size=8, seed=0))

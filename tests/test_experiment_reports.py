@@ -171,6 +171,15 @@ def test_config_hash_ignores_where_data_lives_but_not_what_is_trained(tmp_path):
     b = common.stage_config("keyframes", "tiny", tmp_path / "b", {"train.log_every": 1})
     c = common.stage_config("keyframes", "tiny", tmp_path / "a", {"view.extra_images": 4})
     assert common.config_hash(a) == common.config_hash(b) != common.config_hash(c)
+    # A field added later keeps every earlier workdir's hash while it is at its no-op default.
+    before_the_field = a.copy_and_resolve_references()
+    with before_the_field.unlocked():
+        del before_the_field.data["image_pool"]
+    assert common.config_hash(before_the_field) == common.config_hash(a)
+    pooled = {"view.extra_images": 4, "data.image_pool": 64}
+    assert common.config_hash(c) != common.config_hash(
+        common.stage_config("keyframes", "tiny", tmp_path / "a", pooled)
+    )
     assert a.data.frames == 17 and a.train.num_samples == 0
     # The root may move: dependent stages name their VAE by workdir name only.
     dit = common.stage_config("latent_dit", "tiny", tmp_path)
@@ -246,6 +255,7 @@ def test_every_ablation_variant_is_a_valid_distinct_config(tmp_path):
     variants = [
         ("keyframes", {}),
         ("keyframes", {"view.extra_images": 4, "data.num_train": 8}),
+        ("keyframes", {"view.extra_images": 4, "data.num_train": 8, "data.image_pool": 16}),
         ("keyframes", {"model.temporal_mixing": "conv3d"}),
         ("keyframes", {"model.temporal_mixing": "temporal_conv"}),
         ("keyframes", {"model.temporal_mixing": "none"}),
@@ -255,7 +265,7 @@ def test_every_ablation_variant_is_a_valid_distinct_config(tmp_path):
         ("spatial_sr", {"sr.noise_aug": False, "model.use_aug_cond": False}),
     ]
     configs = [lab_.config(stage, 0, o) for stage, o in variants]
-    for config in configs[:6]:  # >= 9 frames: FVD applies
+    for config in configs[:7]:  # >= 9 frames: FVD applies
         assert (config.view.frames, config.view.frame_stride) == (16, 1)
     assert configs[1].data.num_train == 8 and configs[0].data.num_train == 16
     hashes = {common.config_hash(c) for c in configs}

@@ -380,6 +380,12 @@ def test_extra_images_carry_their_own_labels_to_the_unet(data_dir):
     source = np.rint(batch["video"][:, f:, 0, 0, 0] * 10).astype(int)  # [n, extra]
     assert (source != np.arange(n)[:, None]).all()  # from other clips
     np.testing.assert_array_equal(batch["image_label"], clips["label"][source])
+    # With an image pool (data.image_pool) the images come from the pool's batch instead.
+    pooled = dict(clips, pool_video=-clips["video"] - 0.05, pool_label=np.arange(n) + 10)
+    from_pool = stage.make_batch(pooled, np.random.default_rng(0))
+    pool_source = np.rint((-from_pool["video"][:, f:, 0, 0, 0] - 0.05) * 10).astype(int)
+    np.testing.assert_array_equal(from_pool["image_label"], pool_source + 10)
+    np.testing.assert_array_equal(from_pool["video"][:, :f], batch["video"][:, :f])
 
     null = stage.null_label
     labels = np.asarray(stage._train_labels(batch, jax.random.key(0)))

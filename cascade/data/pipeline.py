@@ -32,6 +32,7 @@ import tensorflow as tf
 from cascade.data import loading
 
 _ENDLESS = 2**62
+_POOL_SEED_OFFSET = 1_000_003  # the image pool's order: its own stream, same resumability
 
 
 def _epoch_seed(seed: int, epoch: tf.Tensor, process_index: int) -> tf.Tensor:
@@ -49,6 +50,18 @@ def _to_model_format(batch: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
     if "audio" in batch:
         out["audio"] = tf.cast(batch["audio"], tf.float32) / 32768.0
     return out
+
+
+def image_pool_config(data_cfg: Any) -> dict[str, Any]:
+    """The data config of the image pool: the same set built with `image_pool` training clips.
+
+    `data.image_pool` > 0 (joint image-video training with few videos and many images, as
+    VDM trains): every training batch also carries "pool_video" [B, T, H, W, C] and
+    "pool_label" [B], a batch of clips from this larger set, which the keyframe stage takes
+    its extra images from (`view.extra_images`) instead of the batch's own clips.
+    """
+    items = data_cfg.to_dict() if hasattr(data_cfg, "to_dict") else dict(data_cfg)
+    return {**items, "num_train": int(items["image_pool"]), "image_pool": 0}
 
 
 def make_dataset(
@@ -97,6 +110,27 @@ def make_dataset(
         ds = _streaming(source, data_cfg, seed, start, n, pi, pc, repeat, shuffle)
     ds = ds.batch(local_bs, drop_remainder=drop_remainder)
     ds = ds.map(_to_model_format, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    pool = int(loading.cfg_get(data_cfg, "image_pool", 0) or 0)
+    if pool and split == "train":
+        pool_ds = make_dataset(
+            image_pool_config(data_cfg),
+            split=split,
+            batch_size=batch_size,
+            seed=seed + _POOL_SEED_OFFSET,
+            start_step=start_step,
+            process_index=pi,
+            process_count=pc,
+            repeat=repeat,
+            shuffle=shuffle,
+            drop_remainder=drop_remainder,
+        )
+        ds = tf.data.Dataset.zip((ds, pool_ds)).map(
+            lambda clips, other: {
+                **clips,
+                "pool_video": other["video"],
+                "pool_label": other["label"],
+            }
+        )
     options = tf.data.Options()
     options.deterministic = True
     return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
@@ -149,7 +183,8 @@ def batch_iterator(
     Yields:
       {"video": float32 [B, T, H, W, C] in [-1, 1], "label": int32 [B], ...extra
       features of the data set (e.g. "states", "positions"; "audio" float32 [B, S] in
-      [-1, 1) with data.sound) with a leading B}.
+      [-1, 1) with data.sound) with a leading B; with data.image_pool, "pool_video" and
+      "pool_label": a batch of the image pool's clips, `image_pool_config`}.
     """
     ds = make_dataset(
         data_cfg,

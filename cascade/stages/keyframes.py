@@ -54,8 +54,14 @@ class KeyframesStage(GaussianStage):
         video = views.clip_view(clips["video"], v, self.config.data, rng)
         batch = {"video": video, "label": clips["label"].astype(np.int32)}
         if v.extra_images:
+            # From the image pool's batch when the data has one (data.image_pool: many more
+            # clips than videos), else from the other clips of this batch.
+            pooled = "pool_video" in clips
             images, image_labels = views.extra_images(
-                clips["video"], v.extra_images, rng, labels=clips["label"]
+                clips["pool_video" if pooled else "video"],
+                v.extra_images,
+                rng,
+                labels=clips["pool_label" if pooled else "label"],
             )
             images = views.spatial_downsample(images, clips["video"].shape[2] // v.resolution)
             batch["video"] = np.concatenate([video, images], axis=1)
