@@ -40,6 +40,9 @@ def test_ablation_summary_and_report_fill_every_column(tmp_path):
     }
     verdicts = result["verdicts"]
     assert verdicts[0]["verdict"] == "agrees"  # features shifted by 3: FVD far worse at w = 2
+    # A comparison's interval is its own: the same when the report holds only it.
+    alone = summary.summarize(settings[2:], ablations.comparisons[2:], real, exp)["verdicts"]
+    assert (alone[0]["low"], alone[0]["high"]) == (verdicts[2]["low"], verdicts[2]["high"])
     assert {v["verdict"] for v in verdicts} <= set(stats.VERDICTS)
     fvd = result["settings"][0]["fvd"]
     assert len(fvd["per_seed"]) == 2 and fvd["pooled"] > 0 and fvd["pooled_std"] > 0
