@@ -17,8 +17,9 @@ A module may import its own layer and the ones below it, never one above
                          trained stages and the frozen VAE they may need, distillation
   sampling               runners that chain trained stages into videos
   evaluation             FVD, content and physics metrics, cost, benchmarks
-  entry points           main (train/sample/evaluate a config), bench, sampling_bench, quickstart,
-                         distillation, python -m cascade.data; cli and config checks
+  entry points           main (train/sample/evaluate a config), bench, sampling_bench,
+                         accelerator_check, quickstart, distillation, python -m cascade.data;
+                         cli and config checks
 
 `experiments/` (outside the package) sits above all of them.
 """
@@ -40,6 +41,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "cascade.main",
         "cascade.bench",
         "cascade.sampling_bench",
+        "cascade.accelerator_check",
         "cascade.quickstart",
         "cascade.distillation",
         "cascade.data.__main__",
