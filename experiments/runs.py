@@ -33,7 +33,7 @@ NOT_FINGERPRINTED = (
     "ablations",
     "cfg.scales",
     "joint_training.images",
-    "joint_training.image_pool",
+    "joint_training.image_pools",
     "temporal_mixing.kinds",
     "distillation.student_steps",
     "out",

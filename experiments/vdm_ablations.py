@@ -141,9 +141,11 @@ class Ablations:
     # -- the ablations --------------------------------------------------------------------------
     def joint_training(self) -> None:
         a, few = "joint_training", self.exp.joint_training.num_train
-        pool = int(self.exp.joint_training.image_pool)
         names = []
-        for images in self.exp.joint_training.images:
+        pools = [int(p) for p in self.exp.joint_training.image_pools]
+        for images, pool in ((i, p) for i in self.exp.joint_training.images for p in pools):
+            if not images and pool != pools[0]:
+                continue  # without images there is no pool: one reference run
             overrides = {"view.extra_images": int(images), "data.num_train": few}
             name, key = f"{images} images / clip ({few} videos)", f"images{images}-videos{few}"
             if images and pool:  # images from many more clips than the videos (VDM's setting)

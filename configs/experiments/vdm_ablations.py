@@ -54,11 +54,11 @@ def _config() -> ml_collections.ConfigDict:
         {"samples": 1000, "fvd_samples": 100, "confidence": 0.95}
     )
     # (a) joint image-video training: independent images per clip, on few training videos
-    # (the setting where images can matter). image_pool 0: each image is a frame of another
-    # clip of the batch (the same num_train videos); > 0: of a clip of a set built with
-    # image_pool training clips (few videos, many images, as VDM trains).
+    # (the setting where images can matter). Each of image_pools: 0, each image is a frame of
+    # another clip of the batch (the same num_train videos); N > 0, of a clip of a set built
+    # with N training clips (few videos, many images, as VDM trains).
     c.joint_training = ml_collections.ConfigDict(
-        {"images": (0, 4, 8), "num_train": 64, "image_pool": 0}
+        {"images": (0, 4, 8), "num_train": 64, "image_pools": (0,)}
     )
     # (b) classifier-free guidance scales w at sampling.
     c.cfg = ml_collections.ConfigDict({"scales": (0.0, 1.0, 2.0, 5.0)})
@@ -86,7 +86,7 @@ def _tiny(c):
     c.videos_per_seed = 2
     c.real_videos = 4
     c.bootstrap.update(samples=50, fvd_samples=10)
-    c.joint_training.update(images=(0, 4), num_train=16, image_pool=16)  # the pool path runs
+    c.joint_training.update(images=(0, 4), num_train=16, image_pools=(16,))  # the pool path runs
     c.cfg.scales = (0.0, 2.0)
     c.temporal_mixing.kinds = "attention,none"
     c.distillation.update(teacher_steps=4, student_steps=(2,), steps_per_round=1)
