@@ -51,7 +51,7 @@ def _config() -> ml_collections.ConfigDict:
     c.real_videos = 128
     c.fvd = True  # False: digit metrics only (no I3D)
     c.bootstrap = ml_collections.ConfigDict(
-        {"samples": 1000, "fvd_samples": 100, "confidence": 0.95}
+        {"samples": 1000, "fvd_samples": 1000, "confidence": 0.95}
     )
     # (a) joint image-video training: independent images per clip, on few training videos
     # (the setting where images can matter). Each of image_pools: 0, each image is a frame of
