@@ -98,6 +98,14 @@ def set_steps(config: ml_collections.ConfigDict, steps: int) -> None:
     t.checkpoint_every = max(1, min(t.checkpoint_every, steps, max(50, steps // 4)))
 
 
+def _parent(values: dict[str, Any], dotted: str) -> tuple[dict[str, Any], str]:
+    """The dict holding `dotted` ("data.image_pool" -> values["data"], "image_pool")."""
+    *sections, key = dotted.split(".")
+    for part in sections:
+        values = values.get(part, {})
+    return values, key
+
+
 def config_hash(config: ml_collections.ConfigDict) -> str:
     """8 hex digits over every field that changes the trained weights.
 
@@ -106,16 +114,10 @@ def config_hash(config: ml_collections.ConfigDict) -> str:
     """
     values = json.loads(config.to_json_best_effort())
     for dotted in NOT_HASHED:
-        *sections, key = dotted.split(".")
-        node = values
-        for part in sections:
-            node = node.get(part, {})
+        node, key = _parent(values, dotted)
         node.pop(key, None)
     for dotted, default in HASHED_UNLESS_DEFAULT.items():
-        *sections, key = dotted.split(".")
-        node = values
-        for part in sections:
-            node = node.get(part, {})
+        node, key = _parent(values, dotted)
         if node.get(key, default) == default:
             node.pop(key, None)
     if "workdir" in values.get("vae", {}):
