@@ -32,9 +32,9 @@ import ml_collections  # noqa: E402
 import optax  # noqa: E402
 
 from cascade import cli, json_io  # noqa: E402
-from cascade.bench import synthetic_batch  # noqa: E402
+from cascade.bench import bench_stage, synthetic_batch  # noqa: E402
 from cascade.configs import ConfigError  # noqa: E402
-from cascade.stages import TRAINABLE_STAGES, build_stage  # noqa: E402
+from cascade.stages import TRAINABLE_STAGES  # noqa: E402
 from cascade.stages.stage import merge_model, model_graphdef  # noqa: E402
 from cascade.training.train_state import init_state  # noqa: E402
 
@@ -57,12 +57,6 @@ def variants(config: ml_collections.ConfigDict) -> list[tuple[str, str | None]]:
     return [(d, i) for d, i in pairs if not (i == "cudnn" and d == "float32")]  # bf16/f16 only
 
 
-def _stage(config: ml_collections.ConfigDict) -> Any:
-    if config.stage == "latent_dit":  # the DiT alone: no trained VAE needed
-        return build_stage(config, latent_shape=tuple(config.bench.latent_shape))
-    return build_stage(config)
-
-
 def loss_and_grads(
     config: ml_collections.ConfigDict, batch: dict[str, jax.Array]
 ) -> tuple[jax.Array, Any, bool]:
@@ -70,7 +64,7 @@ def loss_and_grads(
     float32. Weights: the seed's fresh ones plus N(0, 0.02^2) noise, so that zero-initialised
     output layers and adaLN gates do not hide the rest of the network from the check. Same
     config seed and batch: same weights and noise."""
-    stage = _stage(config)
+    stage = bench_stage(config)
     key = jax.random.key(config.seed)
     params = jax.jit(lambda k: _perturbed(init_state(stage, optax.sgd(0.0), k)["params"], k))(key)
     graphdef = model_graphdef(stage)
@@ -99,7 +93,7 @@ def _rel(a: Any, b: Any) -> float:
 
 def check_config(config: ml_collections.ConfigDict) -> list[dict[str, Any]]:
     """One record per variant; the first (float32, default attention) is the reference."""
-    stage = _stage(config)
+    stage = bench_stage(config)
     batch = synthetic_batch(stage.batch_spec(config.train.batch_size), jax.random.key(1))
     records, reference = [], None
     for dtype, impl in variants(config):

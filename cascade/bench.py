@@ -67,15 +67,20 @@ def synthetic_batch(spec: dict[str, jax.ShapeDtypeStruct], key: jax.Array) -> di
     return batch
 
 
+def bench_stage(config: ml_collections.ConfigDict) -> Any:
+    """The stage of a config as benchmarks build it: a latent DiT (causal or not) alone, on
+    its `bench.latent_shape`, with no trained VAE needed."""
+    if config.stage == "latent_dit":
+        return build_stage(config, latent_shape=tuple(config.bench.latent_shape))
+    return build_stage(config)
+
+
 def bench_config(
     config: ml_collections.ConfigDict, *, warmup: int = 2, iters: int = 5, sample_steps: int = 0
 ) -> list[dict[str, Any]]:
     """Benchmark records for a stage config: its train step, the stage's extra kernels, and
     its sampling loop at `sample_steps` (0: the config's; -1: none)."""
-    if config.stage == "latent_dit":  # the DiT alone (causal or not): no trained VAE needed
-        stage = build_stage(config, latent_shape=tuple(config.bench.latent_shape))
-    else:
-        stage = build_stage(config)
+    stage = bench_stage(config)
     mesh = parallel.make_mesh(config.mesh)
     tx = make_optimizer(config.train)
     state = jax.jit(lambda k: init_state(stage, tx, k))(jax.random.key(config.seed))
