@@ -54,7 +54,7 @@ def _streaming():
 def _bench():
     from cascade import bench
 
-    return _source(bench.bench_config)
+    return _source(bench.bench_config) + _source(bench.bench_stage)
 
 
 def _distill_main():
