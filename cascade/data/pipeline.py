@@ -84,15 +84,46 @@ def make_dataset(
         raise ValueError(f"process_index={pi} must be in [0, process_count={pc}).")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
-    local_bs = int(batch_size)
+    clips = dict(
+        split=split,
+        batch_size=int(batch_size),
+        start_step=int(start_step),
+        pi=pi,
+        pc=pc,
+        repeat=repeat,
+        shuffle=shuffle,
+        drop_remainder=drop_remainder,
+    )
+    ds = _clips_dataset(data_cfg, seed=seed, **clips)
+    if int(loading.cfg_get(data_cfg, "image_pool", 0) or 0) and split == "train":
+        pool_ds = _clips_dataset(
+            image_pool_config(data_cfg), seed=seed + _POOL_SEED_OFFSET, **clips
+        )
+        ds = tf.data.Dataset.zip((ds, pool_ds)).map(
+            lambda own, other: {
+                **own,
+                "pool_video": other["video"],
+                "pool_label": other["label"],
+            }
+        )
+    options = tf.data.Options()
+    options.deterministic = True
+    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def _clips_dataset(
+    data_cfg: Any, *, split, batch_size, seed, start_step, pi, pc, repeat, shuffle, drop_remainder
+) -> tf.data.Dataset:
+    """Host pi's batches of one data set in model format (`make_dataset` adds the image pool,
+    the options and the prefetch once)."""
     source = loading.open_source(data_cfg, split)
     n = source.num_examples // pc
-    if n < 1 or (drop_remainder and not repeat and n < local_bs):
+    if n < 1 or (drop_remainder and not repeat and n < batch_size):
         raise ValueError(
             f"{source.name!r} split {split!r} has {source.num_examples} clips: too few for "
-            f"{pc} process(es) with a per-process batch of {local_bs}."
+            f"{pc} process(es) with a per-process batch of {batch_size}."
         )
-    start = int(start_step) * local_bs
+    start = start_step * batch_size
     if not repeat and start >= n:
         raise ValueError(f"start_step={start_step} is past the single epoch of {n} clips.")
 
@@ -108,32 +139,8 @@ def make_dataset(
         ds = source.gather(positions.map(clip_index))
     else:
         ds = _streaming(source, data_cfg, seed, start, n, pi, pc, repeat, shuffle)
-    ds = ds.batch(local_bs, drop_remainder=drop_remainder)
-    ds = ds.map(_to_model_format, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    pool = int(loading.cfg_get(data_cfg, "image_pool", 0) or 0)
-    if pool and split == "train":
-        pool_ds = make_dataset(
-            image_pool_config(data_cfg),
-            split=split,
-            batch_size=batch_size,
-            seed=seed + _POOL_SEED_OFFSET,
-            start_step=start_step,
-            process_index=pi,
-            process_count=pc,
-            repeat=repeat,
-            shuffle=shuffle,
-            drop_remainder=drop_remainder,
-        )
-        ds = tf.data.Dataset.zip((ds, pool_ds)).map(
-            lambda clips, other: {
-                **clips,
-                "pool_video": other["video"],
-                "pool_label": other["label"],
-            }
-        )
-    options = tf.data.Options()
-    options.deterministic = True
-    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    return ds.map(_to_model_format, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
 def _streaming(source, data_cfg, seed, start, n, pi, pc, repeat, shuffle) -> tf.data.Dataset:
