@@ -184,6 +184,25 @@ def test_i3d_logits_match_float64_numpy_and_are_a_distribution(ckpt, params):
     assert np.abs(logits[0] - logits[1]).max() > 0.1  # the network sees the input
 
 
+def test_a_short_last_batch_is_padded_to_a_power_of_two_not_to_batch_size():
+    extractor = fvd.I3DFeatureExtractor(fvd.FVDProtocol(batch_size=8), params={})
+    computed = []
+
+    def features(params, batch):  # stands in for I3D: one row per clip, padding included
+        computed.append(batch.shape[0])
+        return batch.reshape(batch.shape[0], -1)[:, :4]
+
+    extractor._features = features
+    videos = np.random.default_rng(0).normal(size=(11, 2, 3, 3, 3)).astype(np.float32)
+    np.testing.assert_array_equal(extractor(videos), videos.reshape(11, -1)[:, :4])
+    assert computed == [8, 4]  # 3 left over: a batch of 4, not 8
+    assert [extractor._padded_size(v) for v in (1, 2, 3, 5, 8)] == [1, 2, 4, 8, 8]
+    mesh = Mesh(np.array(jax.devices()[:2]), ("data",))
+    extractor.sharding = NamedSharding(mesh, PartitionSpec("data"))
+    extractor.protocol = fvd.FVDProtocol(batch_size=6)
+    assert [extractor._padded_size(v) for v in (1, 3, 5, 6)] == [2, 4, 6, 6]  # whole shards
+
+
 def test_protocol_is_validated_and_recorded():
     with pytest.raises(ValueError, match="feature_layer"):
         fvd.FVDProtocol(feature_layer="mixed_5c")
@@ -278,7 +297,8 @@ def test_fvd_sanity_on_moving_digits(digit_clips, params):
     clean = extractor(test)
     assert clean.shape == (NUM_CLIPS, 400)
     assert fvd.fvd_from_features(clean, clean, protocol)["fvd"] == pytest.approx(0.0, abs=1e-6)
-    np.testing.assert_array_equal(extractor(test[:2]), clean[:2])  # same inputs, same number
+    # Same inputs, same features (2 clips now run as a batch of 2, not padded to 6).
+    np.testing.assert_allclose(extractor(test[:2]), clean[:2], rtol=1e-6, atol=1e-5)
     # The batch sharded over a 2-device mesh gives the same features.
     mesh = Mesh(np.array(jax.devices()[:2]), ("data",))
     sharded = fvd.I3DFeatureExtractor(

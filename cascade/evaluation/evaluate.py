@@ -21,6 +21,7 @@ from cascade.data import pipeline, views
 from cascade.evaluation import aggregate, cost, digits, frames, physics
 from cascade.evaluation.fvd import FeatureCache, FVDProtocol, compute_fvd
 from cascade.stages.stage import merge_model, sampling_fn
+from cascade.training import parallel
 from cascade.training.metrics_log import log_evaluation
 from cascade.training.train_state import count_params
 
@@ -66,7 +67,7 @@ def fvd_metrics(
         real_split=real_split,
     )
     # I3D batches split over every device when they divide evenly (one mesh axis).
-    devices = jax.devices()
+    devices = parallel.default_devices()
     sharding = None
     if len(devices) > 1 and protocol.batch_size % len(devices) == 0:
         mesh = jax.sharding.Mesh(np.asarray(devices), ("data",))

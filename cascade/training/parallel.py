@@ -185,9 +185,15 @@ def maybe_initialize_distributed(env: Mapping[str, str] | None = None) -> bool:
     return jax.process_count() > 1
 
 
+def default_devices() -> list[Any]:
+    """The devices a mesh spans when none are given: every device of every process."""
+    return jax.devices()
+
+
 def make_mesh(mesh_cfg: ml_collections.ConfigDict, devices: Sequence[Any] | None = None) -> Mesh:
-    """Mesh of shape (data, fsdp) with Auto axes; `-1` in one axis takes the remaining devices."""
-    devices = list(devices if devices is not None else jax.devices())
+    """Mesh of shape (data, fsdp) with Auto axes; `-1` in one axis takes the remaining devices
+    (of `devices`, default `default_devices()`)."""
+    devices = list(devices if devices is not None else default_devices())
     sizes = {"data": int(mesh_cfg.data), "fsdp": int(mesh_cfg.fsdp)}
     unknown = [axis for axis, size in sizes.items() if size == -1]
     if len(unknown) > 1:
