@@ -26,8 +26,21 @@ from bad_inputs import (
 )
 from conftest import FAST_COMPILE_XLA_FLAGS
 
+# A mistake that exists only with several devices (the tests' meshes default to one).
+ON_ALL_DEVICES = {"batch that does not split over devices"}
 
-@pytest.mark.parametrize("case", CASES, ids=[f"{c.entry}:{c.what}" for c in CASES])
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        pytest.param(
+            c,
+            id=f"{c.entry}:{c.what}",
+            marks=[pytest.mark.all_devices] * (c.what in ON_ALL_DEVICES),
+        )
+        for c in CASES
+    ],
+)
 def test_bad_input_is_one_clear_message(case: Case, tmp_path):
     out = run_case(case, tmp_path / "case")
     assert out.code == 2, out.stderr

@@ -45,7 +45,7 @@ def test_sharded_step_matches_single_device(data_dir, tmp_path):
     results = []
     for mesh, devices in (
         ({"data": 1, "fsdp": 1}, jax.devices()[:1]),
-        ({"data": 4, "fsdp": 2}, None),
+        ({"data": 4, "fsdp": 2}, jax.devices()),
     ):
         config = tiny_config(
             "keyframes",
