@@ -4,10 +4,14 @@ import os
 
 # LLVM optimisation level 0: the test models are tiny, so compiling dominates their cost, and
 # matmuls/convolutions still run in the (unaffected) Eigen/oneDNN kernels. Measured on
-# tests/test_train.py: 6.1 vs 7.8 CPU-min (-22%), same results. Not for benchmarks or real runs;
-# processes the tests start (one device, as a user's) get these flags too.
+# tests/test_train.py: 6.1 vs 7.8 CPU-min (-22%), same results. XLA's older loop emitters for
+# elementwise fusions instead of its MLIR fusion emitters: 23-24 s -> 15 s of compiling for
+# test_overfit_fixed_batch + test_dropout_remat_and_gradients (AMD EPYC, 2026-12-04), same
+# run time. Not for benchmarks or real runs; processes the tests start (one device, as a
+# user's) get these flags too.
 FAST_COMPILE_XLA_FLAGS = (
     "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+    " --xla_cpu_use_fusion_emitters=false"
 )
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "")
