@@ -36,7 +36,7 @@ ON_ALL_DEVICES = {"batch that does not split over devices"}
         pytest.param(
             c,
             id=f"{c.entry}:{c.what}",
-            marks=[pytest.mark.all_devices] * (c.what in ON_ALL_DEVICES),
+            marks=pytest.mark.all_devices if c.what in ON_ALL_DEVICES else (),
         )
         for c in CASES
     ],
