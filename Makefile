@@ -22,7 +22,7 @@ quickstart: $(STAMP)
 
 ## make test: lint + the test suite (pytest exit 5, "no tests ran", fails too)
 test: $(STAMP) lint
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 ## make notebooks: JupyterLab on notebooks/; its "Python 3" kernel is this environment's python
 NB_STAMP := $(VENV)/.notebooks-stamp

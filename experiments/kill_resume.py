@@ -47,9 +47,13 @@ def train_command(workdir: Path, data_dir: str, steps: int) -> list[str]:
 
 
 def subprocess_env() -> dict[str, str]:
-    """One CPU device (no simulated devices), quiet TF, the repo's shared XLA compile cache."""
+    """One CPU device (no simulated devices), quiet TF, the repo's shared XLA compile cache.
+
+    The caller's other XLA flags are kept (the tests' fast-compile flags: every run of a trial
+    compiles the same program, so only the first compiles and the rest read the cache)."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", JAX_PLATFORMS="cpu")
-    env.pop("XLA_FLAGS", None)
+    flags = [f for f in env.get("XLA_FLAGS", "").split() if "host_platform_device_count" not in f]
+    env["XLA_FLAGS"] = " ".join(flags)
     env.setdefault("JAX_COMPILATION_CACHE_DIR", str(REPO / ".jax_cache"))
     return env
 

@@ -98,3 +98,12 @@ def _all_devices_when_marked(request, monkeypatch):
         from cascade.training import parallel
 
         monkeypatch.setattr(parallel, "default_devices", _ALL_DEVICES)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Files with end-to-end (`slow`) tests first. `make test` hands whole files to its two
+    workers as they free up (`--dist loadfile --no-loadscope-reorder`); when a minutes-long
+    file comes last, one worker idles while the other finishes it. Started first, the quick
+    files fill in at the end instead."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)  # stable: file order kept

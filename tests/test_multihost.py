@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import tiny_config
+from conftest import FAST_COMPILE_XLA_FLAGS, tiny_config
 
 from cascade.training.parallel import DistributedSetupError, distributed_arguments
 
@@ -33,14 +33,11 @@ def _free_port() -> int:
 def _env(devices: int, **extra: str) -> dict[str, str]:
     """This process's env with `devices` CPU devices (conftest gave pytest 8) and no launcher.
 
-    XLA's backend optimisation is off: compiling, not running, is what these tiny runs spend
+    The tests' fast-compile XLA flags: compiling, not running, is what these tiny runs spend
     their time on, and every run here (multi-process and reference alike) compiles the same way.
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith(LAUNCHER_PREFIXES)}
-    env["XLA_FLAGS"] = (
-        f"--xla_force_host_platform_device_count={devices} "
-        "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
-    )
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices} {FAST_COMPILE_XLA_FLAGS}"
     env.update(JAX_PLATFORMS="cpu", **extra)
     return env
 
