@@ -198,6 +198,7 @@ def check_gaussian(config: ml_collections.ConfigDict) -> None:
         in_range(sr, "aug_max_t", 0.0, 1.0, "sr")
         in_range(sr, "sample_aug_t", 0.0, 1.0, "sr")
         at_least(sr, "crop", 0, "sr")
+        at_least(sr, "crop_frames", 0, "sr")
         if config.stage == "temporal_sr" and sr.crop:
             raise ConfigError(
                 f"config.sr.crop={sr.crop}: random crops are a spatial_sr feature; a temporal_sr "

@@ -153,6 +153,10 @@ def sr_section(factor: int, upsample: str) -> ml_collections.ConfigDict:
             "aug_max_t": 0.5,  # training: aug level t ~ U(0, aug_max_t) on the schedule
             "sample_aug_t": 0.1,  # sampling: fixed aug level
             "crop": 0,  # spatial SR: train on random crops of this size (0 = full frames)
+            # Train on random windows of this many frames (0 = whole clips). Both SR networks
+            # are convolutional in time, so they still sample whole clips; a 4-frame window
+            # costs a quarter of a 16-frame clip per step.
+            "crop_frames": 0,
         }
     )
 

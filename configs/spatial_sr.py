@@ -1,7 +1,7 @@
 """Spatial super-resolution stage: height and width x s, same frames, conditioned on the low-res clip.
 
-Fully convolutional (no attention at full resolution), so it trains on random
-crops (`sr.crop`) and samples whole frames.
+Fully convolutional (no attention at full resolution, temporal convolutions in time), so it
+trains on random crops (`sr.crop` pixels, `sr.crop_frames` frames) and samples whole clips.
 Presets: default (32 frames, 16 -> 64), tiny (tests), quick (quickstart: 16 frames, 16 -> 32).
 """
 

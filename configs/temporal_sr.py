@@ -1,5 +1,7 @@
 """Temporal super-resolution stage: frames x k at the same resolution, conditioned on every k-th frame.
 
+Convolutional in time (temporal convolutions, no attention), so it can train on windows of
+`sr.crop_frames` frames and still sample whole clips.
 Presets: default (8 -> 32 frames at 16x16), tiny (tests), quick (quickstart: 4 -> 16 frames at 16x16).
 """
 

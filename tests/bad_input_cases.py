@@ -73,6 +73,12 @@ CASES = (
         ("--config={configs}/temporal_sr.py:tiny", WD, "--config.diffusion.label_dropout=0.1"),
         "unconditional",
     ),
+    Case(
+        M,
+        "SR training window longer than the clip",
+        ("--config={configs}/spatial_sr.py:tiny", WD, "--config.sr.crop_frames=64"),
+        "cannot be longer than the clip",
+    ),
     Case(M, "unknown data set", _main("--config.data.name=imagenet"), "not a known data set"),
     Case(M, "mesh axis of 0", _main("--config.mesh.data=0"), "config.mesh.data"),
     Case(M, "mesh that does not divide the devices", _main("--config.mesh.data=3"), "devices"),

@@ -90,3 +90,19 @@ def test_frame_metrics_per_frame_and_per_clip(pair):
     assert float(worse["psnr"]) < float(m["psnr"]) and float(worse["ssim"]) < float(m["ssim"])
     with pytest.raises(ValueError, match="11x11"):
         frames.ssim(pred[..., :8, :8, :], target[..., :8, :8, :])
+
+
+def test_sr_scores_cap_an_exact_frame_at_the_uint8_ceiling(pair):
+    """One exactly copied frame must not make a baseline's mean PSNR +inf (it would outrank
+    every model); it counts as the 8-bit quantization limit, 10 log10(12 * 255^2) dB."""
+    from cascade.evaluation.evaluate import _frame_scores
+
+    pred, target = pair
+    exact = pred.copy()
+    exact[0, 1] = target[0, 1]
+    per_frame = np.asarray(frames.frame_metrics(exact, target)["psnr_frame"], np.float64)
+    assert np.isinf(per_frame[0, 1])
+    per_frame[0, 1] = 10 * np.log10(12 * 255.0**2)
+    scores = _frame_scores(exact, target)
+    np.testing.assert_allclose(scores["psnr"], per_frame.mean(), rtol=1e-6)
+    assert np.isclose(frames.UINT8_PSNR_CEILING, 58.9226, atol=1e-3)

@@ -25,6 +25,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+# The PSNR of an exact 8-bit frame: the clips are stored as uint8, so "identical" means an
+# error below the quantization step, whose uniform noise has variance 1/12 LSB^2. Averages of
+# per-frame PSNR over clips cap at it instead of turning +inf (and unrankable) on one
+# static clip: 10 log10(12 * 255^2) = 58.92 dB.
+UINT8_PSNR_CEILING = float(10.0 * np.log10(12.0 * 255.0**2))
+
 
 def psnr(pred: jax.Array, target: jax.Array, *, data_range: float = 2.0) -> jax.Array:
     """Peak signal-to-noise ratio in dB over the last three axes [..., H, W, C] -> [...].

@@ -71,11 +71,47 @@ class SuperResolutionStage(GaussianStage):
                 "config.sr.noise_aug=True needs config.model.use_aug_cond=True so the network "
                 "is told the augmentation level."
             )
+        if self.train_frames > v.frames:
+            raise ConfigError(
+                f"config.sr.crop_frames={self.train_frames} exceeds config.view.frames="
+                f"{v.frames}: a training window cannot be longer than the clip."
+            )
+
+    @property
+    def train_frames(self) -> int:
+        """Frames per training clip: `sr.crop_frames`, or the whole clip (0 or unset: stages
+        trained before the key existed)."""
+        return self.config.sr.get("crop_frames", 0) or self.config.view.frames
+
+    def temporal_crop(self, target: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """A random window of `train_frames` frames of target clips [B,T,H,W,C] (training
+        only; evaluation and sampling see whole clips)."""
+        if self.train_frames == target.shape[1]:
+            return target
+        return views.random_window(target, self.train_frames, rng)
 
     @property
     def output_shape(self) -> Shape:
         v = self.config.view
         return (v.frames, v.resolution, v.resolution, v.channels)
+
+    @property
+    def input_shape(self) -> Shape:
+        return self.input_shape_for(self.output_shape)
+
+    @abc.abstractmethod
+    def input_shape_for(self, output_shape: Shape) -> Shape:
+        """The conditioning clip's (frames, height, width, channels) for an output of
+        `output_shape`."""
+
+    def batch_spec(self, batch_size: int) -> dict:
+        """Training batches: `train_frames` frames of `network_size` squares (crops)."""
+        spec = super().batch_spec(batch_size)
+        c = self.config.view.channels
+        video = (self.train_frames, self.network_size, self.network_size, c)
+        spec["video"] = jax.ShapeDtypeStruct((batch_size, *video), jnp.float32)
+        spec["cond"] = jax.ShapeDtypeStruct((batch_size, *self.input_shape_for(video)), jnp.float32)
+        return spec
 
     @abc.abstractmethod
     def upsample(self, cond: jax.Array) -> jax.Array:
@@ -105,13 +141,12 @@ class TemporalSRStage(SuperResolutionStage):
     def __init__(self, config):
         super().__init__(config)
         check_choice(config.sr.upsample, TEMPORAL_UPSAMPLERS, "sr.upsample")
-        ensure_divisible(
-            config.view.frames, config.sr.factor, "config.view.frames / config.sr.factor"
-        )
+        k = config.sr.factor
+        ensure_divisible(config.view.frames, k, "config.view.frames / config.sr.factor")
+        ensure_divisible(self.train_frames, k, "config.sr.crop_frames / config.sr.factor")
 
-    @property
-    def input_shape(self) -> Shape:
-        t, h, w, c = self.output_shape
+    def input_shape_for(self, output_shape: Shape) -> Shape:
+        t, h, w, c = output_shape
         return (t // self.config.sr.factor, h, w, c)
 
     def upsample(self, cond):
@@ -129,7 +164,15 @@ class TemporalSRStage(SuperResolutionStage):
         return cond, baselines, np.arange(target.shape[1]) % k != 0
 
     def make_batch(self, clips: Batch, rng: np.random.Generator) -> Batch:
+        return self._pair(clips, rng, train=True)
+
+    def eval_batch(self, clips: Batch, rng: np.random.Generator) -> Batch:
+        return self._pair(clips, rng, train=False)
+
+    def _pair(self, clips: Batch, rng: np.random.Generator, train: bool) -> Batch:
         target = views.clip_view(clips["video"], self.config.view, self.config.data, rng)
+        if train:
+            target = self.temporal_crop(target, rng)
         cond = views.temporal_subsample(target, self.config.sr.factor)
         return {"video": target, "cond": cond, "label": clips["label"].astype(np.int32)}
 
@@ -149,26 +192,14 @@ class SpatialSRStage(SuperResolutionStage):
             if crop > res:
                 raise ConfigError(f"config.sr.crop={crop} exceeds config.view.resolution={res}.")
 
-    @property
-    def input_shape(self) -> Shape:
-        t, h, w, c = self.output_shape
+    def input_shape_for(self, output_shape: Shape) -> Shape:
+        t, h, w, c = output_shape
         s = self.config.sr.factor
         return (t, h // s, w // s, c)
 
     @property
     def network_size(self) -> int:
         return self.config.sr.crop or self.config.view.resolution
-
-    def batch_spec(self, batch_size: int) -> dict:
-        spec = super().batch_spec(batch_size)
-        crop, s = self.config.sr.crop, self.config.sr.factor
-        if crop:
-            t, _, _, c = self.output_shape
-            spec["video"] = jax.ShapeDtypeStruct((batch_size, t, crop, crop, c), jnp.float32)
-            spec["cond"] = jax.ShapeDtypeStruct(
-                (batch_size, t, crop // s, crop // s, c), jnp.float32
-            )
-        return spec
 
     def upsample(self, cond):
         return spatial_upsample(cond, self.config.sr.factor)
@@ -179,14 +210,16 @@ class SpatialSRStage(SuperResolutionStage):
         return cond, {"bilinear": np.asarray(self.upsample(cond))}, np.ones(target.shape[1], bool)
 
     def make_batch(self, clips: Batch, rng: np.random.Generator) -> Batch:
-        return self._pair(clips, rng, crop=self.config.sr.crop)
+        return self._pair(clips, rng, train=True)
 
     def eval_batch(self, clips: Batch, rng: np.random.Generator) -> Batch:
-        return self._pair(clips, rng, crop=0)
+        return self._pair(clips, rng, train=False)
 
-    def _pair(self, clips: Batch, rng: np.random.Generator, crop: int) -> Batch:
-        s = self.config.sr.factor
+    def _pair(self, clips: Batch, rng: np.random.Generator, train: bool) -> Batch:
+        s, crop = self.config.sr.factor, self.config.sr.crop if train else 0
         target = views.clip_view(clips["video"], self.config.view, self.config.data, rng)
+        if train:
+            target = self.temporal_crop(target, rng)
         if crop:
             # Crop on the low-res grid so target and conditioning stay aligned.
             cells = target.shape[2] // s

@@ -1,0 +1,59 @@
+"""SR stages trained on temporal windows (`sr.crop_frames`): what a training batch holds, and
+that the network trained on windows samples whole clips."""
+
+import jax
+import numpy as np
+import pytest
+from conftest import tiny_config
+
+from cascade import config_checks
+from cascade.configs import ConfigError
+from cascade.stages import build_stage
+from cascade.stages.stage import merge_model, model_graphdef
+from cascade.training.train_state import init_state, make_optimizer
+
+
+def _clips(frames: int = 8, size: int = 16) -> dict:
+    """Two clips whose every pixel holds its frame index (clip 1 offset by 100), in [-1, 1]."""
+    t = np.arange(frames, dtype=np.float32)
+    video = np.stack([t, t + 100]) / 1000.0
+    video = np.broadcast_to(video[:, :, None, None, None], (2, frames, size, size, 1))
+    return {"video": np.ascontiguousarray(video), "label": np.array([3, 5])}
+
+
+@pytest.mark.parametrize("name", ["temporal_sr", "spatial_sr"])
+def test_sr_trains_on_frame_windows_and_samples_whole_clips(name):
+    config = config_checks.validate(tiny_config(name, "unused", **{"sr.crop_frames": 4}))
+    stage = build_stage(config)
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        batch = stage.make_batch(_clips(), rng)
+        stage.check_batch(batch)  # shapes are batch_spec's: 4 frames (and crops)
+        index = np.round(batch["video"][:, :, 0, 0, 0] * 1000) - np.array([[0], [100]])
+        assert index.shape == (2, 4)
+        np.testing.assert_array_equal(np.diff(index, axis=1), 1)  # consecutive frames
+        assert index.min() >= 0 and index.max() <= 7
+        if name == "temporal_sr":  # conditioning: every k-th frame of the same window
+            np.testing.assert_array_equal(batch["cond"], batch["video"][:, :: config.sr.factor])
+    whole = stage.eval_batch(_clips(), rng)
+    assert whole["video"].shape[1] == 8 == stage.output_shape[0]
+
+    tx = make_optimizer(config.train)
+    params = jax.eval_shape(lambda key: init_state(stage, tx, key), jax.random.key(0))["params"]
+    graphdef = model_graphdef(stage)
+    loss = jax.eval_shape(
+        lambda p, b: stage.loss(merge_model(graphdef, p), b, jax.random.key(1))[0], params, batch
+    )
+    assert loss.shape == ()
+    videos = jax.eval_shape(
+        lambda p, c: stage.sample(merge_model(graphdef, p), jax.random.key(2), c),
+        params,
+        stage.cond_from_batch(whole),
+    )
+    assert videos.shape == (2, *stage.output_shape)
+
+
+def test_temporal_sr_window_must_hold_whole_upsampling_periods():
+    config = tiny_config("temporal_sr", "unused", **{"sr.crop_frames": 3})  # factor 2
+    with pytest.raises(ConfigError, match="crop_frames"):
+        build_stage(config_checks.validate(config))
