@@ -108,6 +108,11 @@ def make_dataset(
         )
     options = tf.data.Options()
     options.deterministic = True
+    # No autotuning thread: deleting an iterator waits for it, and at the end of a stage's
+    # training that wait was ~45 s of nothing (py-spy: the main thread in ~RootDataset's
+    # thread wrapper; gone with autotuning off). AUTOTUNE parallelism then means one call
+    # per core, plenty for these clips.
+    options.autotune.enabled = False
     return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
