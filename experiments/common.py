@@ -46,7 +46,12 @@ NOT_HASHED = (
 
 # Fields added after workdirs were trained, left out of the hash while they hold the value
 # that changes nothing (so every workdir trained before them keeps its name).
-HASHED_UNLESS_DEFAULT = {"data.image_pool": 0}
+HASHED_UNLESS_DEFAULT = {"data.image_pool": 0, "sr.crop_frames": 0}
+
+# Stage settings frozen at what the committed experiment runs were trained with, where the
+# preset has since moved on for the quickstart (`spatial_sr.py:quick` now trains on 4-frame
+# windows for 1600 steps): every seed of an experiment must train the same stage.
+PINNED = {("quick", "spatial_sr"): {"sr.crop_frames": 0, "train.steps": 800}}
 
 
 # -- configs and training ------------------------------------------------------------------------
@@ -67,7 +72,7 @@ def stage_config(
     config = configs.load(f"{name}:{preset}")
     config.data.update(data_dir=str(data_dir), **(DATA[preset] if data is None else data))
     config.train.num_samples = 0  # the experiments sample themselves
-    for dotted, value in (overrides or {}).items():
+    for dotted, value in {**PINNED.get((preset, name), {}), **(overrides or {})}.items():
         set_dotted(config, dotted, value)
     content.match_data(config)  # after the overrides: they may name the data set
     return config_checks.validate(config)

@@ -57,3 +57,16 @@ def test_temporal_sr_window_must_hold_whole_upsampling_periods():
     config = tiny_config("temporal_sr", "unused", **{"sr.crop_frames": 3})  # factor 2
     with pytest.raises(ConfigError, match="crop_frames"):
         build_stage(config_checks.validate(config))
+
+
+def test_experiments_keep_the_spatial_sr_stage_their_committed_runs_trained():
+    """The quickstart's preset moved to 4-frame windows; the experiments' stage did not, so
+    their workdir names (config hashes) and every seed's training stay what they were."""
+    from cascade import configs
+    from experiments import common
+
+    preset = configs.load("spatial_sr:quick")
+    assert (preset.sr.crop_frames, preset.train.steps) == (4, 1600)
+    pinned = common.stage_config("spatial_sr", "quick", "unused")
+    assert (pinned.sr.crop_frames, pinned.train.steps) == (0, 800)
+    assert common.config_hash(pinned) == "ef9175ba"  # the name of the committed runs' workdir
