@@ -63,9 +63,12 @@ def _tiny(config):
 def _quick(config):
     config.data.update(num_train=512, num_test=64, frames=16, resolution=32)
     config.view.update(frames=16, resolution=16)
+    # 8-frame windows (2 input frames) at 1200 steps: 3/4 of the FLOPs of 800 steps on whole
+    # 16-frame clips, and better (32 held-out clips: 20.52 vs 20.38 dB, linear interp. 19.75).
+    config.sr.crop_frames = 8
     config.model.update(base_channels=32, channel_mults=(1, 2), num_res_blocks=1)
     config.sample.steps = 32
-    configs.quick_training(config.train, steps=800, learning_rate=1e-3)
+    configs.quick_training(config.train, steps=1200, learning_rate=1e-3)
 
 
 PRESETS = {"default": _default, "tiny": _tiny, "quick": _quick}

@@ -59,14 +59,20 @@ def test_temporal_sr_window_must_hold_whole_upsampling_periods():
         build_stage(config_checks.validate(config))
 
 
-def test_experiments_keep_the_spatial_sr_stage_their_committed_runs_trained():
-    """The quickstart's preset moved to 4-frame windows; the experiments' stage did not, so
+@pytest.mark.parametrize(
+    "name, windows, steps, committed_hash",
+    [("temporal_sr", 8, 1200, "b018a44e"), ("spatial_sr", 4, 1600, "ef9175ba")],
+)
+def test_experiments_keep_the_sr_stages_their_committed_runs_trained(
+    name, windows, steps, committed_hash
+):
+    """The quickstart's presets moved to frame windows; the experiments' stages did not, so
     their workdir names (config hashes) and every seed's training stay what they were."""
     from cascade import configs
     from experiments import common
 
-    preset = configs.load("spatial_sr:quick")
-    assert (preset.sr.crop_frames, preset.train.steps) == (4, 1600)
-    pinned = common.stage_config("spatial_sr", "quick", "unused")
+    preset = configs.load(f"{name}:quick")
+    assert (preset.sr.crop_frames, preset.train.steps) == (windows, steps)
+    pinned = common.stage_config(name, "quick", "unused")
     assert (pinned.sr.crop_frames, pinned.train.steps) == (0, 800)
-    assert common.config_hash(pinned) == "ef9175ba"  # the name of the committed runs' workdir
+    assert common.config_hash(pinned) == committed_hash  # the committed runs' workdir name
