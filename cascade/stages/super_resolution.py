@@ -113,6 +113,17 @@ class SuperResolutionStage(GaussianStage):
         spec["cond"] = jax.ShapeDtypeStruct((batch_size, *self.input_shape_for(video)), jnp.float32)
         return spec
 
+    def make_batch(self, clips: Batch, rng: np.random.Generator) -> Batch:
+        return self._pair(clips, rng, train=True)
+
+    def eval_batch(self, clips: Batch, rng: np.random.Generator) -> Batch:
+        return self._pair(clips, rng, train=False)
+
+    @abc.abstractmethod
+    def _pair(self, clips: Batch, rng: np.random.Generator, train: bool) -> Batch:
+        """{"video": target, "cond": its degraded version, "label"} from raw clips; `train`:
+        random frame windows (and spatial crops), else whole clips."""
+
     @abc.abstractmethod
     def upsample(self, cond: jax.Array) -> jax.Array:
         """Put the conditioning clip [B, *input_shape] on the target grid [B, *output_shape]."""
@@ -163,12 +174,6 @@ class TemporalSRStage(SuperResolutionStage):
         }
         return cond, baselines, np.arange(target.shape[1]) % k != 0
 
-    def make_batch(self, clips: Batch, rng: np.random.Generator) -> Batch:
-        return self._pair(clips, rng, train=True)
-
-    def eval_batch(self, clips: Batch, rng: np.random.Generator) -> Batch:
-        return self._pair(clips, rng, train=False)
-
     def _pair(self, clips: Batch, rng: np.random.Generator, train: bool) -> Batch:
         target = views.clip_view(clips["video"], self.config.view, self.config.data, rng)
         if train:
@@ -208,12 +213,6 @@ class SpatialSRStage(SuperResolutionStage):
         """Bilinear upsampling of the box-downsampled clip; every frame scored."""
         cond = views.spatial_downsample(target, self.config.sr.factor)
         return cond, {"bilinear": np.asarray(self.upsample(cond))}, np.ones(target.shape[1], bool)
-
-    def make_batch(self, clips: Batch, rng: np.random.Generator) -> Batch:
-        return self._pair(clips, rng, train=True)
-
-    def eval_batch(self, clips: Batch, rng: np.random.Generator) -> Batch:
-        return self._pair(clips, rng, train=False)
 
     def _pair(self, clips: Batch, rng: np.random.Generator, train: bool) -> Batch:
         s, crop = self.config.sr.factor, self.config.sr.crop if train else 0
