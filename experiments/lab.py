@@ -41,6 +41,7 @@ class Lab:
         self.store = runs.RunStore(Path(exp.out) / "runs", self.fingerprint())
         self.train_seconds: dict[str, float] = {}
         self._memo: dict[Any, np.ndarray] = {}  # labels and real clips, read once
+        self._loaded: dict[Any, Any] = {}  # the last LOADED_KEPT stages `load` returned
         self.fvd_cache = FeatureCache()
         # One protocol for every row: 16 frames, the real reference's size recorded; one I3D
         # compilation serves any number of clips (batches padded).
@@ -102,13 +103,20 @@ class Lab:
         return teacher
 
     def load(self, workdir: Path, **sample: Any):
-        """A trained stage reading the experiment's data, its sampler options updated."""
+        """A trained stage reading the experiment's data, its sampler options updated. The
+        last few are kept: settings sharing a model and sampler (and every seed's chain
+        reading one keyframe model twice) restore it and trace its sampler once."""
         from cascade.training.trained import config_from_checkpoint, load_trained
 
-        config = config_from_checkpoint(workdir)
-        config.data.data_dir = str(self.exp.data_dir)
-        config.sample.update(sample)
-        return load_trained(workdir, config)
+        key = (str(workdir), tuple(sorted(sample.items())))
+        if key not in self._loaded:
+            config = config_from_checkpoint(workdir)
+            config.data.data_dir = str(self.exp.data_dir)
+            config.sample.update(sample)
+            if len(self._loaded) >= LOADED_KEPT:
+                self._loaded.pop(next(iter(self._loaded)))  # the oldest
+            self._loaded[key] = load_trained(workdir, config)
+        return self._loaded[key]
 
     # -- labels and real clips ------------------------------------------------------------------
     def seed_slice(self, seed: int) -> slice:
@@ -170,6 +178,7 @@ class Lab:
         return videos, (time.perf_counter() - start) / len(videos)
 
 
+LOADED_KEPT = 4  # trained stages Lab.load keeps (a keyframe and an SR model for two seeds)
 PREVIEW_CLIPS = 4  # clips of each run kept for the GIFs (uint8: 64 KB at 16 x 32 x 32 x 1)
 
 

@@ -6,7 +6,7 @@ file, so the two long runs can go to different test workers)."""
 from pathlib import Path
 
 import pytest
-from experiment_helpers import finite, read_csv, tiny  # tests/ is on sys.path
+from experiment_helpers import finite, read_csv, stand_in_i3d, tiny  # tests/ is on sys.path
 
 from experiments import cascade_vs_single_stage as comparison
 from experiments import stats
@@ -14,8 +14,11 @@ from experiments import stats
 
 @pytest.fixture(scope="module")
 def comparison_run(data_dir, tmp_path_factory):
-    exp = tiny("cascade_vs_single_stage", data_dir, tmp_path_factory)
-    return exp, comparison.run(exp)
+    """The whole comparison on its tiny preset, I3D's network replaced by a cheap stand-in."""
+    with pytest.MonkeyPatch.context() as patch:
+        stand_in_i3d(patch)
+        exp = tiny("cascade_vs_single_stage", data_dir, tmp_path_factory)
+        return exp, comparison.run(exp)
 
 
 @pytest.mark.slow

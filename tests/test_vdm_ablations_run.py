@@ -5,7 +5,7 @@ Their statistics, verdicts and reports are tested without training in test_exper
 from pathlib import Path
 
 import pytest
-from experiment_helpers import finite, read_csv, tiny  # tests/ is on sys.path
+from experiment_helpers import finite, read_csv, stand_in_i3d, tiny  # tests/ is on sys.path
 
 from experiments import common, lab, runs, stats, vdm_ablations
 
@@ -14,10 +14,12 @@ from experiments import common, lab, runs, stats, vdm_ablations
 def ablation_run(data_dir, tmp_path_factory):
     """The whole ablation script on its tiny preset, every ablation and both seeds, with the
     trained variants collapsed onto the reference keyframe model (a variant costs a
-    compilation; their configs are checked in a fast test). The distilled students are real:
-    one halving round of each stage per seed."""
+    compilation; their configs are checked in a fast test) and I3D's network replaced by a
+    cheap stand-in (`stand_in_i3d`). The distilled students are real: one halving round of
+    each stage per seed."""
     with pytest.MonkeyPatch.context() as patch:
         collapse_variants(patch)
+        stand_in_i3d(patch)
         exp = tiny("vdm_ablations", data_dir, tmp_path_factory)
         return exp, vdm_ablations.run(exp)
 
@@ -61,6 +63,7 @@ def test_vdm_ablations_rerun_reuses_and_an_interruption_redoes_only_what_was_cut
 ):
     exp, result = ablation_run
     collapse_variants(monkeypatch)
+    stand_in_i3d(monkeypatch)
     # Rerun: every run is read back, nothing trains.
     again = vdm_ablations.run(exp)
     assert again["runs"]["computed"] == [] and len(again["runs"]["reused"]) == len(
