@@ -11,6 +11,7 @@ from conftest import tiny_config
 from cascade.configs import ConfigError, load
 from cascade.stages.stage import ShapeMismatchError
 from cascade.training.checkpoints import Checkpointer
+from cascade.training.flat_update import FlatParams
 from cascade.training.trainer import NonFiniteLossError, Trainer
 
 
@@ -41,7 +42,8 @@ def test_overfit_fixed_batch(data_dir, tmp_path):
 
 
 def test_sharded_step_matches_single_device(data_dir, tmp_path):
-    """One step on a 4x2 (data, fsdp) mesh of 8 devices equals the 1-device step (rtol 1e-5)."""
+    """One step on a 4x2 (data, fsdp) mesh of 8 devices equals the 1-device step (rtol 1e-5);
+    the one device updates its parameters as one flat vector, the fsdp mesh per tensor."""
     results = []
     for mesh, devices in (
         ({"data": 1, "fsdp": 1}, jax.devices()[:1]),
@@ -55,7 +57,10 @@ def test_sharded_step_matches_single_device(data_dir, tmp_path):
         trainer = Trainer(config, tmp_path / str(mesh["data"]), devices=devices)
         state, metrics = trainer.train_step(trainer.fresh_state(), next(trainer.batches(0)))
         results.append((float(metrics["loss"]), _leaves(state["params"]), trainer))
-    (loss1, params1, _), (loss8, params8, trainer8) = results
+    (loss1, params1, trainer1), (loss8, params8, trainer8) = results
+    for trainer, flat in ((trainer1, True), (trainer8, False)):
+        shardings = trainer.state_shardings["params"]
+        assert FlatParams.applies(trainer.abstract_state["params"], shardings) == flat
     sharded = [
         s for s in jax.tree.leaves(trainer8.state_shardings["params"]) if "fsdp" in str(s.spec)
     ]

@@ -4,7 +4,8 @@ The state is a plain dict pytree {step, params, opt_state, ema_params} whose
 `params` are the NNX parameter State of the stage's network. The step merges
 the network from (graphdef, params) inside a plain `jax.jit` (cheaper per call
 than `nnx.jit`), applies AdamW with warmup and clipping, refuses non-finite
-updates (the state is kept as it was), and updates the EMA weights.
+updates (the state is kept as it was), and updates the EMA weights; that update runs on one
+flat vector per tree where every device holds the parameters whole (`flat_update`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from flax import nnx
 
 from cascade.configs import check_choice
 from cascade.stages.stage import Batch, Stage, merge_model
+from cascade.training.flat_update import FlatParams
 
 TrainState = dict[str, Any]
 
@@ -106,6 +108,16 @@ def make_train_step(
         (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
         if param_shardings is not None:  # keep gradients sharded like the parameters
             grads = jax.lax.with_sharding_constraint(grads, param_shardings)
+        if FlatParams.applies(state["params"], param_shardings):
+            flat = FlatParams(state["params"])
+            new_state, checks = update(flat.ravel(state), flat.ravel(grads), loss)
+            new_state = flat.unravel(new_state, state)
+        else:
+            new_state, checks = update(state, grads, loss)
+        return new_state, dict(metrics, **checks)
+
+    def update(state: TrainState, grads: Any, loss: jax.Array):
+        """(state after the optimizer and EMA update, or kept when not finite; the checks)."""
         grad_norm = optax.global_norm(grads)
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
@@ -123,15 +135,14 @@ def make_train_step(
         # A non-finite update is refused: weights, moments and EMA stay as they were.
         kept = dict(state, step=step + 1)
         new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), proposed, kept)
-        metrics = dict(
-            metrics,
+        checks = dict(
             grad_norm=grad_norm,
             finite=finite,
             loss_finite=loss_finite,
             grad_finite=grad_finite,
             update_finite=update_finite,
         )
-        return new_state, metrics
+        return new_state, checks
 
     return step_fn
 
