@@ -143,11 +143,11 @@ def test_bench_times_the_whole_sampling_loop(data_dir):
         sampling_fn(stage, model_graphdef(stage), 1), params, cond, jax.random.key(1)
     )["flops"]
     assert sample["flops_per_step"] == pytest.approx(3 * one_step, rel=0.02)
-    # The cost accounting analyses the lowered program (no compile): close to what the
-    # compiled training step the benchmark timed counts (3.4% less on this tiny U-Net, whose
-    # elementwise work XLA's optimiser expands; 0.3-0.7% on the quick and bench stages).
+    # The benchmark's MFU and the experiments' FLOP matching count the same program: the
+    # lowered step, before XLA's optimiser (whose count of the flat optimizer update's
+    # fusions is ~50% too high on this tiny U-Net; cascade.evaluation.benchmarking).
     lowered = cost.train_step_flops(config)["flops_per_step"]
-    assert lowered == pytest.approx(train["flops_per_step"], rel=0.05)
+    assert train["flops_per_step"] == pytest.approx(lowered, rel=1e-6)
 
 
 def test_sampling_bench_sums_each_pipelines_loops_and_students_cost_their_steps():

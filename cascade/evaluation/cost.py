@@ -1,9 +1,9 @@
 """Cost accounting: parameters, XLA-counted FLOPs of training and sampling, wall time.
 
 FLOPs come from XLA's cost analysis of the lowered program: the HLO before optimisation, so
-nothing is compiled (1-2 s where compiling a quick stage's training step takes 20-40 s). It
-counts 0.3-0.7% less than the compiled program on the quick and bench stages' training steps
-(3.4% on the tiny test U-Net, whose elementwise work the optimiser expands; tests/test_cost.py).
+nothing is compiled (1-2 s where compiling a quick stage's training step takes 20-40 s), and
+the count is the arithmetic the program asks for (`cascade.bench` counts the same way; the
+optimised executable's count depends on how XLA fused it, see `benchmarking`).
 Two corrections make the counts honest totals:
 
 * Loops: XLA's cost analysis counts a while-loop body once, whatever the trip count
