@@ -4,11 +4,11 @@
     python -m cascade.bench --config=configs/latent_dit.py:bench
     python -m cascade.bench --config=configs/video_vae.py:bench
 
-Fields: name, device, params, flops_per_step (XLA cost analysis of the lowered
-step, before optimisation), step_time_s (median after warm-up), achieved_gflops, peak_matmul_gflops
+Fields: name, device, params, flops_per_step (XLA cost analysis of the lowered step, before
+optimisation), step_time_s (median after warm-up), achieved_gflops, peak_matmul_gflops
 (measured on this machine in the model's compute dtype, `model.dtype`: bf16 models are
-measured against the bf16 peak), mfu, peak_memory_bytes, batch_size, compute_dtype. The step is the real
-training step of the trainer (forward, backward, AdamW, EMA, finite guard).
+measured against the bf16 peak), mfu, peak_memory_bytes, batch_size, compute_dtype. The step
+is the real training step of the trainer (forward, backward, AdamW, EMA, finite guard).
 
 A second record times sampling: the stage's whole jitted sampling loop (`sampling_fn`,
 what `--mode=sample` runs) for one batch at the config's `sample.steps` (or
