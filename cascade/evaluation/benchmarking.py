@@ -16,17 +16,19 @@ import jax
 import jax.numpy as jnp
 
 
-def compiled_flops(compiled: Any) -> float:
+def compiled_flops(program: Any, compiled: Any = None) -> float:
     """FLOPs XLA counts for one call of a compiled executable (`jit(f).lower(..).compile()`),
-    or of a lowered program (`jit(f).lower(..)`, analysed before optimisation)."""
-    analysis = compiled.cost_analysis()
+    or of a lowered program (`jit(f).lower(..)`, analysed before optimisation). `compiled`:
+    the lowered program's executable if the caller has it, used (instead of compiling again)
+    where the backend analyses only compiled programs."""
+    analysis = program.cost_analysis()
     if isinstance(analysis, (list, tuple)):  # older JAX returned one dict per device
         analysis = analysis[0] if analysis else {}
     flops = float((analysis or {}).get("flops", 0.0))
-    if not flops and hasattr(compiled, "compile"):
+    if not flops and hasattr(program, "compile"):
         # Some backends analyse only compiled programs: on an H200 (jax 0.11.2) a lowered
         # program reported no FLOPs, which made every sampling loop's MFU 0.
-        return compiled_flops(compiled.compile())
+        return compiled_flops(compiled if compiled is not None else program.compile())
     return flops
 
 
@@ -97,8 +99,8 @@ def benchmark_compiled(
     achieved_gflops, peak_matmul_gflops, mfu, peak_memory_bytes.
     """
     lowered = jitted.lower(*args)
-    flops = compiled_flops(lowered) if flops is None else float(flops)
     compiled = lowered.compile()
+    flops = compiled_flops(lowered, compiled) if flops is None else float(flops)
     seconds = median_seconds(compiled, args, warmup=warmup, iters=iters)
     peak = peak_gflops if peak_gflops is not None else matmul_peak_gflops()
     achieved = flops / seconds / 1e9
