@@ -66,3 +66,48 @@ def test_cli_mistakes_exit_2_in_one_line(tmp_path, capsys):
     assert "No checkpoint found" in capsys.readouterr().err
     assert label_sensitivity.main(["prog", f"--workdir={tmp_path}", "--clips=0"]) == 2
     assert "--clips must be >= 1" in capsys.readouterr().err
+
+
+def _prototype_velocity(prototypes, shift: int):
+    """A flow 'network' that knows each class's clip exactly: the velocity (z - x_y) / t that is
+    right for clips of class y, answering label y with class y + shift's prototype."""
+    num = prototypes.shape[0]
+
+    def model(z, t, label):
+        x = prototypes[(label + shift) % num]
+        return (z - x) / t[:, None, None, None, None]
+
+    return model
+
+
+@pytest.mark.parametrize("shift, accuracy", [(0, 1.0), (1, 0.0)])
+def test_diffusion_classifier_finds_the_right_label_and_shows_a_permuted_one(
+    data_dir, shift, accuracy
+):
+    stage = LatentDiTStage(tiny_config("latent_dit", data_dir), latent_shape=(2, 4, 4, 4))
+    prototypes = jax.random.normal(jax.random.key(0), (10, 2, 4, 4, 4))
+    labels = np.arange(20) % 10
+    result = label_sensitivity.diffusion_classifier(
+        stage, _prototype_velocity(prototypes, shift), prototypes[labels], labels, draws=1
+    )
+    assert result["accuracy"] == accuracy and result["chance"] == 0.1
+    confusion = np.asarray(result["confusion"])
+    assert confusion.sum() == 20
+    predicted = (np.arange(10) - shift) % 10  # label y answers with class y + shift
+    np.testing.assert_array_equal(confusion[np.arange(10), predicted], 2)
+
+
+def test_regression_target_is_each_familys_training_target(keyframes, data_dir):
+    stage, _, clips = keyframes
+    x, eps = jnp.asarray(clips), jnp.ones(clips.shape)
+    logsnr = jnp.zeros((4,))  # alpha = sigma = sqrt(1/2): v = (eps - x) / sqrt(2)
+    np.testing.assert_allclose(
+        label_sensitivity.regression_target(stage, x, eps, logsnr),
+        (eps - x) / np.sqrt(2.0),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    flow_stage = LatentDiTStage(tiny_config("latent_dit", data_dir), latent_shape=(2, 4, 4, 4))
+    np.testing.assert_allclose(
+        label_sensitivity.regression_target(flow_stage, x, eps, logsnr), eps - x
+    )
