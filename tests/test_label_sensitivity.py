@@ -1,4 +1,5 @@
-"""The label-effect diagnostic: zero when the label cannot matter, the noise of each family."""
+"""Label-use diagnostics: the label effect is zero when the label cannot matter, the diffusion
+classifier is exact for a network that knows each class and shows a permuted label."""
 
 import jax
 import jax.numpy as jnp
