@@ -49,5 +49,6 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "cascade.evaluation.i3d_bench",
         "cascade.evaluation.av_sync_validation",
         "cascade.evaluation.audio_repr",
+        "cascade.evaluation.label_sensitivity",
     ),
 )
