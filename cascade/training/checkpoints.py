@@ -37,6 +37,8 @@ import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers
 
+from cascade.training.checkpoint_shapes import mismatch_summary, requested_shapes
+
 _OS_REASONS = {  # how tensorstore and friends spell OS errors they do not raise as OSError
     "No space left on device": errno.ENOSPC,
     "Read-only file system": errno.EROFS,
@@ -116,39 +118,6 @@ def _manager(
     return ocp.CheckpointManager(directory, options=options, item_handlers=handlers)
 
 
-def _short(name: str) -> str:
-    return name.removesuffix(".value")  # NNX Variables add '.value' to every parameter path
-
-
-def _requested_shapes(abstract_state: Any) -> dict[str, tuple[int, ...]]:
-    """Array name -> shape of a target tree, named exactly as orbax names stored arrays."""
-    serialized = ocp.tree.serialize_tree(abstract_state, keep_empty_nodes=True)
-    flat = ocp.tree.to_flat_dict(serialized, sep=".")
-    return {name: tuple(leaf.shape) for name, leaf in flat.items() if hasattr(leaf, "shape")}
-
-
-def _mismatch_summary(stored: dict, requested: dict, limit: int = 3) -> str | None:
-    """One sentence naming the first differing arrays, or None when the trees agree."""
-    # The model's own parameters first: EMA and optimizer copies repeat the same shapes.
-    requested = dict(sorted(requested.items(), key=lambda kv: not kv[0].startswith("params.")))
-    shapes = [n for n in requested if n in stored and stored[n] != requested[n]]
-    missing = [n for n in requested if n not in stored]
-    extra = [n for n in stored if n not in requested]
-    parts = []
-    if shapes:
-        shown = "; ".join(
-            f"{_short(n)}: stored {stored[n]}, requested {requested[n]}" for n in shapes[:limit]
-        )
-        parts.append(f"{len(shapes)} array(s) differ in shape ({shown})")
-    if missing:
-        shown = ", ".join(f"{_short(n)} {requested[n]}" for n in missing[:limit])
-        parts.append(f"{len(missing)} requested array(s) are not stored ({shown})")
-    if extra:
-        shown = ", ".join(f"{_short(n)} {stored[n]}" for n in extra[:limit])
-        parts.append(f"{len(extra)} stored array(s) are not requested ({shown})")
-    return "; ".join(parts) or None
-
-
 class Checkpointer:
     """Saves and restores `{"state": pytree, "meta": json}` under `workdir/checkpoints`."""
 
@@ -186,7 +155,7 @@ class Checkpointer:
     def save(self, step: int, state: Any, meta: dict[str, Any], *, force: bool = False) -> None:
         """Start writing `step` (in the background when async); earlier write errors surface here."""
         self.wait()
-        meta = {**meta, ARRAY_SHAPES: _requested_shapes(state)}
+        meta = {**meta, ARRAY_SHAPES: requested_shapes(state)}
         try:
             self._mngr.save(
                 step,
@@ -242,7 +211,7 @@ class Checkpointer:
         checkpoint is unreadable or `at_step` was not kept.
         """
         self.wait()
-        requested = _requested_shapes(abstract_state)
+        requested = requested_shapes(abstract_state)
         candidates = list(reversed(self.steps()))
         if at_step is not None:
             if at_step not in candidates:
@@ -259,7 +228,7 @@ class Checkpointer:
             except Exception as err:  # noqa: BLE001 - no tree metadata: the step is unreadable
                 self._quarantine(step, err)
                 continue
-            summary = _mismatch_summary(stored, requested)
+            summary = mismatch_summary(stored, requested)
             if summary:
                 raise CheckpointMismatchError(
                     f"The checkpoint of step {step} in {self.directory} was written by another "
