@@ -112,3 +112,24 @@ def test_regression_target_is_each_familys_training_target(keyframes, data_dir):
     np.testing.assert_allclose(
         label_sensitivity.regression_target(flow_stage, x, eps, logsnr), eps - x
     )
+
+
+def test_main_reads_a_trained_workdir_at_a_kept_step(data_dir, tmp_path, capsys):
+    from cascade.training.trainer import Trainer
+
+    # The same tiny training as test_checkpoints (one compile shared through the cache).
+    Trainer(tiny_config("keyframes", data_dir, **{"train.num_samples": 0}), tmp_path).train()
+    assert label_sensitivity.main(["prog", f"--workdir={tmp_path}", "--step=2", "--clips=4"]) == 0
+    out = capsys.readouterr().out
+    assert "keyframes at step 2, 4 test clips" in out
+    assert "label effect: t=0.2:" in out and "diffusion-classifier accuracy:" in out
+    accuracy = float(out.split("diffusion-classifier accuracy: ")[1].split()[0])
+    assert 0.0 <= accuracy <= 1.0
+
+
+def test_label_effect_is_nan_not_infinite_for_a_network_that_outputs_zero(data_dir):
+    stage = LatentDiTStage(tiny_config("latent_dit", data_dir), latent_shape=(2, 4, 4, 4))
+    effect = label_sensitivity.label_effect(
+        stage, lambda z, t, label: jnp.zeros_like(z), np.ones((2, 2, 4, 4, 4)), levels=(0.5,)
+    )
+    assert np.isnan(effect[0.5])

@@ -54,6 +54,17 @@ def _check_label_only(stage: Any) -> int:
     return num_classes
 
 
+def _label_response(model: Any, batch: int):
+    """Jitted fn(z, noise, label) -> the network's float32 output with `label` for all `batch`
+    clips (one compile serves every label)."""
+
+    @jax.jit
+    def response(z, noise, label):
+        return model(z, noise, label=jnp.full((batch,), label, jnp.int32)).astype(jnp.float32)
+
+    return response
+
+
 def label_effect(
     stage: Any,
     model: Any,
@@ -62,26 +73,22 @@ def label_effect(
     levels: Sequence[float] = DEFAULT_LEVELS,
     seed: int = 0,
 ) -> dict[float, float]:
-    """The label effect (module doc) at each level for clean stage outputs [B, *output_shape].
+    """The label effect (module doc) at each level for clean stage outputs [B, *output_shape];
+    NaN where the output with the null label is exactly zero (an untrained adaLN-zero DiT).
 
     `stage` must be class-conditional with no conditioning channels (the keyframe U-Net, the
     latent DiT); raises ValueError otherwise."""
     num_classes = _check_label_only(stage)
     x = jnp.asarray(outputs, jnp.float32)
     eps = jax.random.normal(jax.random.key(seed), x.shape, x.dtype)
-    batch = x.shape[0]
-
-    @jax.jit
-    def response(z, noise, label):
-        return model(z, noise, label=jnp.full((batch,), label, jnp.int32)).astype(jnp.float32)
-
+    response = _label_response(model, x.shape[0])
     effects = {}
     for t in levels:
         z, noise = noised_inputs(stage, x, eps, float(t))
         null = response(z, noise, num_classes)  # class num_classes is the null label
         diff2 = sum(jnp.mean((response(z, noise, y) - null) ** 2) for y in range(num_classes))
-        rms_null = jnp.sqrt(jnp.mean(null**2))
-        effects[float(t)] = float(jnp.sqrt(diff2 / num_classes) / rms_null)
+        rms_null = float(jnp.sqrt(jnp.mean(null**2)))
+        effects[float(t)] = float(jnp.sqrt(diff2 / num_classes)) / rms_null if rms_null else np.nan
     return effects
 
 
@@ -112,23 +119,18 @@ def diffusion_classifier(
     Returns {"accuracy": float, "chance": 1 / classes, "confusion": [true][predicted] counts}."""
     num_classes = _check_label_only(stage)
     x = jnp.asarray(outputs, jnp.float32)
-    batch = x.shape[0]
-
-    @jax.jit
-    def errors(z, noise, eps, label):
-        out = model(z, noise, label=jnp.full((batch,), label, jnp.int32)).astype(jnp.float32)
-        target = regression_target(stage, x, eps, noise)
-        return jnp.mean((out - target) ** 2, axis=tuple(range(1, x.ndim)))
-
-    total = np.zeros((num_classes, batch))
+    response = _label_response(model, x.shape[0])
+    per_clip = tuple(range(1, x.ndim))
+    total = np.zeros((num_classes, x.shape[0]))
     key = jax.random.key(seed)
     for t in levels:
         for _ in range(draws):
             key, sub = jax.random.split(key)
             eps = jax.random.normal(sub, x.shape, x.dtype)
             z, noise = noised_inputs(stage, x, eps, float(t))
+            target = regression_target(stage, x, eps, noise)
             for y in range(num_classes):
-                total[y] += np.asarray(errors(z, noise, eps, y))
+                total[y] += np.asarray(jnp.mean((response(z, noise, y) - target) ** 2, per_clip))
     predicted = total.argmin(axis=0)
     labels = np.asarray(labels, np.int64)
     confusion = np.zeros((num_classes, num_classes), np.int64)
