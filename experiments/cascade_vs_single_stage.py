@@ -21,6 +21,9 @@ Per seed (each its own finished run under OUT/runs/seed<k>, reused when rerun):
    (quality against sampling cost), and from the checkpoints at each of `budget_fractions`
    of training (quality against training FLOPs: the cascade's stages all at that fraction,
    the DiT at that fraction on its finished VAE).
+4. For each of `students.steps`, every sampled stage of both pipelines is progressively
+   distilled to that many steps and both pipelines sampled by their students, a run of its
+   own (`comparison_students.py`): distilled students on the sampling-cost curve.
 Then FVD pooled over seeds against one real reference with its bootstrap spread, every
 metric per seed and mean +- std, and the single stage against the cascade with a 95%
 bootstrap interval. Writes OUT/results.{md,json}, pipelines.csv, stages.csv, verdicts.csv,
@@ -39,11 +42,17 @@ from typing import Any
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import ml_collections  # noqa: E402
-import numpy as np  # noqa: E402
 
 from experiments import cascade_vs_single_stage_report as report  # noqa: E402
 from experiments import common, content, expconfig, lab, summary, sweeps, tables  # noqa: E402
+from experiments import comparison_students as students  # noqa: E402
 from experiments.budget import CASCADE, SINGLE, flops_budget  # noqa: E402
+from experiments.pipeline_sampling import (  # noqa: E402
+    PIPELINES,
+    SAMPLED,
+    runner_configs,
+    sample_and_measure,
+)
 
 NAME = "cascade_vs_single_stage"
 DEFAULT_CONFIG = "experiments/cascade_vs_single_stage:cpu"  # resolved in configs/
@@ -62,8 +71,6 @@ SHAPES: dict[str, dict[str, dict[str, Any]]] = {
     },
     "quick": {},
 }
-PIPELINES = {"cascade": CASCADE, "single_stage": SINGLE}  # the stages each pipeline trains
-SAMPLED = {"cascade": CASCADE, "single_stage": ("latent_dit",)}  # and those with a sampler
 
 
 def stage_configs(
@@ -83,94 +90,14 @@ def stage_configs(
     return configs
 
 
-def runner_configs(
-    workdirs: dict[str, Path],
-    steps: dict[str, int],
-    num_videos: int,
-    guidance: float,
-    checkpoints: dict[str, int] | None = None,
-) -> tuple[ml_collections.ConfigDict, ml_collections.ConfigDict]:
-    """The cascade's and the single stage's runner configs on the trained `workdirs`, each
-    stage sampling with `steps[stage]` steps from its checkpoint of step `checkpoints[stage]`
-    (default: the newest)."""
-    from cascade import configs
-
-    at = checkpoints or {}
-    cascade = configs.load("cascade")
-    for name in CASCADE:
-        cascade.stages[name].update(
-            workdir=str(workdirs[name]), steps=steps[name], checkpoint_step=at.get(name, 0)
-        )
-    cascade.stages.keyframes.guidance_scale = guidance
-    single = configs.load("single_stage")
-    single.dit.update(
-        workdir=str(workdirs["latent_dit"]),
-        steps=steps["latent_dit"],
-        checkpoint_step=at.get("latent_dit", 0),
-    )
-    single.dit.guidance_scale = guidance
-    for config in (cascade, single):
-        config.update(num_samples=num_videos, batch_size=min(num_videos, 8))
-    return cascade, single
-
-
-def sample_and_measure(
-    kind: str,
-    runner: Any,
-    seed: int,
-    exp: ml_collections.ConfigDict,
-    frames: int,
-    measurer: lab.Lab,
-    write_videos: bool = True,
-) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Seed `seed`'s videos of one runner, for the labels of test clips [seed n, (seed + 1) n):
-    per-clip arrays (digit metrics, class probabilities, I3D features of the first `frames`
-    frames) and the run's facts (params, sampling FLOPs and seconds per video). Seed 0's
-    videos are written to out/<kind>/ when `write_videos`."""
-    from cascade import video_io
-    from cascade.evaluation.evaluate import runner_sampling_flops
-
-    n = exp.videos_per_seed
-    labels = runner.labels(exp.seeds * n)[seed * n : (seed + 1) * n]
-    outputs, first_seconds = runner.sample(labels, lab.key(seed))  # the first call compiles
-    if seed == 0 and write_videos:
-        video_io.write_run_outputs(Path(exp.out) / kind, outputs, first_seconds, runner.config.fps)
-    # Wall time without compilation: the same batch through the now-compiled samplers.
-    _, seconds = runner.sample(labels, lab.key(seed))
-    flops = runner_sampling_flops(runner, labels, outputs)
-    final = list(outputs.values())[-1]
-    arrays = measurer.measure(final[:, :frames], labels)
-    arrays["seconds_per_video"] = np.array([sum(seconds.values()) / len(labels)])
-    info = {
-        "final_shape": list(final.shape[1:]),
-        "params": runner.params(),
-        "sampling": {
-            "flops_per_video": flops["flops_per_video"],
-            "flops_per_video_by_stage": {
-                k: v["flops_per_video"] for k, v in flops["stages"].items()
-            },
-            "seconds_per_video": sum(seconds.values()) / len(labels),
-            "seconds_per_video_by_stage": {k: v / len(labels) for k, v in seconds.items()},
-            "timed_batch": len(labels),
-            "seconds_first_call_including_compile": sum(first_seconds.values()),
-        },
-    }
-    return arrays, info
-
-
-def run_seed(
-    exp: ml_collections.ConfigDict, seed: int, budget: dict[str, Any], measurer: lab.Lab
-) -> dict[str, Any]:
-    """Seed `seed`: five trained stages (the VAE's and DiT's steps from `budget`), both runners
-    sampled and measured at every `sampled_points` point (the preset's sampling steps, each of
-    `exp.step_fractions` of them, the checkpoints at each of `exp.budget_fractions` of
-    training); returns {"arrays": {pipeline: per-clip arrays}, "info": facts}, pipelines
-    named by `pipeline_name`."""
-    from cascade.sampling.runners import CascadeRunner, SingleStageRunner
-
+def train_stages(
+    exp: ml_collections.ConfigDict, seed: int, budget: dict[str, Any]
+) -> tuple[dict[str, ml_collections.ConfigDict], dict[str, Path], dict[str, float]]:
+    """Seed `seed`'s five stages trained (or resumed, or reused through their markers; the
+    VAE's and DiT's steps from `budget`, the DiT on the VAE just trained), keeping the
+    checkpoints at each of `exp.budget_fractions` of training: their configs, workdirs and
+    training seconds in this call."""
     configs = stage_configs(exp, seed)
-    watch = common.Stopwatch()
-    per_step, fixed = budget["per_step"], budget["fixed"]
     for name in SINGLE:
         common.set_steps(configs[name], budget["steps"][name])
     for name in sweeps.ALONG_TRAINING:  # kept checkpoints: quality against training FLOPs
@@ -178,14 +105,29 @@ def run_seed(
         configs[name].train.keep_steps = tuple(
             sorted({sweeps.budget_steps(steps, b) for b in exp.budget_fractions})
         )
-
-    # 2. Train (or resume / reuse) every stage; the DiT on the VAE just trained.
     workdir, train_seconds = {}, {}
     for name in CASCADE + SINGLE:
         if name == "latent_dit":
             configs[name].vae.workdir = str(workdir["video_vae"])
         workdir[name], train_seconds[name] = common.train_stage(configs[name], exp.workdirs, name)
-        watch.seconds[f"train {name}"] = train_seconds[name]
+    return configs, workdir, train_seconds
+
+
+def run_seed(
+    exp: ml_collections.ConfigDict, seed: int, budget: dict[str, Any], measurer: lab.Lab
+) -> dict[str, Any]:
+    """Seed `seed`: five trained stages (`train_stages`), both runners sampled and measured at
+    every `sampled_points` point (the preset's sampling steps, each of `exp.step_fractions`
+    of them, the checkpoints at each of `exp.budget_fractions` of training); returns
+    {"arrays": {pipeline: per-clip arrays}, "info": facts}, pipelines named by
+    `pipeline_name`."""
+    from cascade.sampling.runners import CascadeRunner, SingleStageRunner
+
+    watch = common.Stopwatch()
+    per_step, fixed = budget["per_step"], budget["fixed"]
+    configs, workdir, train_seconds = train_stages(exp, seed, budget)
+    for name, seconds in train_seconds.items():
+        watch.seconds[f"train {name}"] = seconds
 
     # 3. Sample both with the same labels and measure both the same way, at the preset's
     # sampling steps, at fractions of them, and from checkpoints along training.
@@ -279,6 +221,7 @@ def check(exp: ml_collections.ConfigDict) -> None:
             f"videos_per_seed = {exp.seeds * exp.videos_per_seed} and real_videos = "
             f"{exp.real_videos} must both fit."
         )
+    students.check(exp)
 
 
 def run(exp: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -307,6 +250,18 @@ def run(exp: ml_collections.ConfigDict) -> dict[str, Any]:
             return flat, done["info"]
 
         flat, info = measurer.store.get(f"seed{seed}", compute)
+        for steps in exp.students.steps:  # distilled rows: runs of their own, after the seed's
+
+            def distil(seed=seed, steps=steps, info=info):
+                _, workdirs, _ = train_stages(exp, seed, budget)  # reused through markers
+                teachers = {kind: info["pipelines"][kind] for kind in PIPELINES}
+                return students.measure(
+                    exp, seed, steps, workdirs, teachers, measurer, info["scored_frames"]
+                )
+
+            more, facts = measurer.store.get(students.run_key(exp, steps, seed), distil)
+            flat = {**flat, **more}
+            info["pipelines"].update(facts["pipelines"])
         infos.append(info)
         for name, facts in info["pipelines"].items():
             arrays = {f.split("__", 1)[1]: v for f, v in flat.items() if f.startswith(name + "__")}

@@ -2,7 +2,8 @@
 ± std over seeds, FVD pooled over seeds ± its bootstrap std), one per trained stage (seed 0),
 the single stage against the cascade with 95% bootstrap intervals, in Markdown and CSV; the
 whole result as JSON; a plot with every seed; quality against sampling cost (the pipelines
-sampled with fewer steps) and against training FLOPs (sampled from earlier checkpoints).
+sampled with fewer steps, and by distilled students) and against training FLOPs (sampled
+from earlier checkpoints).
 
 `write_outputs(out, result)` takes the dict `cascade_vs_single_stage.run` returns; the
 per-seed facts (`table_rows`, `stage_rows`) take one entry of its "seeds".
@@ -61,8 +62,12 @@ SAMPLING_STAGE = {"video_vae": "vae_decode"}
 
 
 def at_preset(pipeline: dict[str, Any]) -> bool:
-    """A row at the preset's sampling steps and whole training (not a sweep's)."""
-    return pipeline.get("step_fraction", 1.0) == 1.0 and pipeline.get("budget_fraction", 1.0) == 1.0
+    """A row at the preset's sampling steps and whole training (not a sweep's, not students')."""
+    return (
+        pipeline.get("step_fraction", 1.0) == 1.0
+        and pipeline.get("budget_fraction", 1.0) == 1.0
+        and "distilled_steps" not in pipeline
+    )
 
 
 def stage_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
@@ -262,6 +267,17 @@ def sweep_lines(exp: dict[str, Any]) -> list[str]:
             "there): quality against training FLOPs, plotted in quality_vs_training_flops.png.",
             "",
         ]
+    students = (exp.get("students") or {}).get("steps") or ()
+    if students:
+        lines += [
+            "Rows 'distilled to k steps': every sampled stage of the pipeline progressively "
+            f"distilled ({exp['students']['steps_per_round']} optimizer steps per halving round) "
+            f"from its preset steps to k ({', '.join(map(str, students))}), sampled with DDIM "
+            "(eta 0) or Euler: distilled students on quality_vs_sampling_cost.png. Their train "
+            "FLOPs are their teachers'; the distillation's rounds and seconds are in results.json "
+            "(`distillation` of each row).",
+            "",
+        ]
     if lines:
         lines += ["The verdicts below compare the preset's steps and whole training only.", ""]
     return lines
@@ -307,18 +323,27 @@ def write_quality_plot(path: Path, result: dict[str, Any], coherence: str, axis:
     held, x_of, xlabel = QUALITY_AXES[axis]
     facts = result["seeds"][0]["pipelines"]
     fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.6))
-    for color, kind in zip(("C0", "C1"), ("cascade", "single_stage"), strict=True):
+    # Per pipeline a series of the undistilled stages and (sampling axis) one of its students.
+    series = [(c, k, False) for c, k in zip(("C0", "C1"), ("cascade", "single_stage"), strict=True)]
+    if axis == "sampling":
+        series += [
+            (c, k, True) for c, k in zip(("C0", "C1"), ("cascade", "single_stage"), strict=True)
+        ]
+    for color, kind, distilled in series:
         points = sorted(
             [
                 (x_of(facts[s["setting"]]), s)
                 for s in result["settings"]
                 if facts[s["setting"]].get("kind", s["setting"]) == kind
                 and facts[s["setting"]].get(held, 1.0) == 1.0
+                and ("distilled_steps" in facts[s["setting"]]) == distilled
             ],
             key=lambda point: point[0],  # ties (a checkpoint at the last step) keep their order
         )
         if not points:
             continue
+        style = {"marker": "s", "linestyle": "--"} if distilled else {"marker": "o"}
+        label = f"{kind}, distilled" if distilled else kind
         x = [p[0] for p in points]
         for ax, metric in zip(axes, ("fvd", coherence), strict=True):
             y = [p[1].get(metric, {}) for p in points]
@@ -328,7 +353,7 @@ def write_quality_plot(path: Path, result: dict[str, Any], coherence: str, axis:
             else:
                 mean = [v.get("mean", float("nan")) for v in y]
                 err = [v.get("std", 0.0) for v in y]
-            ax.errorbar(x, mean, yerr=err, marker="o", color=color, capsize=3, label=kind)
+            ax.errorbar(x, mean, yerr=err, color=color, capsize=3, label=label, **style)
             for xi, yi, (_, s) in zip(x, mean, points, strict=True):
                 f = facts[s["setting"]]
                 ax.annotate(

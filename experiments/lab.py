@@ -87,15 +87,24 @@ class Lab:
         self.train_seconds[workdir.name] = self.train_seconds.get(workdir.name, 0.0) + seconds
         return workdir
 
-    def distilled(self, teacher: Path, seed: int, steps: int) -> Path:
-        """The progressive-distillation student of `teacher` sampling in `steps` DDIM steps:
-        halving rounds from distillation.teacher_steps, each round's student its own workdir
-        (so 8, 4 and 2 steps are one chain of rounds, and each is reused when finished)."""
-        d = self.exp.distillation
-        start = d.teacher_steps
+    def distilled(
+        self,
+        teacher: Path,
+        seed: int,
+        steps: int,
+        start_steps: int | None = None,
+        steps_per_round: int | None = None,
+    ) -> Path:
+        """The progressive-distillation student of `teacher` sampling in `steps` DDIM (flow:
+        Euler) steps: halving rounds of `steps_per_round` optimizer steps from `start_steps`
+        (default: the config's distillation.teacher_steps and .steps_per_round), each round's
+        student its own workdir (so 8, 4 and 2 steps are one chain of rounds, and each is
+        reused when finished)."""
+        start = start_steps or self.exp.distillation.teacher_steps
+        per_round = steps_per_round or self.exp.distillation.steps_per_round
         while start > steps:
             config = common.distill_config(
-                teacher, start, start // 2, d.steps_per_round, self.exp.stage_preset, seed
+                teacher, start, start // 2, per_round, self.exp.stage_preset, seed
             )
             workdir, seconds = common.train_distilled(config, self.exp.workdirs)
             self.train_seconds[workdir.name] = seconds

@@ -36,6 +36,7 @@ NOT_FINGERPRINTED = (
     "joint_training.image_pools",
     "temporal_mixing.kinds",
     "distillation.student_steps",
+    "students",  # the comparison's distilled rows: steps and round length are in their run keys
     "out",
     "workdirs",
     "data_dir",

@@ -85,6 +85,9 @@ def test_experiment_configs_load_with_overrides_and_refuse_mistakes(capsys):
     for key in ("step_fractions", "budget_fractions"):
         with pytest.raises(ConfigError, match=rf"{key}.*\(0, 1\).*\(0.5, 1.0\)"):
             comparison.check(expconfig.load(comparison_spec, [(key, "0.5,1.0")]))
+    with pytest.raises(ConfigError, match=r"students.steps: 3 is not keyframes's 64"):
+        comparison.check(expconfig.load(comparison_spec, [("students.steps", "8,3")]))
+    comparison.check(expconfig.load(comparison_spec, [("students.steps", "()")]))  # none: fine
     # From the command line: one line, exit 2, nothing run.
     argv = ["vdm_ablations", f"--config={spec}", "--config.sedes=3"]
     assert vdm_ablations.main(argv) == 2

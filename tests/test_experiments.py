@@ -32,7 +32,8 @@ def test_cascade_vs_single_stage_tiny_fills_every_column(comparison_run):
     rows, columns = read_csv(out / "pipelines.csv")
     half = ["cascade at 0.5x steps", "single_stage at 0.5x steps"]  # the same stages, 4 steps
     early = ["cascade at 0.5x training", "single_stage at 0.5x training"]  # checkpoints of step 1
-    assert [r["pipeline"] for r in rows] == ["cascade", "single_stage", *half, *early]
+    students = ["cascade, distilled to 4 steps", "single_stage, distilled to 4 steps"]
+    assert [r["pipeline"] for r in rows] == ["cascade", "single_stage", *half, *early, *students]
     assert [r["sample_steps"] for r in rows[:4:2]] == [
         "keyframes 8 + temporal_sr 8 + spatial_sr 8",
         "keyframes 4 + temporal_sr 4 + spatial_sr 4",
@@ -45,6 +46,20 @@ def test_cascade_vs_single_stage_tiny_fills_every_column(comparison_run):
         assert earlier["sample_steps"] == full["sample_steps"]
     assert float(rows[4]["train_flops"]) < float(rows[0]["train_flops"])  # step 1 of 2
     assert rows[4]["train_steps"] == "keyframes 1 + temporal_sr 1 + spatial_sr 1"
+    # Students: every sampled stage distilled 8 -> 4 steps (one round), on the teachers' FLOPs.
+    for full, half_steps, student in ((rows[0], rows[2], rows[6]), (rows[1], rows[3], rows[7])):
+        assert student["sample_steps"] == half_steps["sample_steps"]
+        assert student["train_flops"] == full["train_flops"]
+        assert float(student["sampling_flops_per_video"]) < float(full["sampling_flops_per_video"])
+    for seed in result["seeds"]:
+        facts = seed["pipelines"]["single_stage, distilled to 4 steps"]
+        teacher = seed["pipelines"]["single_stage"]["train"]["latent_dit"]["workdir"]
+        distilled = facts["distillation"]["latent_dit"]
+        assert distilled["rounds"] == 1 and distilled["optimizer_steps"] == 1
+        assert distilled["workdir"] != teacher and Path(distilled["workdir"]).is_dir()
+        cascade = seed["pipelines"]["cascade, distilled to 4 steps"]["distillation"]
+        assert set(cascade) == {"keyframes", "temporal_sr", "spatial_sr"}
+    assert "Rows 'distilled to k steps'" in (out / "results.md").read_text()
     for plot in ("quality_vs_sampling_cost.png", "quality_vs_training_flops.png"):
         assert (out / plot).stat().st_size > 0
     for r in rows:

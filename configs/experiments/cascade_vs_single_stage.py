@@ -51,6 +51,10 @@ def _config() -> ml_collections.ConfigDict:
     # checkpoints at these fractions of training (every cascade stage at f of its steps; the
     # latent DiT at f of its steps, on its finished VAE), kept for it while training.
     c.budget_fractions = (0.25, 0.5)
+    # Distilled students on the sampling-cost curve: every sampled stage of both pipelines
+    # progressively distilled from its preset sampling steps to each of `steps` (each dividing
+    # them by a power of two), halving rounds of `steps_per_round` optimizer steps; () for none.
+    c.students = ml_collections.ConfigDict({"steps": (8, 4), "steps_per_round": 150})
     # Generated videos per pipeline and seed (FVD pools them over seeds), real test clips of
     # the FVD reference; seeds x videos_per_seed and real_videos must fit in num_test.
     c.videos_per_seed = 43
@@ -79,6 +83,7 @@ def _tiny(c):
     c.steps_scale = 0.5
     c.step_fractions = (0.5,)
     c.budget_fractions = (0.5,)
+    c.students.update(steps=(4,), steps_per_round=1)
     c.videos_per_seed = 2
     c.real_videos = 4
     c.bootstrap.update(samples=50, fvd_samples=10)
@@ -89,6 +94,7 @@ def _accelerator(c):
     c.out = "experiments/results/cascade_vs_single_stage/accelerator"
     c.data.update(num_train=4096, num_test=1024)
     c.steps_scale = 10.0
+    c.students.steps_per_round = 2000
     c.videos_per_seed = 128
     c.real_videos = 512
 
