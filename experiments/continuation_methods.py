@@ -1,11 +1,12 @@
 """Replacement vs VDM reconstruction guidance for frame prediction and 4x extension.
 
-    python -m experiments.continuation_methods --preset=cpu
+    python -m experiments.continuation_methods --preset=cpu --seeds=3
 
-For moving_digits and bouncing_shapes, a small keyframe stage (window T frames, stride 1) is
-trained (or reused: workdirs are named by config hash), then the first c = T/2 frames of
-the same test clips are given and each method continues them autoregressively to 4T frames
-(windows of T frames, each conditioned on the last c frames so far):
+For moving_digits and bouncing_shapes and each training seed, a small keyframe stage (window
+T frames, stride 1) is trained (or reused: workdirs are named by config hash), then the first
+c = T/2 frames of the same test clips are given and each method continues them
+autoregressively to 4T frames (windows of T frames, each conditioned on the last c frames so
+far), sampling with the seed as its key:
 
   replacement                 the known part of z_t replaced by a noised copy (VDM sec. 3.1)
   reconstruction, w_r = 1/2/5 the same plus the eq. 7 gradient correction
@@ -18,14 +19,18 @@ against real 16-frame windows (`cascade.evaluation.continuation_quality`).
 
 VDM (Ho et al. 2022, table 6) reports, at 16 -> 64 frames on UCF101, FVD 451 for replacement
 and 136 for reconstruction guidance. The verdict column says which method came out better
-here, or "inconclusive" when the difference is inside the noise: for PSNR, when the paired
-per-clip difference is within 2 standard errors; for FVD, when it is smaller than the FVD
-between two disjoint halves of the real windows (the sampling noise at this many videos).
+here, or "inconclusive" when the difference is inside the noise: for PSNR, when the 95%
+interval of a hierarchical bootstrap (seeds, then clips; paired: every method continues the
+same clips with the same key) of the difference contains 0; for FVD (mean over seeds), when
+the difference is smaller than the FVD between two disjoint halves of the real windows (the
+sampling noise at this many videos).
 
-Writes experiments/results/continuation_methods/<preset>/results.{md,csv,json} and
+Each (data set, seed) is a run of its own under OUT/runs/ (`runs.RunStore`): a rerun reads
+finished ones back and trains nothing already trained. Writes
+experiments/results/continuation_methods/<preset>/results.{md,csv,json} and
 error_vs_offset.png, with the commit, the CPU model (lscpu), the seeds and the wall time.
-Self-contained on purpose (its own presets; outputs in continuation_methods_report.py): experiments/common.py is used
-read-only for training in hash-named workdirs.
+Self-contained on purpose (its own presets; outputs in continuation_methods_report.py):
+experiments/common.py is used read-only for training in hash-named workdirs.
 """
 
 from __future__ import annotations
@@ -40,8 +45,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 from absl import flags  # noqa: E402
 
-from experiments import common, tables  # noqa: E402
-from experiments.continuation_methods_report import CONTENT, write_outputs  # noqa: E402
+from experiments import common, runs, stats, tables  # noqa: E402
+from experiments.continuation_methods_report import table_rows, write_outputs  # noqa: E402
 from experiments.tables import environment  # noqa: E402
 
 NAME = "continuation_methods"
@@ -52,7 +57,7 @@ METHODS = (
     ("reconstruction", 2.0),
     ("reconstruction", 5.0),
 )
-SEED = 0  # training seed of both stages and the sampling key of every method
+REAL_VIEW_SEED = 0  # every seed continues the same real windows
 # Per preset: stored data, the keyframe stage (a configs/keyframes.py preset + overrides),
 # clips continued, sampler steps, FVD videos per side (0: off).
 PRESETS: dict[str, dict[str, Any]] = {
@@ -66,6 +71,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "clips": 2,
         "sample_steps": 4,
         "fvd_videos": 0,
+        "seeds": 1,
+        "bootstrap": 50,
     },
     "cpu": {  # ~40 min on a 2-core CPU at load ~15
         "data": {"num_train": 512, "num_test": 16, "frames": 32, "resolution": 16},
@@ -77,20 +84,22 @@ PRESETS: dict[str, dict[str, Any]] = {
         "clips": 16,
         "sample_steps": 32,
         "fvd_videos": 8,
+        "seeds": 3,
+        "bootstrap": 1000,
     },
 }
 EXTENSION = 4  # target = EXTENSION x the window
 DEFAULT_OUT = f"experiments/results/{NAME}"
 
 
-def stage_config(dataset: str, preset: str, data_dir: str | Path):
-    """The keyframe stage trained on `dataset` at `preset` (moving_digits: class-conditional
-    grey digits; bouncing_shapes: unconditional RGB)."""
+def stage_config(dataset: str, preset: str, data_dir: str | Path, seed: int = 0):
+    """The keyframe stage trained on `dataset` at `preset` with `seed` (moving_digits:
+    class-conditional grey digits; bouncing_shapes: unconditional RGB)."""
     from cascade import config_checks, configs
 
     p = PRESETS[preset]
     config = configs.load(f"keyframes:{p['base']}")
-    config.seed = SEED
+    config.seed = seed
     config.data.update(name=dataset, data_dir=str(data_dir), **p["data"])
     config.view.update(**p["view"])
     config.model.update(image_size=p["view"]["resolution"], **p["model"])
@@ -113,8 +122,11 @@ def per_clip_psnr(video: np.ndarray, real: np.ndarray, start: int, end: int) -> 
     return np.asarray(frames.psnr(to01(video), to01(real), data_range=1.0))
 
 
-def continue_clips(trained, real: np.ndarray, labels, method: str, w_r: float, p: dict) -> Any:
-    """The 4x extension of real[:, :c] (c = window / 2) with one method, and its seconds."""
+def continue_clips(
+    trained, real: np.ndarray, labels, method: str, w_r: float, p: dict, seed: int
+) -> Any:
+    """The 4x extension of real[:, :c] (c = window / 2) with one method (sampling key
+    `seed`), and its seconds."""
     import jax
 
     from cascade.sampling import conditional
@@ -127,7 +139,7 @@ def continue_clips(trained, real: np.ndarray, labels, method: str, w_r: float, p
         real[:, :c],
         EXTENSION * window,
         overlap=c,
-        key=jax.random.key(SEED),
+        key=jax.random.key(seed),
         method=method,
         w_r=w_r,
         labels=labels,
@@ -136,20 +148,57 @@ def continue_clips(trained, real: np.ndarray, labels, method: str, w_r: float, p
     return video, time.perf_counter() - start
 
 
-def run_dataset(dataset: str, preset: str, data_dir, workdirs, fvd_cache) -> dict[str, Any]:
-    """Train (or reuse) the stage on `dataset`, continue the test clips with every method."""
-    from cascade.data import pipeline
-    from cascade.evaluation import continuation, continuation_quality, fvd
+def measure_seed(
+    dataset: str, seed: int, preset: str, data_dir, workdirs, real, labels, fvd_cache
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """One seed on `dataset`: the stage trained (or reused) at `seed`, the real clips `real`
+    [N, F, ...] continued by every method; arrays '<method index>__psnr' [N, generated
+    frames] and the facts (workdir, seconds, per-offset metrics, content and FVD)."""
+    from cascade.evaluation import continuation, continuation_quality
     from cascade.training.trained import load_trained
 
     p = PRESETS[preset]
-    config = stage_config(dataset, preset, data_dir)
+    config = stage_config(dataset, preset, data_dir, seed)
     workdir, train_seconds = common.train_stage(config, workdirs, f"keyframes_{dataset}")
     trained = load_trained(workdir, config)
+    c, target = config.view.frames // 2, EXTENSION * config.view.frames
+    arrays, methods = {}, []
+    for i, (method, w_r) in enumerate(METHODS):
+        video, seconds = continue_clips(trained, real, labels, method, w_r, p, seed)
+        arrays[f"{i}__psnr"] = per_clip_psnr(video, real, c, min(target, real.shape[1]))
+        methods.append(
+            {
+                "method": method,
+                "w_r": w_r,
+                "seconds": seconds,
+                "offsets": continuation.offset_metrics(video, real, c),
+                "quality": continuation_quality.extension_quality(
+                    video,
+                    real,
+                    data_name=dataset,
+                    labels=labels,
+                    fvd_videos=p["fvd_videos"],
+                    cache=fvd_cache,
+                ),
+            }
+        )
+    facts = {"seed": seed, "workdir": str(workdir), "train_seconds": train_seconds}
+    return arrays, {**facts, "train_steps": int(config.train.steps), "methods": methods}
+
+
+def run_dataset(
+    dataset: str, preset: str, seeds: int, data_dir, workdirs, fvd_cache, store: runs.RunStore
+) -> dict[str, Any]:
+    """Every seed on `dataset` (finished ones read back from `store`), pooled per method."""
+    from cascade.data import pipeline
+    from cascade.evaluation import continuation, continuation_quality, fvd
+
+    p = PRESETS[preset]
+    config = stage_config(dataset, preset, data_dir)
     window = config.view.frames
     c, target = window // 2, EXTENSION * window
     clips = pipeline.test_clips(config.data, p["clips"])
-    real = continuation.real_view(clips["video"], config, target, SEED)
+    real = continuation.real_view(clips["video"], config, target, REAL_VIEW_SEED)
     labels = clips["label"] if config.model.num_classes > 0 else None
     # FVD noise: two disjoint halves of the real windows against each other.
     noise = continuation_quality.extension_quality(
@@ -159,25 +208,33 @@ def run_dataset(dataset: str, preset: str, data_dir, workdirs, fvd_cache) -> dic
         fvd_videos=p["fvd_videos"],
         cache=fvd_cache,
     )
-    results = []
-    for method, w_r in METHODS:
-        video, seconds = continue_clips(trained, real, labels, method, w_r, p)
-        quality = continuation_quality.extension_quality(
-            video,
-            real,
-            data_name=dataset,
-            labels=labels,
-            fvd_videos=p["fvd_videos"],
-            cache=fvd_cache,
+    per_seed = [
+        store.get(
+            f"{dataset}/seed{s}",
+            lambda s=s: measure_seed(
+                dataset, s, preset, data_dir, workdirs, real, labels, fvd_cache
+            ),
         )
+        for s in range(seeds)
+    ]
+    results = []
+    for i, (method, w_r) in enumerate(METHODS):
+        done = [info["methods"][i] for _, info in per_seed]
+        fvds = [d["quality"]["fvd_windows"].get("fvd") for d in done]
+        content = {
+            key: stats.mean_std([d["quality"]["content"].get(key) for d in done])[0]
+            for key in done[0]["quality"]["content"]
+        }
         results.append(
             {
                 "method": method,
                 "w_r": w_r,
-                "seconds": seconds,
-                "psnr": per_clip_psnr(video, real, c, min(target, real.shape[1])),  # [N, F]
-                "offsets": continuation.offset_metrics(video, real, c),
-                "quality": quality,
+                "seconds": float(np.mean([d["seconds"] for d in done])),
+                "psnr": [arrays[f"{i}__psnr"] for arrays, _ in per_seed],  # per seed [N, F]
+                "offsets": [d["offsets"] for d in done],
+                "content": content,
+                "fvd": stats.mean_std(fvds)[0] if all(tables.finite(f) for f in fvds) else None,
+                "fvd_per_seed": fvds,
             }
         )
     real_content = continuation_quality.extension_quality(
@@ -185,9 +242,8 @@ def run_dataset(dataset: str, preset: str, data_dir, workdirs, fvd_cache) -> dic
     )
     return {
         "dataset": dataset,
-        "workdir": str(workdir),
+        "seeds": [info for _, info in per_seed],
         "train_steps": int(config.train.steps),
-        "train_seconds": train_seconds,
         "window": window,
         "given": c,
         "target": target,
@@ -200,101 +256,63 @@ def run_dataset(dataset: str, preset: str, data_dir, workdirs, fvd_cache) -> dic
     }
 
 
-def verdict_psnr(ours: np.ndarray, ref: np.ndarray) -> str:
-    """Paired per-clip PSNR difference (clips [N]) as a verdict within 2 standard errors."""
-    diff = np.asarray(ours) - np.asarray(ref)
-    se = diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else np.inf
-    if not np.isfinite(se) or abs(diff.mean()) <= 2 * se:
-        return "inconclusive"
-    return "reconstruction better" if diff.mean() > 0 else "replacement better"
-
-
-def verdict_fvd(ours: Any, ref: Any, noise: Any) -> str:
-    """FVD difference against the real-vs-real FVD (the noise at this sample size)."""
-    if not (tables.finite(ours) and tables.finite(ref) and tables.finite(noise)):
-        return "n/a"
-    if abs(ours - ref) <= noise:
-        return "inconclusive"
-    return "reconstruction better" if ours < ref else "replacement better"
-
-
-def table_rows(datasets: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per data set, task and method (prediction: the first window's generated
-    frames; extension: every generated frame up to 4T), with verdicts against replacement."""
-    rows = []
-    for d in datasets:
-        ref = d["results"][0]
-        n_pred = d["window"] - d["given"]
-        for r in d["results"]:
-            for task, psnr, ref_psnr in (
-                ("prediction", r["psnr"][:, :n_pred], ref["psnr"][:, :n_pred]),
-                (f"{EXTENSION}x extension", r["psnr"], ref["psnr"]),
-            ):
-                row = {
-                    "dataset": d["dataset"],
-                    "task": task,
-                    "method": r["method"]
-                    if r["method"] == "replacement"
-                    else f"reconstruction w_r={r['w_r']:g}",
-                    "psnr": float(psnr.mean()),
-                    "psnr_se": float(psnr.mean(axis=1).std(ddof=1) / np.sqrt(len(psnr)))
-                    if len(psnr) > 1
-                    else None,
-                    "seconds": r["seconds"],
-                }
-                extension = task != "prediction"
-                q = r["quality"]
-                for key, _ in CONTENT[d["dataset"]]:
-                    row[key] = q["content"].get(key) if extension else None
-                row["fvd"] = q["fvd_windows"].get("fvd") if extension else None
-                row["fvd_noise"] = d["fvd_noise"] if extension else None
-                if r is ref:
-                    row["verdict"] = "reference"
-                else:
-                    row["verdict"] = "PSNR: " + verdict_psnr(
-                        psnr.mean(axis=1), ref_psnr.mean(axis=1)
-                    )
-                    if extension:
-                        fvd_ref = ref["quality"]["fvd_windows"].get("fvd")
-                        row["verdict"] += "; FVD: " + verdict_fvd(
-                            row["fvd"], fvd_ref, d["fvd_noise"]
-                        )
-                rows.append(row)
-    return rows
-
-
 def run(
     out: str | Path,
     *,
     preset: str = "tiny",
     data_dir: str | Path = "results/data",
     workdirs: str | Path = "results/workdirs",
+    seeds: int | None = None,
 ) -> dict[str, Any]:
-    """Train, continue, measure both data sets; write the outputs; returns results.json's content."""
+    """Train, continue, measure both data sets at `seeds` seeds (default: the preset's);
+    write the outputs; returns results.json's content."""
     from cascade.evaluation.fvd import FeatureCache
 
     start = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    seeds = seeds or PRESETS[preset]["seeds"]
+    store = runs.RunStore(out / "runs", fingerprint(preset))
     cache = FeatureCache()
-    datasets = [run_dataset(name, preset, data_dir, workdirs, cache) for name in DATASETS]
+    datasets = [
+        run_dataset(name, preset, seeds, data_dir, workdirs, cache, store) for name in DATASETS
+    ]
     result = {
         "experiment": NAME,
         "preset": preset,
         "preset_settings": PRESETS[preset],
-        "seeds": {"train": SEED, "sampling_key": SEED, "real_view": SEED},
+        "seeds": {"train": list(range(seeds)), "sampling_key": "the training seed"},
+        "real_view_seed": REAL_VIEW_SEED,
         "extension": EXTENSION,
         "datasets": datasets,
-        "rows": table_rows(datasets),
+        "rows": table_rows(datasets, PRESETS[preset]["bootstrap"]),
+        "runs": {"reused": store.reused, "computed": store.computed},
     }
     result["environment"] = environment(time.perf_counter() - start)
     result["markdown"] = write_outputs(out, result)
     return result
 
 
+def fingerprint(preset: str) -> str:
+    """What a finished run depends on: the preset's settings (less the seed count and the
+    bootstrap), the methods, and both data sets' stage configs."""
+    settings = {k: v for k, v in PRESETS[preset].items() if k not in ("seeds", "bootstrap")}
+    exp = {"preset": settings, "methods": METHODS, "extension": EXTENSION}
+    stages = {d: common.config_hash(stage_config(d, preset, "fingerprint")) for d in DATASETS}
+    return runs.fingerprint({**exp, "real_view_seed": REAL_VIEW_SEED}, stages)
+
+
 def define_flags() -> flags.FlagValues:
     fv = flags.FlagValues()
     common.define_output_flags(fv, PRESETS, DEFAULT_OUT)
+    flags.DEFINE_integer(
+        "seeds",
+        None,
+        "Training seeds (default: the preset's, tiny 1, cpu 3); each trains both data sets' "
+        "stages anew and samples with its own key; finished seeds are read back from OUT/runs.",
+        lower_bound=1,
+        flag_values=fv,
+    )
     return fv
 
 
@@ -305,7 +323,9 @@ def main(argv: list[str] | None = None) -> int:
     def body(args: cli.Args) -> None:
         fv = args.flags
         out = common.checked_out(fv, DEFAULT_OUT)
-        result = run(out, preset=fv.preset, data_dir=fv.data_dir, workdirs=fv.workdirs)
+        result = run(
+            out, preset=fv.preset, data_dir=fv.data_dir, workdirs=fv.workdirs, seeds=fv.seeds
+        )
         print(result["markdown"])
         print(f"Results in {out}")
 
