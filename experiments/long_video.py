@@ -1,10 +1,10 @@
 """Long videos, 8x the trained length: causal DiT rollout vs bidirectional DiT vs the cascade.
 
-    python -m experiments.long_video --preset=cpu [--seeds=N] [--out=...]
+    python -m experiments.long_video --preset=cpu [--train_seeds=3] [--seeds=N] [--out=...]
 
-For moving_digits and bouncing_shapes, three models are trained (or reused: workdirs are
-named by config hash) on clips of T frames (the same T, resolution and stride for all):
-a video VAE shared by both DiTs, then
+For moving_digits and bouncing_shapes and each training seed, the models are trained (or
+reused: workdirs are named by config hash) on clips of T frames (the same T, resolution and
+stride for all): a video VAE shared by both DiTs, then
 
   causal_dit     the causal latent DiT (configs/causal_dit.py), rolled out chunk by chunk
                  with its KV cache (`cascade.sampling.rollout.ChunkRollout`);
@@ -23,15 +23,18 @@ clip (`experiments.long_video_metrics`): bouncing_shapes physics (teleports, per
 violations after occlusion, gravity fit error, object count drift) and shape identity;
 moving_digits digit identity stability, motion residual and digit count drift; per-window FVD
 (Kinetics I3D, T-frame windows vs real T-frame windows); sampling seconds (warm: compilation
-excluded) and XLA FLOPs per generated frame. Writes
-experiments/results/long_video/<preset>/results.{md,csv,json}, metrics_vs_frame.png and
-side_by_side_<dataset>.{gif,mp4} (`experiments.long_video_report`), with the commit, CPU
-model, seeds and wall time.
+excluded) and XLA FLOPs per generated frame. Each metric is averaged over clips, then over
+training seeds (± their std); each method's whole-clip metrics are compared with the
+bidirectional DiT's by a 95% hierarchical bootstrap (training seeds, then clips; paired:
+every method continues the same clips). Each (data set, training seed) is a run of its own
+under OUT/runs/ (`runs.RunStore`), read back on a rerun. Writes
+experiments/results/long_video/<preset>/results.{md,csv,json}, differences.csv,
+metrics_vs_frame.png and side_by_side_<dataset>.{gif,mp4} (`experiments.long_video_report`),
+with the commit, CPU model, seeds and wall time.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from pathlib import Path
@@ -42,17 +45,24 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 from absl import flags  # noqa: E402
 
-from experiments import common  # noqa: E402
+from experiments import common, runs  # noqa: E402
+from experiments.long_video_generation import (  # noqa: E402
+    LENGTH,
+    REAL_VIEW_SEED,
+    W_R,
+    Lengths,
+    generate,
+    given_clips,
+    to_uint8,
+)
 from experiments.long_video_metrics import generation_flops, long_video_metrics  # noqa: E402
 from experiments.long_video_report import write_outputs  # noqa: E402
+from experiments.long_video_summary import differences, summarize_method  # noqa: E402
 from experiments.tables import environment  # noqa: E402
 
 NAME = "long_video"
 DATASETS = ("bouncing_shapes", "moving_digits")
 METHODS = ("causal_dit", "latent_dit", "cascade")
-LENGTH = 8  # generated clips are LENGTH x the trained length
-W_R = 2.0  # reconstruction guidance weight of the cascade (VDM: w_r > 1 helps)
-TRAIN_SEED = 0
 # Per preset: the stored data, the stage presets (`base`, experiments/common.py) and overrides
 # per model, training steps per model, clips continued, sampler steps, FVD videos (0: off).
 PRESETS: dict[str, dict[str, Any]] = {
@@ -67,6 +77,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "clips": 2,
         "sample_steps": {"dit": 2, "keyframes": 2},
         "fvd_videos": 0,
+        "train_seeds": 1,
+        "bootstrap": 50,
     },
     "cpu": {  # sized (not yet measured) for <= ~60 min on 2 idle cores
         "base": "quick",
@@ -83,116 +95,84 @@ PRESETS: dict[str, dict[str, Any]] = {
         "clips": 16,
         "sample_steps": {"dit": 16, "keyframes": 20},
         "fvd_videos": 8,
+        "train_seeds": 3,
+        "bootstrap": 1000,
     },
 }
 DEFAULT_OUT = f"experiments/results/{NAME}"
 
 
-def model_configs(dataset: str, preset: str, data_dir, workdirs) -> dict[str, Any]:
-    """Train (or reuse) the VAE, both DiTs and the keyframe stage on `dataset`; returns
-    {name: (config, workdir, train seconds)} (names: video_vae, latent_dit, causal_dit,
-    keyframes)."""
+LABELS = {"video_vae": "lv_vae", "latent_dit": "lv_dit", "causal_dit": "lv_causal"}
+LABELS["keyframes"] = "lv_keyframes"  # workdir label of each model (+ _<dataset>-<hash>)
+
+
+def model_configs(
+    dataset: str, preset: str, data_dir, workdirs, train_seed: int = 0
+) -> dict[str, Any]:
+    """The configs of the VAE, both DiTs and the keyframe stage on `dataset` at
+    `train_seed` (names: video_vae, latent_dit, causal_dit, keyframes; the DiTs read the
+    VAE's workdir under `workdirs`, named by its hash: nothing is trained here)."""
     p = PRESETS[preset]
     rgb = dataset == "bouncing_shapes"
     view = {"view.frames": p["frames"], "view.resolution": p["resolution"], "view.frame_stride": 1}
     view["view.channels"] = 3 if rgb else 1
-    base = {"seed": TRAIN_SEED, "data.name": dataset, "train.batch_size": p["batch_size"]}
+    base = {"seed": train_seed, "data.name": dataset, "train.batch_size": p["batch_size"]}
 
-    def train(name: str, label: str, overrides: dict[str, Any]):
-        config = common.stage_config(name, p["base"], data_dir, {**base, **overrides}, p["data"])
-        common.set_steps(config, p["train_steps"][name])
-        workdir, seconds = common.train_stage(config, workdirs, f"{label}_{dataset}")
-        return config, workdir, seconds
+    def config(name: str, overrides: dict[str, Any]):
+        c = common.stage_config(name, p["base"], data_dir, {**base, **overrides}, p["data"])
+        common.set_steps(c, p["train_steps"][name])
+        return c
 
-    models = {}
+    configs = {}
     vae = {**view, **_model(p["models"]["video_vae"]), "model.in_channels": view["view.channels"]}
-    models["video_vae"] = train("video_vae", "lv_vae", vae)
-    dit = {**view, **_model(p["models"]["latent_dit"]), "vae.workdir": str(models["video_vae"][1])}
+    configs["video_vae"] = config("video_vae", vae)
+    vae_workdir = common.workdir_for(workdirs, f"lv_vae_{dataset}", configs["video_vae"])
+    dit = {**view, **_model(p["models"]["latent_dit"]), "vae.workdir": str(vae_workdir)}
     dit["sample.steps"] = p["sample_steps"]["dit"]
     if rgb:  # unconditional: no labels to drop
         dit.update({"model.num_classes": 0, "flow.label_dropout": 0.0})
-    models["latent_dit"] = train("latent_dit", "lv_dit", dit)
-    models["causal_dit"] = train("causal_dit", "lv_causal", dit)
+    configs["latent_dit"] = config("latent_dit", dit)
+    configs["causal_dit"] = config("causal_dit", dit)
     kf = {**view, **_model(p["models"]["keyframes"]), "model.image_size": p["resolution"]}
     kf["sample.steps"] = p["sample_steps"]["keyframes"]
     if rgb:
         kf.update({"model.in_channels": 3, "model.out_channels": 3, "model.num_classes": 0})
         kf["diffusion.label_dropout"] = 0.0
-    models["keyframes"] = train("keyframes", "lv_keyframes", kf)
-    return models
+    configs["keyframes"] = config("keyframes", kf)
+    return configs
+
+
+def train_models(dataset: str, configs: dict[str, Any], workdirs) -> dict[str, Any]:
+    """Train (or reuse) every model of `model_configs`, the VAE first; returns {name: (config,
+    workdir, train seconds)}."""
+    return {
+        name: (config, *common.train_stage(config, workdirs, f"{LABELS[name]}_{dataset}"))
+        for name, config in configs.items()
+    }
 
 
 def _model(fields: dict[str, Any]) -> dict[str, Any]:
     return {f"model.{k}": v for k, v in fields.items()}
 
 
-class Lengths:
-    """Frame counts of the experiment from the trained pixel length T and latent frames n:
-    G given pixel frames (g latents), target = LENGTH x T pixel frames; each method generates
-    at least `target` frames (its own stride) and is cut to `target`."""
-
-    def __init__(self, frames: int, latents: int, chunk: int):
-        self.frames, self.latents = frames, latents
-        self.given_latents = (latents + 1) // 2
-        self.given = 1 + 4 * (self.given_latents - 1)  # the causal VAE's 1 + 4k frames
-        self.target = LENGTH * frames
-        # Latents decoding to >= target frames, whole chunks for the causal rollout.
-        self.chunks = math.ceil((math.ceil((self.target - 1) / 4) + 1) / chunk)
-        stride = latents - self.given_latents  # the bidirectional DiT's window stride
-        self.dit_latents = self.given_latents + stride * math.ceil(
-            (self.chunks * chunk - self.given_latents) / stride
-        )
-        kf_stride = frames - self.given
-        self.keyframes = self.given + kf_stride * math.ceil((self.target - self.given) / kf_stride)
-
-
-def generate(
-    method: str, trained, first: np.ndarray, labels, key, lengths: Lengths, warmup: bool = False
-) -> np.ndarray:
-    """One method's long clips [N, target, H, W, C] in [-1, 1] from the given frames
-    first [N, G, H, W, C]; `trained` is the causal DiT's `ChunkRollout` (built once: its jitted
-    steps are compiled on the first call) or the other methods' trained stage. warmup: only
-    compile (the cascade's one window, which every window reuses; the DiTs' whole run, as
-    their VAE decode compiles per length); returns what was generated."""
-    from cascade.sampling import conditional
-
-    n = len(first)
-    if method == "cascade":
-        target = lengths.frames if warmup else lengths.keyframes
-        video = conditional.extend(
-            trained, first, target, overlap=lengths.given, key=key,
-            method="reconstruction", w_r=W_R, labels=labels,
-        )  # fmt: skip
-    elif method == "latent_dit":
-        video, _ = conditional.extend_video(
-            trained, first, lengths.dit_latents, overlap=lengths.given_latents, key=key,
-            method="replacement", labels=labels,
-        )  # fmt: skip
-    else:
-        stage = trained.stage
-        cond = {"label": np.zeros(n, np.int32) if labels is None else np.asarray(labels, np.int32)}
-        given = stage.frames_to_outputs(first)
-        latents = trained.latents(cond, key, lengths.chunks, given=given)
-        video = stage.vae.decode_long(latents)
-    if warmup:
-        return video
-    if video.shape[1] < lengths.target:
-        raise AssertionError(f"{method}: {video.shape[1]} < {lengths.target} frames generated")
-    return video[:, : lengths.target]
-
-
-def run_dataset(dataset: str, preset: str, seeds: int, data_dir, workdirs, fvd_cache):
-    """Train (or reuse) the three models on `dataset`, continue the test clips with each for
-    every sampling seed, and measure the long clips."""
+def measure_train_seed(
+    dataset: str, train_seed: int, preset: str, seeds: int, data_dir, workdirs, fvd_cache
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The models trained (or reused) at `train_seed` on `dataset`, the test clips continued by
+    each method for every sampling seed (keys 0..seeds-1), the long clips measured. Arrays per
+    method: '<method>__whole__<metric>' [seeds * N] and '__windows__<metric>' [windows,
+    seeds * N] per clip, '__preview' (the first SHOWN_CLIPS clips, uint8); info: the models'
+    workdirs and steps, and per method the metrics (`long_video_metrics`, without per_clip)
+    and its cost per generated frame."""
     import jax
 
-    from cascade.data import pipeline
-    from cascade.evaluation import continuation
     from cascade.sampling.rollout import ChunkRollout
     from cascade.training.trained import load_trained
 
     p = PRESETS[preset]
-    models = model_configs(dataset, preset, data_dir, workdirs)
+    models = train_models(
+        dataset, model_configs(dataset, preset, data_dir, workdirs, train_seed), workdirs
+    )
     trained = {
         "cascade": load_trained(models["keyframes"][1], models["keyframes"][0]),
         "latent_dit": load_trained(models["latent_dit"][1], models["latent_dit"][0]),
@@ -201,12 +181,8 @@ def run_dataset(dataset: str, preset: str, seeds: int, data_dir, workdirs, fvd_c
     samplers = {**trained, "causal_dit": ChunkRollout(trained["causal_dit"])}
     causal = trained["causal_dit"].stage
     lengths = Lengths(p["frames"], causal.output_shape[0], causal.spec.chunk_shape[0])
-    kf_config = models["keyframes"][0]
-    clips = pipeline.test_clips(kf_config.data, p["clips"])
-    real = continuation.real_view(clips["video"], kf_config, lengths.target, TRAIN_SEED)
-    first = real[:, : lengths.given]
-    labels = clips["label"] if dataset == "moving_digits" else None
-    results = []
+    real, first, labels = given_clips(dataset, models["keyframes"][0], lengths, p["clips"])
+    arrays, methods = {}, {}
     for method in METHODS:
         # Compile first, so the timed runs below measure sampling, not compilation.
         generate(method, samplers[method], first, labels, jax.random.key(0), lengths, True)
@@ -220,30 +196,69 @@ def run_dataset(dataset: str, preset: str, seeds: int, data_dir, workdirs, fvd_c
         video = np.concatenate(videos)  # [seeds * N, target, ...]: seed-major
         generated = seeds * len(first) * (lengths.target - lengths.given)
         flops = generation_flops(method, trained[method], first, lengths)
-        results.append(
-            {
-                "method": method,
-                "video": video,
-                "seconds_per_frame": seconds / generated,
-                "flops_per_frame": flops["flops"] / (len(first) * (lengths.target - lengths.given)),
-                "loops_counted_once": flops["loops_counted_once"],
-                "metrics": long_video_metrics(
-                    video,
-                    real,
-                    dataset=dataset,
-                    window=p["frames"],
-                    labels=None if labels is None else np.tile(labels, seeds),
-                    fvd_videos=p["fvd_videos"],
-                    cache=fvd_cache,
-                ),
-            }
+        metrics = long_video_metrics(
+            video,
+            real,
+            dataset=dataset,
+            window=p["frames"],
+            labels=None if labels is None else np.tile(labels, seeds),
+            fvd_videos=p["fvd_videos"],
+            cache=fvd_cache,
         )
-    return {
-        "dataset": dataset,
+        for view, values in metrics.pop("per_clip").items():
+            arrays.update({f"{method}__{view}__{k}": v for k, v in values.items()})
+        arrays[f"{method}__preview"] = to_uint8(video[:SHOWN_CLIPS])
+        methods[method] = {
+            "metrics": metrics,
+            "seconds_per_frame": seconds / generated,
+            "flops_per_frame": flops["flops"] / (len(first) * (lengths.target - lengths.given)),
+            "loops_counted_once": flops["loops_counted_once"],
+        }
+    return arrays, {
+        "train_seed": train_seed,
+        "lengths": {"frames": lengths.frames, "latents": lengths.latents, "chunk": lengths.chunk},
         "workdirs": {name: str(m[1]) for name, m in models.items()},
         "train_steps": {name: int(m[0].train.steps) for name, m in models.items()},
         "train_seconds": {name: m[2] for name, m in models.items()},
-        "window": p["frames"],
+        "methods": methods,
+    }
+
+
+SHOWN_CLIPS = 2  # clips of each method kept for the side-by-side videos
+
+
+def run_dataset(
+    dataset: str, preset: str, train_seeds: int, seeds: int, data_dir, workdirs, fvd_cache, store
+) -> dict[str, Any]:
+    """Every training seed on `dataset` (finished ones read back from `store`), summarised:
+    per method the metrics averaged over training seeds (and per seed), and each method's
+    whole-clip metrics against the bidirectional DiT's with a bootstrap interval."""
+    per_seed = [
+        store.get(
+            f"{dataset}/train{t}-sampling{seeds}",
+            lambda t=t: measure_train_seed(
+                dataset, t, preset, seeds, data_dir, workdirs, fvd_cache
+            ),
+        )
+        for t in range(train_seeds)
+    ]
+    first_info = per_seed[0][1]
+    lengths = Lengths(**first_info["lengths"])
+    kf_config = model_configs(dataset, preset, data_dir, workdirs)["keyframes"]
+    real, first, _ = given_clips(dataset, kf_config, lengths, PRESETS[preset]["clips"])
+    results = [
+        summarize_method(
+            method,
+            [info["methods"][method] for _, info in per_seed],
+            per_seed[0][0][f"{method}__preview"],
+        )
+        for method in METHODS
+    ]
+    return {
+        "dataset": dataset,
+        "train_seeds": [info for _, info in per_seed],
+        "train_steps": first_info["train_steps"],
+        "window": PRESETS[preset]["frames"],
         "latents": lengths.latents,
         "given": lengths.given,
         "given_latents": lengths.given_latents,
@@ -252,6 +267,9 @@ def run_dataset(dataset: str, preset: str, seeds: int, data_dir, workdirs, fvd_c
         "real_frames": int(real.shape[1]),
         "real": real,
         "results": results,
+        "differences": differences(
+            dataset, METHODS, [arrays for arrays, _ in per_seed], PRESETS[preset]["bootstrap"]
+        ),
     }
 
 
@@ -260,37 +278,72 @@ def run(
     *,
     preset: str = "tiny",
     seeds: int = 1,
+    train_seeds: int | None = None,
     data_dir: str | Path = "results/data",
     workdirs: str | Path = "results/workdirs",
 ) -> dict[str, Any]:
-    """Train, generate, measure both data sets; write the outputs; returns results.json's
+    """Train, generate, measure both data sets at `train_seeds` training seeds (default: the
+    preset's) and `seeds` sampling seeds each; write the outputs; returns results.json's
     content (plus the markdown)."""
     from cascade.evaluation.fvd import FeatureCache
 
     start = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    train_seeds = train_seeds or PRESETS[preset]["train_seeds"]
+    store = runs.RunStore(out / "runs", fingerprint(preset))
     cache = FeatureCache()
-    datasets = [run_dataset(d, preset, seeds, data_dir, workdirs, cache) for d in DATASETS]
+    datasets = [
+        run_dataset(d, preset, train_seeds, seeds, data_dir, workdirs, cache, store)
+        for d in DATASETS
+    ]
     result = {
         "experiment": NAME,
         "preset": preset,
         "preset_settings": PRESETS[preset],
-        "seeds": {"train": TRAIN_SEED, "sampling": list(range(seeds)), "real_view": TRAIN_SEED},
+        "seeds": {
+            "train": list(range(train_seeds)),
+            "sampling": list(range(seeds)),
+            "real_view": REAL_VIEW_SEED,
+        },
         "length": LENGTH,
         "w_r": W_R,
         "datasets": datasets,
+        "runs": {"reused": store.reused, "computed": store.computed},
     }
     result["environment"] = environment(time.perf_counter() - start)
     result["markdown"] = write_outputs(out, result)
     return result
 
 
+def fingerprint(preset: str) -> str:
+    """What a finished run depends on: the preset's settings (less the seed count and the
+    bootstrap), the methods and lengths, and the stage presets the models start from."""
+    settings = {k: v for k, v in PRESETS[preset].items() if k not in ("train_seeds", "bootstrap")}
+    exp = {"preset": settings, "methods": METHODS, "length": LENGTH, "w_r": W_R}
+    base = PRESETS[preset]["base"]
+    stages = ("video_vae", "latent_dit", "causal_dit", "keyframes")
+    hashes = {s: common.config_hash(common.stage_config(s, base, "fingerprint")) for s in stages}
+    return runs.fingerprint({**exp, "real_view_seed": REAL_VIEW_SEED}, hashes)
+
+
 def define_flags() -> flags.FlagValues:
     fv = flags.FlagValues()
     common.define_output_flags(fv, PRESETS, DEFAULT_OUT)
     flags.DEFINE_integer(
-        "seeds", 1, "Sampling seeds (keys 0..N-1) per method.", lower_bound=1, flag_values=fv
+        "seeds",
+        1,
+        "Sampling seeds (keys 0..N-1) per method and training seed.",
+        lower_bound=1,
+        flag_values=fv,
+    )
+    flags.DEFINE_integer(
+        "train_seeds",
+        None,
+        "Training seeds (default: the preset's, tiny 1, cpu 3); each trains every model anew; "
+        "finished ones are read back from OUT/runs.",
+        lower_bound=1,
+        flag_values=fv,
     )
     return fv
 
@@ -303,7 +356,12 @@ def main(argv: list[str] | None = None) -> int:
         fv = args.flags
         out = common.checked_out(fv, DEFAULT_OUT)
         result = run(
-            out, preset=fv.preset, seeds=fv.seeds, data_dir=fv.data_dir, workdirs=fv.workdirs
+            out,
+            preset=fv.preset,
+            seeds=fv.seeds,
+            train_seeds=fv.train_seeds,
+            data_dir=fv.data_dir,
+            workdirs=fv.workdirs,
         )
         print(result["markdown"])
         print(f"Results in {out}")

@@ -32,15 +32,18 @@ METRICS = {
 }
 
 
-def content(videos: np.ndarray, reference: dict[str, np.ndarray], dataset: str, labels=None):
-    """METRICS[dataset] of clips [N, F, H, W, C] in [-1, 1]; `reference` is `per_clip` of
-    the real clips (for the count drift; clip i of `videos` continues real clip i mod M)."""
+def per_clip_content(
+    videos: np.ndarray, reference: dict[str, np.ndarray], dataset: str, labels=None
+) -> dict[str, np.ndarray]:
+    """METRICS[dataset] per clip ([N] each, NaN where undefined) of clips [N, F, H, W, C] in
+    [-1, 1]; `reference` is `_per_clip` of the real clips (for the count drift; clip i of
+    `videos` continues real clip i mod M)."""
     per_clip = _per_clip(videos, dataset, labels)
     ref_count = np.resize(reference["count"], len(videos))
-    out = {"count_drift": finite_mean(np.abs(per_clip["count"] - ref_count))}
+    out = {"count_drift": np.abs(per_clip["count"] - ref_count)}
     for key in METRICS[dataset]:
         if key != "count_drift":
-            out[key] = finite_mean(per_clip[key])
+            out[key] = np.asarray(per_clip[key], np.float64)
     return out
 
 
@@ -83,19 +86,24 @@ def long_video_metrics(
 
     Returns {"starts": [F // window window start frames], "windows": {metric: [values per
     window]}, "whole": {metric: value over whole clips}, "fvd_reason": why FVD is missing or
-    None}. FVD of a window: its first `fvd_videos` clips vs 2 x as many real windows (window
-    0 of every real clip first); whole: every window of those clips pooled."""
+    None, "per_clip": {"whole": {metric: [N]}, "windows": {metric: [windows, N]}}} (content
+    metrics; the others are their NaN-aware means over clips). FVD of a window: its first
+    `fvd_videos` clips vs 2 x as many real windows (window 0 of every real clip first);
+    whole: every window of those clips pooled."""
     from cascade.evaluation import evaluate
 
     count = video.shape[1] // window
     reference = {"count": _per_clip(real, dataset)["count"]}
     starts = [k * window for k in range(count)]
     windows: dict[str, list] = {k: [] for k in (*METRICS[dataset], "fvd")}
+    clips_per_window: dict[str, list] = {k: [] for k in METRICS[dataset]}
     for s in starts:
-        scores = content(video[:, s : s + window], reference, dataset, labels)
-        for key, value in scores.items():
-            windows[key].append(value)
-    whole = content(video, reference, dataset, labels)
+        scores = per_clip_content(video[:, s : s + window], reference, dataset, labels)
+        for key, values in scores.items():
+            windows[key].append(finite_mean(values))
+            clips_per_window[key].append(values)
+    clips_whole = per_clip_content(video, reference, dataset, labels)
+    whole = {key: finite_mean(values) for key, values in clips_whole.items()}
     n = min(fvd_videos, len(video))
     reason = None
     if n < 2:
@@ -108,7 +116,17 @@ def long_video_metrics(
     else:
         windows["fvd"] = [None] * count
         whole["fvd"] = None
-    return {"starts": starts, "windows": windows, "whole": whole, "fvd_reason": reason}
+    per_clip = {
+        "whole": clips_whole,
+        "windows": {key: np.stack(values) for key, values in clips_per_window.items()},
+    }
+    return {
+        "starts": starts,
+        "windows": windows,
+        "whole": whole,
+        "fvd_reason": reason,
+        "per_clip": per_clip,
+    }
 
 
 def _window_fvd(video: np.ndarray, real: np.ndarray, window: int, cache) -> tuple[list, float]:

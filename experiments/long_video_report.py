@@ -1,6 +1,7 @@
-"""Outputs of experiments/long_video.py: results.{csv,json,md}, metrics_vs_frame.png (each
-metric against the window start frame, one line per method) and side_by_side_<dataset>.gif /
-.mp4 (the real clip's true frames beside the three methods' long clips)."""
+"""Outputs of experiments/long_video.py: results.{csv,json,md}, differences.csv (each method
+against the bidirectional DiT, with bootstrap intervals), metrics_vs_frame.png (each metric
+against the window start frame, one line per method) and side_by_side_<dataset>.gif / .mp4
+(the real clip's true frames beside the three methods' long clips, training seed 0)."""
 
 from __future__ import annotations
 
@@ -43,7 +44,8 @@ CSV_COLUMNS = [
     "seconds_per_frame",
     "gflops_per_frame",
 ]
-SHOWN_CLIPS = 2  # rows of the side-by-side videos
+DIFFERENCE_COLUMNS = ["dataset", "method", "reference", "metric", "difference", "low", "high"]
+DIFFERENCE_COLUMNS += ["verdict"]
 
 
 def table_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
@@ -90,6 +92,8 @@ def write_outputs(out: Path, result: dict[str, Any]) -> str:
     rows = table_rows(result)
     result["rows"] = rows
     tables.write_csv(out / "results.csv", rows, CSV_COLUMNS)
+    differences = [row for d in result["datasets"] for row in d.get("differences", [])]
+    tables.write_csv(out / "differences.csv", differences, DIFFERENCE_COLUMNS)
     json_io.write_json(out / "results.json", {k: v for k, v in result.items() if k != "markdown"})
     write_plot(out / "metrics_vs_frame.png", result)
     md = markdown(result, rows)
@@ -101,25 +105,38 @@ def markdown(result: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     """results.md: per data set, the whole-clip table (metrics and cost per generated frame)
     and each metric against the window start frame; then how the numbers were made."""
     env = result["environment"]
+    train_seeds = result["seeds"]["train"]
+    train_seeds = train_seeds if isinstance(train_seeds, list) else [train_seeds]
     lines = [
-        f"# Long videos: {result['length']}x the trained length (preset `{result['preset']}`)",
+        f"# Long videos: {result['length']}x the trained length (preset `{result['preset']}`, "
+        f"{len(train_seeds)} training seed(s))",
         "",
     ]
     for d in result["datasets"]:
         keys = (*METRICS[d["dataset"]], "fvd")
-        whole = [r for r in rows if r["dataset"] == d["dataset"] and r["window"] == "whole"]
+        whole = [whole_cells(r, keys) for r in d["results"]]
         lines += [
             f"## {d['dataset']}",
             "",
-            "Whole clips:",
+            "Whole clips (mean over training seeds ± their std; each seed's in brackets):",
             "",
             tables.markdown_table(
                 whole, ["method", *keys, "seconds_per_frame", "gflops_per_frame"]
             ),
             "",
-            "Metric vs window start frame:",
-            "",
         ]
+        if d.get("differences"):
+            lines += [
+                "Against the bidirectional DiT (method - latent_dit, whole clips; 95% "
+                "hierarchical bootstrap over training seeds, then clips):",
+                "",
+                tables.markdown_table(
+                    [difference_cells(row) for row in d["differences"]],
+                    ["method", "metric", "difference [95% CI]", "verdict"],
+                ),
+                "",
+            ]
+        lines += ["Metric vs window start frame (mean over training seeds):", ""]
         header = ["metric", "method", *(f"f{s}" for s in d["results"][0]["metrics"]["starts"])]
         metric_rows = []
         for key in keys:
@@ -131,7 +148,8 @@ def markdown(result: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         reason = d["results"][0]["metrics"]["fvd_reason"]
         steps = ", ".join(f"{k} {v}" for k, v in d["train_steps"].items())
         lines.append(
-            f"- {d['clips']} test clips x {len(result['seeds']['sampling'])} seed(s); trained "
+            f"- {d['clips']} test clips x {len(result['seeds']['sampling'])} sampling seed(s) per "
+            f"training seed; trained "
             f"clips of T = {d['window']} frames ({d['latents']} latent frames); the first "
             f"{d['given']} frames given ({d['given_latents']} latent), continued to "
             f"{d['target']} frames; windows of T frames. Training steps: {steps}."
@@ -151,12 +169,47 @@ def markdown(result: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         "",
         tables.environment_line(
             env,
-            f"training seed {result['seeds']['train']}, sampling seeds "
-            f"{result['seeds']['sampling']}",
+            f"training seeds {train_seeds}, sampling seeds {result['seeds']['sampling']}"
+            + (
+                f"; runs read back {len(result['runs']['reused'])}, measured "
+                f"{len(result['runs']['computed'])}"
+                if "runs" in result
+                else ""
+            ),
         ),
         "",
     ]
     return "\n".join(lines)
+
+
+def whole_cells(r: dict[str, Any], keys: tuple[str, ...]) -> dict[str, str]:
+    """A method's whole-clip markdown cells: 'mean ± std (seed 0, seed 1, ...)'."""
+    m = r["metrics"]
+    cells = {"method": r["method"]}
+    for k in keys:
+        per_seed = m.get("whole_per_seed", {}).get(k, [m["whole"].get(k)])
+        if not tables.finite(m["whole"].get(k)):
+            cells[k] = tables.fmt(m["whole"].get(k))
+        elif len(per_seed) > 1:
+            cells[k] = (
+                f"{tables.fmt(m['whole'][k])} ± {tables.fmt(m['whole_std'][k])} "
+                f"({', '.join(tables.fmt(v) for v in per_seed)})"
+            )
+        else:
+            cells[k] = tables.fmt(m["whole"][k])
+    cells["seconds_per_frame"] = tables.fmt(r["seconds_per_frame"])
+    cells["gflops_per_frame"] = tables.fmt(r["flops_per_frame"] / 1e9)
+    return cells
+
+
+def difference_cells(row: dict[str, Any]) -> dict[str, str]:
+    return {
+        "method": row["method"],
+        "metric": LABELS[row["metric"]],
+        "difference [95% CI]": f"{tables.fmt(row['difference'])} [{tables.fmt(row['low'])}, "
+        f"{tables.fmt(row['high'])}]",
+        "verdict": row["verdict"],
+    }
 
 
 def write_plot(path: Path, result: dict[str, Any]) -> None:
@@ -200,8 +253,8 @@ def write_side_by_side(stem: Path, d: dict[str, Any]) -> None:
     from cascade import video_io
 
     target = d["target"]
-    real = d["real"][:SHOWN_CLIPS]
-    n = len(real)
+    n = min(len(d["real"]), *(len(r["video"]) for r in d["results"]))
+    real = d["real"][:n]
     padded = np.full((n, target, *real.shape[2:]), -1.0, np.float32)
     padded[:, : min(target, real.shape[1])] = real[:, :target]
     panels = [padded] + [r["video"][:n] for r in d["results"]]

@@ -10,12 +10,14 @@ import numpy as np
 import pytest
 
 from experiments import long_video as lv
+from experiments.long_video_generation import Lengths
 from experiments.long_video_metrics import METRICS, long_video_metrics
+from experiments.long_video_summary import differences
 
 
 def test_lengths_reach_eight_times_the_trained_length():
     for frames, latents in ((5, 2), (9, 3), (17, 5)):
-        n = lv.Lengths(frames, latents, chunk=1)
+        n = Lengths(frames, latents, chunk=1)
         assert n.target == 8 * frames and n.given == 1 + 4 * (n.given_latents - 1) < frames
         assert 1 + 4 * (n.chunks - 1) >= n.target  # causal: decoded latents cover the target
         assert n.dit_latents >= n.chunks and n.keyframes >= n.target
@@ -48,6 +50,35 @@ def test_window_fvd_scores_each_window_and_all_windows_pooled():
     assert set(m["windows"]) == {*METRICS["moving_digits"], "fvd"}
     off = long_video_metrics(video, real, dataset="moving_digits", window=9, fvd_videos=1)
     assert off["windows"]["fvd"] == [None, None] and "FVD off" in off["fvd_reason"]
+    per_clip = m["per_clip"]  # the means above are NaN-aware means of these
+    assert per_clip["windows"]["count_drift"].shape == (2, 3)  # windows x clips
+    np.testing.assert_allclose(
+        np.nanmean(per_clip["windows"]["count_drift"], axis=1), m["windows"]["count_drift"]
+    )
+
+
+def test_differences_say_which_method_is_better_beyond_the_noise():
+    rng = np.random.default_rng(1)
+    ref = [rng.normal(0.5, 0.05, 16) for _ in range(3)]  # per training seed, per clip
+
+    def arrays(shift):  # one run's arrays per seed: identity higher and drift lower are better
+        return [
+            {
+                **{f"{m}__whole__identity": x + shift.get(m, 0.0) for m in lv.METHODS},
+                **{f"{m}__whole__count_drift": 1.0 - x for m in lv.METHODS},
+                **{f"{m}__whole__cv_residual": x * 0 + 1.0 for m in lv.METHODS},
+            }
+            for x in ref
+        ]
+
+    rows = differences("moving_digits", lv.METHODS, arrays({"causal_dit": 0.2}), samples=200)
+    got = {(r["method"], r["metric"]): r["verdict"] for r in rows}
+    assert got[("causal_dit", "identity")] == "causal_dit better"
+    assert got[("cascade", "identity")] == "inconclusive"  # the same clips: difference 0
+    rows = differences("moving_digits", lv.METHODS, arrays({"cascade": -0.2}), samples=200)
+    assert {(r["method"], r["metric"]): r["verdict"] for r in rows}[
+        ("cascade", "identity")
+    ] == "latent_dit better"
 
 
 @pytest.mark.slow
@@ -78,8 +109,19 @@ def test_tiny_run_through_main_writes_every_output(data_dir, tmp_path):
         assert d["results"][0]["metrics"]["starts"] == list(range(0, 40, 5))
     assert result["environment"]["commit"] and result["environment"]["cpu"]
     md = (out / "results.md").read_text()
-    assert "sampling seeds [0]" in md and "FVD: FVD off (fvd_videos=0)" in md
+    assert "training seeds [0], sampling seeds [0]" in md and "FVD: FVD off (fvd_videos=0)" in md
+    assert "Against the bidirectional DiT" in md
+    diffs = list(csv.DictReader((out / "differences.csv").open()))
+    assert [(r["dataset"], r["method"], r["metric"]) for r in diffs] == [
+        (d, m, k) for d in lv.DATASETS for m in ("causal_dit", "cascade") for k in METRICS[d]
+    ]
     assert lv.main([*argv, "--workdirs=", "--seeds=0"]) == 2  # a bad flag: one line, exit 2
+    assert lv.main([*argv, "--workdirs=", "--train_seeds=0"]) == 2
+    # Rerun: every (data set, training seed) read back from OUT/runs, nothing trained again.
+    assert lv.main([*argv, f"--workdirs={workdirs}"]) == 0
+    again = json.loads((out / "results.json").read_text())
+    assert again["runs"]["computed"] == [] and len(again["runs"]["reused"]) == 2
+    assert list(csv.DictReader((out / "results.csv").open())) == rows
 
     # The rollout continuing given latents equals the unconditioned rollout when the given
     # chunk is the one it would have drawn itself (same keys: same context noise).
