@@ -268,32 +268,7 @@ def test_overfits_a_fixed_batch():
 
 
 # ---------------------------------------------------------------- bad input
-
-
-@pytest.mark.parametrize(
-    "overrides, field",
-    [
-        (dict(channel_mults=()), "channel_mults"),
-        (dict(temporal_mixing="lstm"), "'attention', 'conv3d', 'temporal_conv', 'none'"),
-        (dict(attn_resolutions=(3,)), "attn_resolutions"),
-        (dict(temporal_attn_resolutions=(16,)), "temporal_attn_resolutions"),
-        (dict(image_size=7), "image_size"),
-        (dict(norm_groups=3), "norm_groups"),
-        (dict(num_heads=3), "num_heads"),
-        (dict(dtype="float64"), "dtype"),
-        (dict(dropout=1.0), "dropout"),
-    ],
-)
-def test_bad_config_names_the_field(overrides, field):
-    with pytest.raises(ValueError, match=field):
-        UNetConfig(**{**TINY, **overrides})
-
-
-def test_unknown_key_and_list_values():
-    with pytest.raises(TypeError):
-        UNetConfig(**{**TINY, "channels": 4})
-    cfg = UNetConfig(**{**TINY, "channel_mults": [1, 2], "attn_resolutions": [4]})
-    assert cfg.channel_mults == (1, 2) and hash(cfg)
+# (config validation: test_unet3d_config.py)
 
 
 def test_bad_call_inputs():
