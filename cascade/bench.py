@@ -8,7 +8,9 @@ Fields: name, device, params, flops_per_step (XLA cost analysis of the lowered s
 optimisation), step_time_s (median after warm-up), achieved_gflops, peak_matmul_gflops
 (measured on this machine in the model's compute dtype, `model.dtype`: bf16 models are
 measured against the bf16 peak), mfu, peak_memory_bytes, batch_size, compute_dtype. The step
-is the real training step of the trainer (forward, backward, AdamW, EMA, finite guard).
+is the real training step of the trainer (forward, backward, AdamW, EMA, finite guard); a
+`forward_backward` record times the loss and its gradient alone, what the PyTorch peers of
+../shared/peers time as their training step (no optimizer update).
 
 A second record times sampling: the stage's whole jitted sampling loop (`sampling_fn`,
 what `--mode=sample` runs) for one batch at the config's `sample.steps` (or
@@ -34,7 +36,7 @@ from cascade import cli, json_io  # noqa: E402
 from cascade.configs import ConfigError  # noqa: E402
 from cascade.evaluation import benchmarking, cost  # noqa: E402
 from cascade.stages import TRAINABLE_STAGES, build_stage  # noqa: E402
-from cascade.stages.stage import model_graphdef, sampling_fn  # noqa: E402
+from cascade.stages.stage import merge_model, model_graphdef, sampling_fn  # noqa: E402
 from cascade.training import parallel  # noqa: E402
 from cascade.training.train_state import (  # noqa: E402
     count_params,
@@ -75,6 +77,20 @@ def bench_stage(config: ml_collections.ConfigDict) -> Any:
     return build_stage(config)
 
 
+def forward_backward(stage: Any) -> Any:
+    """(params, batch, key) -> ((loss, metrics), gradients) of the stage's training loss: the
+    step without the optimizer update, EMA and finite guard."""
+    graphdef = model_graphdef(stage)
+
+    def fn(params: Any, batch: dict[str, jax.Array], key: jax.Array):
+        def loss(p):
+            return stage.loss(merge_model(graphdef, p), batch, key)
+
+        return jax.value_and_grad(loss, has_aux=True)(params)
+
+    return fn
+
+
 def bench_config(
     config: ml_collections.ConfigDict, *, warmup: int = 2, iters: int = 5, sample_steps: int = 0
 ) -> list[dict[str, Any]]:
@@ -96,6 +112,17 @@ def bench_config(
                 step,
                 (state, batch, np.int32(0)),
                 name=f"{stage.name}/train_step[{config.preset}]",
+                params=params,
+                warmup=warmup,
+                iters=iters,
+                peak_gflops=peak,
+            )
+        )
+        records.append(
+            benchmarking.benchmark_compiled(
+                jax.jit(forward_backward(stage)),
+                (state["params"], batch, jax.random.key(2)),
+                name=f"{stage.name}/forward_backward[{config.preset}]",
                 params=params,
                 warmup=warmup,
                 iters=iters,

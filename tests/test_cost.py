@@ -141,8 +141,11 @@ def test_bench_times_the_whole_sampling_loop(data_dir):
     from cascade.stages.stage import model_graphdef, sampling_fn
 
     config = tiny_config("keyframes", data_dir)
-    train, sample = bench.bench_config(config, warmup=0, iters=1, sample_steps=3)
+    train, fwd_bwd, sample = bench.bench_config(config, warmup=0, iters=1, sample_steps=3)
     assert train["name"].endswith("train_step[tiny]")
+    # The peers' measure: loss and gradient without the optimizer, EMA and guard (fewer FLOPs).
+    assert fwd_bwd["name"] == "keyframes/forward_backward[tiny]"
+    assert 0.5 * train["flops_per_step"] < fwd_bwd["flops_per_step"] < train["flops_per_step"]
     assert sample["name"] == "keyframes/sample[tiny, 3 steps]" and sample["sample_steps"] == 3
     assert sample["seconds_per_video"] == pytest.approx(sample["step_time_s"] / 8)
     stage = build_stage(config)

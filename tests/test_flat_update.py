@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from cascade.training import flat_update
 from cascade.training.flat_update import FlatParams
 
 
@@ -52,3 +53,6 @@ def test_applies_only_to_one_float_dtype_with_every_tensor_replicated():
     assert FlatParams.applies(params, shardings)
     shardings["conv"]["b"] = split
     assert not FlatParams.applies(params, shardings)
+    # Large networks keep the per-tensor update (the copies would cost more than they save).
+    big = dict(params, big=jax.ShapeDtypeStruct((flat_update.MAX_FLAT_PARAMS,), jnp.float32))
+    assert not FlatParams.applies(big)
