@@ -289,7 +289,8 @@ def real_line(result: dict[str, Any]) -> str:
     if "physics" in real:
         p = real["physics"]
         return (
-            f"ballistic RMSE {tables.fmt(p.get('ballistic_rmse'))} px, permanence violations "
+            f"objects found {tables.fmt(p.get('num_objects'))} per clip, ballistic RMSE "
+            f"{tables.fmt(p.get('ballistic_rmse'))} px, permanence violations "
             f"{tables.fmt(p.get('permanence_violations'))}, shape constancy "
             f"{tables.fmt(p.get('shape_constancy'))}"
         )

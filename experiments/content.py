@@ -4,7 +4,9 @@ follow the data set's clips (channels, label classes).
 moving_digits: the digit reader (label match, identity stability, CV residual, class
 probabilities for the Inception-Score analogue). bouncing_shapes: the exact physics metrics
 (`cascade.evaluation.physics`: ballistic fit, teleports, object permanence, shape and colour
-constancy, object count). FVD applies to both and is added by `lab.Lab.measure`.
+constancy, object count), and how many objects the tracker finds at all: a clip in which it
+finds none has nothing to violate, so its violation counts are undefined (NaN), not 0, and
+`empty_scene` counts such clips. FVD applies to both and is added by `lab.Lab.measure`.
 """
 
 from __future__ import annotations
@@ -36,7 +38,10 @@ PHYSICS_ARRAYS = (
     "color_changes",
     "shape_constancy",
     "count_stability",
+    "num_objects",
 )
+# Counts of what went wrong with the objects of a clip: undefined for a clip without one.
+NEEDS_AN_OBJECT = ("teleports", "permanence_violations", "color_changes", "count_stability")
 
 
 def _physics_arrays(videos: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
@@ -44,7 +49,12 @@ def _physics_arrays(videos: np.ndarray, labels: np.ndarray) -> dict[str, np.ndar
     from cascade.evaluation import physics
 
     per_clip = physics.physics_metrics(videos)
-    return {k: np.asarray(per_clip[k], np.float64) for k in PHYSICS_ARRAYS}
+    out = {k: np.asarray(per_clip[k], np.float64) for k in PHYSICS_ARRAYS}
+    empty = out["num_objects"] == 0
+    for key in NEEDS_AN_OBJECT:
+        out[key] = np.where(empty, np.nan, out[key])
+    out["empty_scene"] = empty.astype(np.float64)
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +66,9 @@ class Content:
     coherence: str  # the metric plotted beside FVD: does the video stay one coherent scene
     # The single stage against the cascade: (metric, +1 higher is better / -1 lower), pre-set.
     verdicts: tuple[tuple[str, int], ...]
+    # Bumped when per_clip changes what it measures: runs made before are measured again
+    # (`lab.Lab.fingerprint`); 1 leaves the fingerprint as it always was.
+    version: int = 1
 
 
 CONTENT: dict[str, Content] = {
@@ -71,10 +84,12 @@ CONTENT: dict[str, Content] = {
         coherence="ballistic_rmse",
         verdicts=(
             ("fvd", -1),
+            ("empty_scene", -1),
             ("ballistic_rmse", -1),
             ("permanence_violations", -1),
             ("seconds_per_video", -1),
         ),
+        version=2,  # 2: num_objects, empty_scene, violations undefined without an object
     ),
 }
 

@@ -57,6 +57,9 @@ class Lab:
             s: common.config_hash(common.stage_config(s, self.exp.stage_preset, "fingerprint"))
             for s in stages
         }
+        version = content.of(self.exp.data.get("name", "moving_digits")).version
+        if version > 1:  # what per_clip measures changed: earlier runs are measured again
+            hashes["content_version"] = str(version)
         return runs.fingerprint(self.exp.to_dict(), hashes)
 
     # -- configs and trained stages -------------------------------------------------------------

@@ -35,6 +35,8 @@ METRICS: dict[str, tuple[str, str, int]] = {
     "color_changes": ("color_changes", "colour changes", -1),
     "shape_constancy": ("shape_constancy", "shape constancy", +1),
     "count_stability": ("count_stability", "count stability", +1),
+    "num_objects": ("num_objects", "objects found", +1),  # judged against the real clips' count
+    "empty_scene": ("empty_scene", "clips without objects", -1),
     "seconds_per_video": ("seconds_per_video", "s / video", -1),
 }
 

@@ -2,6 +2,9 @@
 (channels, label classes), and generated videos are measured with its content metrics (the
 digit reader for moving_digits, the exact physics metrics for bouncing_shapes)."""
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -51,13 +54,20 @@ def test_bouncing_shapes_videos_are_measured_with_the_physics_metrics(tmp_path):
     # Ground-truth clips: rasterisation-level ballistic fits and no violation.
     assert np.nanmax(arrays["ballistic_rmse"]) < 0.5
     assert arrays["permanence_violations"].sum() == 0 and arrays["teleports"].sum() == 0
+    assert (arrays["num_objects"] >= 1).all() and not arrays["empty_scene"].any()
+    # A scene without objects has nothing to violate: undefined, not a perfect 0, and counted.
+    empty = lab.Lab(exp).measure(np.full_like(videos, -1.0), np.zeros(3, np.int32))
+    assert empty["empty_scene"].all() and (empty["num_objects"] == 0).all()
+    for key in content.NEEDS_AN_OBJECT:
+        assert np.isnan(empty[key]).all(), key
     setting = {"ablation": "pipeline", "setting": "real", "view": "final", "runs": [(arrays, {})]}
     row = summary.setting_row(setting, None, exp)
     assert row["videos"] == 3 and row["shape_constancy"]["mean"] == pytest.approx(1.0)
     verdict_metrics = [m for m, _ in content.of("bouncing_shapes").verdicts]
     assert "ballistic_rmse" in verdict_metrics and set(verdict_metrics) <= set(summary.METRICS)
-    real = {"physics": {"ballistic_rmse": 0.12, "permanence_violations": 0.0}}
-    assert "ballistic RMSE 0.12" in comparison_report.real_line({"real_reference": real})
+    real = {"physics": {"ballistic_rmse": 0.12, "permanence_violations": 0.0, "num_objects": 1.8}}
+    line = comparison_report.real_line({"real_reference": real})
+    assert "ballistic RMSE 0.12" in line and "objects found 1.8 per clip" in line
 
 
 def test_a_data_set_without_content_metrics_is_refused_with_its_key(tmp_path):
@@ -66,3 +76,19 @@ def test_a_data_set_without_content_metrics_is_refused_with_its_key(tmp_path):
     )
     with pytest.raises(ConfigError, match="config.data.name='moving_mnist'"):
         comparison.check(exp)
+
+
+def test_changing_what_is_measured_retires_earlier_runs(monkeypatch):
+    """A data set whose per-clip measurements changed (Content.version) fingerprints its runs
+    anew, so runs made before are measured again; version 1 leaves fingerprints unchanged."""
+    import dataclasses
+
+    exp = expconfig.load("experiments/cascade_vs_single_stage:cpu_shapes")
+    now = lab.Lab(exp).fingerprint()
+    shapes = dataclasses.replace(content.CONTENT["bouncing_shapes"], version=1)
+    monkeypatch.setitem(content.CONTENT, "bouncing_shapes", shapes)
+    assert lab.Lab(exp).fingerprint() != now
+    digits = expconfig.load("experiments/cascade_vs_single_stage:cpu")
+    assert content.of("moving_digits").version == 1  # its committed runs stay valid
+    committed = Path("experiments/results/cascade_vs_single_stage/cpu/runs/seed0/done.json")
+    assert lab.Lab(digits).fingerprint() == json.loads(committed.read_text())["fingerprint"]
