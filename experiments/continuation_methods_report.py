@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from cascade import json_io
+from cascade.evaluation.aggregate import finite_mean
 from experiments import stats, tables
 
 CONTENT = {
@@ -42,11 +43,6 @@ CSV_COLUMNS = [
     "seconds",
     "verdict",
 ]
-
-
-def finite_mean(x: np.ndarray) -> float:
-    x = np.asarray(x, np.float64)
-    return float(x[np.isfinite(x)].mean()) if np.isfinite(x).any() else float("nan")
 
 
 def psnr_difference(ours: list[np.ndarray], ref: list[np.ndarray], samples: int) -> dict:

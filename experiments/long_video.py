@@ -53,7 +53,6 @@ from experiments.long_video_generation import (  # noqa: E402
     Lengths,
     generate,
     given_clips,
-    to_uint8,
 )
 from experiments.long_video_metrics import generation_flops, long_video_metrics  # noqa: E402
 from experiments.long_video_report import write_outputs  # noqa: E402
@@ -168,6 +167,7 @@ def measure_train_seed(
     and its cost per generated frame."""
     import jax
 
+    from cascade import video_io
     from cascade.sampling.rollout import ChunkRollout
     from cascade.training.trained import load_trained
 
@@ -209,7 +209,8 @@ def measure_train_seed(
         )
         for view, values in metrics.pop("per_clip").items():
             arrays.update({f"{method}__{view}__{k}": v for k, v in values.items()})
-        arrays[f"{method}__preview"] = to_uint8(video[:SHOWN_CLIPS])
+        shown = video[:SHOWN_CLIPS]  # uint8 as the videos are written; channels kept
+        arrays[f"{method}__preview"] = video_io.to_uint8(shown)[..., : shown.shape[-1]]
         methods[method] = {
             "metrics": metrics,
             "seconds_per_frame": seconds / generated,

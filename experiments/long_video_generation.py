@@ -81,7 +81,3 @@ def given_clips(dataset: str, kf_config, lengths: Lengths, count: int):
     real = continuation.real_view(clips["video"], kf_config, lengths.target, REAL_VIEW_SEED)
     labels = clips["label"] if dataset == "moving_digits" else None
     return real, real[:, : lengths.given], labels
-
-
-def to_uint8(video: np.ndarray) -> np.ndarray:
-    return np.round((np.clip(video, -1, 1) + 1) * 127.5).astype(np.uint8)
