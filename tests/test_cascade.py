@@ -1,7 +1,9 @@
 """SR stages and the cascade runner on tiny trained stages: shapes, files, chain validation."""
 
+import functools
 import json
 
+import jax
 import numpy as np
 import pytest
 from conftest import tiny_config
@@ -10,22 +12,42 @@ from cascade.configs import ConfigError, load
 from cascade.evaluation.evaluate import evaluate_runner
 from cascade.sampling.runners import CascadeRunner
 from cascade.stages.super_resolution import spatial_upsample, temporal_upsample
+from cascade.training.concurrent import StoppableTrainer, run_concurrently
+from cascade.training.trained import load_trained
 from cascade.training.trainer import Trainer
+
+OVERRIDES = {
+    "keyframes": {},
+    "temporal_sr": {"sr.noise_aug": True},
+    "spatial_sr": {"sr.noise_aug": False, "model.use_aug_cond": False},
+}
+
+
+def stage_config(name, data_dir):
+    return tiny_config(name, data_dir, **{"train.num_samples": 0, **OVERRIDES[name]})
 
 
 @pytest.fixture(scope="module")
 def trained_workdirs(data_dir, tmp_path_factory):
-    """Tiny keyframe, TSR (noise augmentation on) and SSR (off) trained for a few steps."""
+    """Tiny keyframe, TSR (noise augmentation on) and SSR (off) trained for a few steps, side
+    by side in threads as the quickstart trains them."""
     root = tmp_path_factory.mktemp("stages")
-    overrides = {
-        "keyframes": {},
-        "temporal_sr": {"sr.noise_aug": True},
-        "spatial_sr": {"sr.noise_aug": False, "model.use_aug_cond": False},
-    }
-    for name, extra in overrides.items():
-        config = tiny_config(name, data_dir, **{"train.num_samples": 0, **extra})
-        Trainer(config, root / name).train()
+
+    def train(name, stop):
+        StoppableTrainer(stage_config(name, data_dir), root / name, stop).train()
+
+    run_concurrently({name: functools.partial(train, name) for name in OVERRIDES})
     return root
+
+
+def test_a_stage_trained_beside_others_equals_one_trained_alone(
+    trained_workdirs, data_dir, tmp_path
+):
+    alone = Trainer(stage_config("temporal_sr", data_dir), tmp_path).train()
+    beside = load_trained(trained_workdirs / "temporal_sr", ema=False)
+    assert int(alone["step"]) == beside.step
+    for a, b in zip(jax.tree.leaves(alone["params"]), jax.tree.leaves(beside.params), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 def cascade_config(root, order=("keyframes", "temporal_sr", "spatial_sr")):

@@ -52,8 +52,15 @@ def test_log_to_file_restores_the_streams_when_the_block_raises(tmp_path, capfd)
 def test_quickstart_summary_names_times_metrics_and_references(tmp_path):
     spent = dict(first_step_with_compile=20.0, input_pipeline=3.0, train_steps=90.0)
     report = {
-        "seconds": {"data": 12.0, "train_keyframes": 130.0, "evaluation": 40.0},
-        "training_time_spent": {"keyframes": dict(spent, checkpoints=1.0, samples=0.0)},
+        "seconds": {"data": 12.0, "train_stages_side_by_side": 130.0, "cascade_evaluation": 40.0},
+        "stage_seconds": {
+            "keyframes": {"train_seconds": 130.0},
+            "temporal_sr": {"train_seconds": 125.0, "score_seconds": 7.0},
+        },
+        "training_time_spent": {
+            "keyframes": dict(spent, checkpoints=1.0, samples=0.0),
+            "temporal_sr": dict(spent, checkpoints=1.0, samples=0.0),
+        },
         "cascade": {
             "fvd": {"fvd": 123.4},
             "digits": {"identity_stability": 0.81, "label_match": 0.84},
@@ -68,7 +75,8 @@ def test_quickstart_summary_names_times_metrics_and_references(tmp_path):
     }
     text = summary(report, tmp_path, 182.0)
     assert "done in 3.0 min" in text
-    assert "train keyframes" in text and "2.2 min" in text  # 130 s
+    assert "train stages side by side" in text and "2.2 min" in text  # 130 s
+    assert "side by side" in text and "7 s" in text  # the temporal SR stage's scoring
     assert "20 s" in text and "90 s" in text  # compile vs steady steps
     assert "16 s" in text  # the rest of the 130 s: model and data setup, the final write
     assert "identity stability" in text and "0.81" in text and "real clips 0.95" in text

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -178,6 +179,11 @@ def get_builder(data_cfg: Any, *, build: bool = True) -> tfds.core.DatasetBuilde
     return builder
 
 
+# Threads of one process (stages trained side by side: cascade.training.concurrent) that
+# need the same missing set would race on TFDS's temporary folders: one builds, the rest wait.
+_BUILD_LOCK = threading.Lock()
+
+
 def _prepare_once(
     builder: tfds.core.DatasetBuilder, reopen: Callable[[], tfds.core.DatasetBuilder]
 ) -> tfds.core.DatasetBuilder:
@@ -189,7 +195,10 @@ def _prepare_once(
     builds its own copy (the builders are deterministic, so every copy is the same).
     """
     if jax.process_count() == 1:
-        builders.prepare(builder)
+        with _BUILD_LOCK:  # another thread may have built it while this one waited
+            builder = reopen()
+            if not builder.is_prepared():
+                builders.prepare(builder)
         return builder
     if jax.process_index() == 0:
         builders.prepare(builder)

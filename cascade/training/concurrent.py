@@ -1,0 +1,66 @@
+"""Independent jobs (the cascade's stages) run side by side, one Python thread each.
+
+The cascade's stages are trained separately, each on real clips, so nothing orders them. On a
+small CPU one quick stage keeps XLA's thread pool only partly busy: on the project's 2-core
+machine a quick SR stage trains only 1.4x faster on 2 cores than on 1, and two stages trained
+side by side in one process finish in 98 s where one after the other take 130 s. JAX releases
+the GIL while XLA runs, so threads in one process are enough; they share the compiled-code
+caches and one thread pool, which rebalances when a job ends.
+
+A job polls `stop` (a `StoppableTrainer` does at every step): the first job that raises, or a
+Ctrl-C in the main thread, sets it, the others end at their next step (their checkpoints up
+to then are kept, so a rerun resumes), and that first exception is re-raised.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from typing import TypeVar
+
+from cascade.training.trainer import Trainer, TrainState
+
+T = TypeVar("T")
+
+
+class Stopped(Exception):
+    """Raised inside a job that was asked to stop because another one failed."""
+
+
+class StoppableTrainer(Trainer):
+    """A Trainer that ends (raising `Stopped`) at the first step after `stop` is set."""
+
+    def __init__(self, config, workdir, stop: threading.Event):
+        super().__init__(config, workdir)
+        self.stop = stop
+
+    def before_step(self, step: int, state: TrainState) -> None:
+        if self.stop.is_set():
+            raise Stopped(f"{self.stage.name} stopped at step {step}")
+        super().before_step(step, state)
+
+
+def run_concurrently(jobs: dict[str, Callable[[threading.Event], T]]) -> dict[str, T]:
+    """Call every job with a shared stop event, each in its own thread; their results by name.
+
+    The first exception (or KeyboardInterrupt in the caller) sets the event, waits for the
+    other jobs to end, and is re-raised; a job's `Stopped` is never the one reported.
+    """
+    stop = threading.Event()
+    with ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="job") as pool:
+        futures = {name: pool.submit(job, stop) for name, job in jobs.items()}
+        try:
+            done, _ = wait(futures.values(), return_when=FIRST_EXCEPTION)
+            failed = [f for f in done if f.exception() is not None]
+            if failed:
+                stop.set()
+                wait(futures.values())
+                raise next(
+                    (f.exception() for f in failed if not isinstance(f.exception(), Stopped)),
+                    failed[0].exception(),
+                )
+        except BaseException:
+            stop.set()  # Ctrl-C lands here while waiting: the jobs end at their next step
+            raise
+        return {name: f.result() for name, f in futures.items()}
