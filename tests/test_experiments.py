@@ -5,11 +5,12 @@ file, so the two long runs can go to different test workers)."""
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from experiment_helpers import finite, read_csv, stand_in_i3d, tiny  # tests/ is on sys.path
 
 from experiments import cascade_vs_single_stage as comparison
-from experiments import stats
+from experiments import stats, vae_ceiling
 
 
 @pytest.fixture(scope="module")
@@ -91,3 +92,29 @@ def test_cascade_vs_single_stage_tiny_fills_every_column(comparison_run):
         f"{result['seeds'][0]['budget']['ratio']:.3f} x the cascade's"
         in (out / "results.md").read_text()
     )
+
+
+@pytest.mark.slow
+def test_vae_ceiling_measures_each_seeds_vae_on_its_test_clips(comparison_run):
+    exp, result = comparison_run
+    ceiling = vae_ceiling.run(exp)  # the comparison's VAEs, reused through their markers
+    vaes = [
+        s["pipelines"]["single_stage"]["train"]["video_vae"]["workdir"] for s in result["seeds"]
+    ]
+    assert [s["workdir"] for s in ceiling["seeds"]] == [str(w) for w in vaes]
+    table = ceiling["table"]
+    assert list(table) == [
+        "real test clips",
+        "VAE reconstruction",
+        "single stage, generated (results.json)",
+    ]
+    assert len(table["VAE reconstruction"]["psnr"]) == exp.seeds
+    assert all(np.isfinite(table["VAE reconstruction"]["psnr"]))
+    # The generated row is the comparison's own per-seed means.
+    single = next(s for s in result["settings"] if s["setting"] == "single_stage")
+    assert table["single stage, generated (results.json)"]["label_match"] == pytest.approx(
+        single["label_match"]["per_seed"]
+    )
+    assert "VAE reconstruction" in (Path(exp.out) / "vae_ceiling.md").read_text()
+    assert (Path(exp.out) / "runs" / "vae_reconstruction" / "seed0" / "done.json").exists()
+    np.testing.assert_equal(vae_ceiling.run(exp)["table"], table)  # read back, not redone
