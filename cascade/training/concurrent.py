@@ -22,6 +22,7 @@ from typing import TypeVar
 from cascade.training.trainer import Trainer, TrainState
 
 T = TypeVar("T")
+POLL_SECONDS = 0.25  # how soon the caller notices Ctrl-C while the jobs run
 
 
 class Stopped(Exception):
@@ -49,10 +50,13 @@ def run_concurrently(jobs: dict[str, Callable[[threading.Event], T]]) -> dict[st
     """
     stop = threading.Event()
     with ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="job") as pool:
-        futures = {name: pool.submit(job, stop) for name, job in jobs.items()}
         try:
-            done, _ = wait(futures.values(), return_when=FIRST_EXCEPTION)
-            failed = [f for f in done if f.exception() is not None]
+            futures = {name: pool.submit(job, stop) for name, job in jobs.items()}
+            pending = set(futures.values())
+            # Short waits: a signal (Ctrl-C) is acted on only when the main thread wakes up.
+            while pending and not any(f.exception() for f in futures.values() if f.done()):
+                _, pending = wait(pending, timeout=POLL_SECONDS, return_when=FIRST_EXCEPTION)
+            failed = [f for f in futures.values() if f.done() and f.exception() is not None]
             if failed:
                 stop.set()
                 wait(futures.values())
@@ -61,6 +65,6 @@ def run_concurrently(jobs: dict[str, Callable[[threading.Event], T]]) -> dict[st
                     failed[0].exception(),
                 )
         except BaseException:
-            stop.set()  # Ctrl-C lands here while waiting: the jobs end at their next step
+            stop.set()  # Ctrl-C lands here: leaving the pool waits for the jobs' next step
             raise
         return {name: f.result() for name, f in futures.items()}
