@@ -206,6 +206,20 @@ def summary(report: dict, out: Path, total_seconds: float) -> str:
                     f"{best[0]} {_fmt(best[1]['psnr'])}",
                 )
             )
+            digits = {  # the same clips read by the digit reader: does the stage keep identity?
+                k: v.get("digits", {}).get("identity_stability")
+                for k, v in (("model", sr.get("content", {}).get("model", {})),
+                             ("baseline", sr.get("content", {}).get("baselines", {}).get(best[0], {})),
+                             ("target", sr.get("content", {}).get("target", {})))
+            }  # fmt: skip
+            if digits["model"] is not None:
+                metric_rows.append(
+                    (
+                        f"{name} identity, given real input",
+                        _fmt(digits["model"]),
+                        f"{best[0]} {_fmt(digits['baseline'])}, real {_fmt(digits['target'])}",
+                    )
+                )
     return "\n\n".join(
         [
             f"cascade quickstart done in {minutes(total_seconds)}.",

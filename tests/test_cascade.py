@@ -9,7 +9,7 @@ import pytest
 from conftest import tiny_config
 
 from cascade.configs import ConfigError, load
-from cascade.evaluation.evaluate import evaluate_runner
+from cascade.evaluation.evaluate import evaluate_runner, evaluate_super_resolution
 from cascade.sampling.runners import CascadeRunner
 from cascade.stages.super_resolution import spatial_upsample, temporal_upsample
 from cascade.training.concurrent import StoppableTrainer, run_concurrently
@@ -115,3 +115,13 @@ def test_conditioning_upsamplers_place_frames_on_the_target_grid():
     flat = np.full((1, 2, 4, 4, 3), 0.25, np.float32)
     np.testing.assert_allclose(np.asarray(spatial_upsample(flat, 2)), 0.25, rtol=1e-6)
     assert spatial_upsample(flat, 2).shape == (1, 2, 8, 8, 3)
+
+
+def test_super_resolution_scores_read_content_beside_pixels(trained_workdirs):
+    """PSNR can hide what a viewer sees (in-between digits read as other digits), so each SR
+    stage's score also reads the digits of its output, of each baseline and of the target."""
+    scores = evaluate_super_resolution(load_trained(trained_workdirs / "temporal_sr"), 2)
+    content = scores["content"]
+    assert set(content["baselines"]) == set(scores["baselines"])
+    for measured in (content["model"], content["target"], *content["baselines"].values()):
+        assert {"identity_stability", "label_match"} <= set(measured["digits"])

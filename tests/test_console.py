@@ -70,6 +70,11 @@ def test_quickstart_summary_names_times_metrics_and_references(tmp_path):
             "temporal_sr": {
                 "model": {"psnr": 24.5},
                 "baselines": {"repeat": {"psnr": 19.0}, "linear": {"psnr": 21.5}},
+                "content": {
+                    "model": {"digits": {"identity_stability": 0.51}},
+                    "baselines": {"linear": {"digits": {"identity_stability": 0.78}}},
+                    "target": {"digits": {"identity_stability": 0.81}},
+                },
             }
         },
     }
@@ -81,4 +86,5 @@ def test_quickstart_summary_names_times_metrics_and_references(tmp_path):
     assert "16 s" in text  # the rest of the 130 s: model and data setup, the final write
     assert "identity stability" in text and "0.81" in text and "real clips 0.95" in text
     assert "temporal_sr PSNR" in text and "linear 21.5" in text  # the best baseline
+    assert "temporal_sr identity, given real input" in text and "linear 0.78, real 0.81" in text
     assert "quickstart.log" in text and "tensorboard --logdir" in text
