@@ -206,18 +206,15 @@ def summary(report: dict, out: Path, total_seconds: float) -> str:
                     f"{best[0]} {_fmt(best[1]['psnr'])}",
                 )
             )
-            digits = {  # the same clips read by the digit reader: does the stage keep identity?
-                k: v.get("digits", {}).get("identity_stability")
-                for k, v in (("model", sr.get("content", {}).get("model", {})),
-                             ("baseline", sr.get("content", {}).get("baselines", {}).get(best[0], {})),
-                             ("target", sr.get("content", {}).get("target", {})))
-            }  # fmt: skip
-            if digits["model"] is not None:
+            content = sr.get("content")  # the same clips read: does the stage keep identity?
+            if content and "digits" in content["model"]:
+                identity = lambda m: _fmt(m["digits"]["identity_stability"])  # noqa: E731
                 metric_rows.append(
                     (
                         f"{name} identity, given real input",
-                        _fmt(digits["model"]),
-                        f"{best[0]} {_fmt(digits['baseline'])}, real {_fmt(digits['target'])}",
+                        identity(content["model"]),
+                        f"{best[0]} {identity(content['baselines'][best[0]])}, "
+                        f"real {identity(content['target'])}",
                     )
                 )
     return "\n\n".join(

@@ -7,6 +7,7 @@ Every result carries the FVD protocol it was measured with.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from pathlib import Path
@@ -123,13 +124,13 @@ def evaluate_super_resolution(trained: Any, num: int, seed: int = 0) -> dict[str
         return None
     cond, baselines, keep = task
     samples = trained.sample({"label": clips["label"], "cond": cond}, jax.random.key(seed))
-    name, labels = trained.config.data.name, np.asarray(clips["label"])
+    read = functools.partial(
+        content_metrics, data_name=trained.config.data.name, labels=np.asarray(clips["label"])
+    )
     content = {
-        "model": content_metrics(np.asarray(samples), name, labels),
-        "baselines": {
-            k: content_metrics(np.asarray(b), name, labels) for k, b in baselines.items()
-        },
-        "target": content_metrics(np.asarray(target), name, labels),
+        "model": read(np.asarray(samples)),
+        "baselines": {k: read(np.asarray(b)) for k, b in baselines.items()},
+        "target": read(np.asarray(target)),
     }
     target, samples = target[:, keep], samples[:, keep]
     baselines = {name: b[:, keep] for name, b in baselines.items()}
