@@ -157,6 +157,9 @@ def sr_section(factor: int, upsample: str) -> ml_collections.ConfigDict:
             # are convolutional in time, so they still sample whole clips; a 4-frame window
             # costs a quarter of a 16-frame clip per step.
             "crop_frames": 0,
+            # Diffuse target - upsample(cond) instead of the target, and add the upsampled
+            # input back after sampling (the network learns what the upsampler gets wrong).
+            "residual": False,
         }
     )
 

@@ -46,7 +46,7 @@ NOT_HASHED = (
 
 # Fields added after workdirs were trained, left out of the hash while they hold the value
 # that changes nothing (so every workdir trained before them keeps its name).
-HASHED_UNLESS_DEFAULT = {"data.image_pool": 0, "sr.crop_frames": 0}
+HASHED_UNLESS_DEFAULT = {"data.image_pool": 0, "sr.crop_frames": 0, "sr.residual": False}
 
 # Stage settings frozen at what the committed experiment runs were trained with, where the
 # preset has since moved on for the quickstart (both SR `quick` presets now train on frame

@@ -76,3 +76,31 @@ def test_experiments_keep_the_sr_stages_their_committed_runs_trained(
     pinned = common.stage_config(name, "quick", "unused")
     assert (pinned.sr.crop_frames, pinned.train.steps) == (0, 800)
     assert common.config_hash(pinned) == committed_hash  # the committed runs' workdir name
+
+
+@pytest.mark.parametrize("name", ["temporal_sr", "spatial_sr"])
+def test_residual_sr_diffuses_what_the_upsampler_gets_wrong(name):
+    """With sr.residual the diffused clip is target - upsample(cond), and a network that
+    predicts a zero residual (x0 parametrization, output 0) samples the upsampled input."""
+    overrides = {"sr.residual": True, "diffusion.parametrization": "x0", "sr.noise_aug": False}
+    if name == "temporal_sr":
+        overrides["sr.upsample"] = "linear"
+    stage = build_stage(config_checks.validate(tiny_config(name, "unused", **overrides)))
+    rng = np.random.default_rng(0)
+    batch = stage.eval_batch(
+        {"video": rng.uniform(-1, 1, (2, 8, 16, 16, 1)), "label": np.zeros(2)}, rng
+    )
+    upsampled = np.asarray(stage.upsample(batch["cond"]))
+    residual = np.asarray(stage.diffusion_target(batch))
+    np.testing.assert_allclose(residual, batch["video"] - upsampled, atol=1e-6)
+    cond = stage.cond_from_batch(batch)
+    np.testing.assert_allclose(
+        stage.from_diffusion_target(residual, cond), batch["video"], atol=1e-6
+    )
+
+    def zero_residual(x, logsnr, **kwargs):
+        return np.zeros((*x.shape[:-1], 1), np.float32)
+
+    sample = stage.sample(zero_residual, jax.random.key(0), cond)
+    np.testing.assert_allclose(sample, upsampled, atol=1e-5)
+    assert stage.clip_x0 == 2.0  # a residual of two clips in [-1, 1] lies in [-2, 2]

@@ -90,13 +90,28 @@ class GaussianStage(Stage, abc.ABC):
         b, frames = label.shape[0], batch["video"].shape[1] - images.shape[1]
         return jnp.concatenate([jnp.broadcast_to(label[:, None], (b, frames)), images], axis=1)
 
+    # -- what is diffused ---------------------------------------------------------------------
+    def diffusion_target(self, batch: Batch) -> jax.Array:
+        """The clips the diffusion process runs on [B,T,H,W,C]: the videos themselves here;
+        a super-resolution stage may diffuse their residual from its upsampled input."""
+        return batch["video"]
+
+    def from_diffusion_target(self, x: jax.Array, cond: Batch) -> jax.Array:
+        """The inverse of `diffusion_target`: samples x [B,T,H,W,C] -> videos."""
+        return x
+
+    @property
+    def clip_x0(self) -> bool | float:
+        """The sampler's x^ clipping (config.sample.clip_x0) in the diffused space."""
+        return self.config.sample.clip_x0
+
     def _network(self, model, z, logsnr, cond, aug_logsnr, label, **kwargs):
         x_in = z if cond is None else jnp.concatenate([z, cond.astype(z.dtype)], axis=-1)
         return model(x_in, logsnr, label=label, aug_logsnr=aug_logsnr, **kwargs)
 
     # -- objective ----------------------------------------------------------------------------
     def loss(self, model: nnx.Module, batch: Batch, key: jax.Array) -> tuple[jax.Array, dict]:
-        x = batch["video"]
+        x = self.diffusion_target(batch)
         b = x.shape[0]
         k_t, k_eps, k_label, k_cond, k_drop = jax.random.split(key, 5)
         t = schedules.uniform_t(k_t, b)  # low-discrepancy (VDM)
@@ -132,7 +147,7 @@ class GaussianStage(Stage, abc.ABC):
     def distill_loss(self, student, teacher, batch, key, *, student_steps, weighting):
         """Matching two deterministic DDIM steps of the teacher (see `Stage.distill_loss`);
         `weighting` "auto" is the stage's own diffusion.loss."""
-        x = batch["video"]
+        x = self.diffusion_target(batch)
         k_u, k_eps, k_cond = jax.random.split(key, 3)
         u = distill.sample_student_u(k_u, x.shape[0], student_steps)
         eps = jax.random.normal(k_eps, x.shape, x.dtype)
@@ -180,7 +195,7 @@ class GaussianStage(Stage, abc.ABC):
     ) -> jax.Array:
         s = self.config.sample
         k_cond, k_sample = jax.random.split(key)
-        return samplers.sample(
+        x = samplers.sample(
             self.denoiser(model, cond, k_cond),
             (cond["label"].shape[0], *self.output_shape),
             k_sample,
@@ -190,8 +205,9 @@ class GaussianStage(Stage, abc.ABC):
             gamma=s.gamma,
             schedule=self.schedule,
             parametrization=self.config.diffusion.parametrization,
-            clip_x0=s.clip_x0,
+            clip_x0=self.clip_x0,
         )
+        return self.from_diffusion_target(x, cond)
 
     conditioning_methods = given_frames.METHODS
 
@@ -200,9 +216,9 @@ class GaussianStage(Stage, abc.ABC):
         stage's sampler; see `Stage.sample_given`."""
         s = self.config.sample
         k_cond, k_sample = jax.random.split(key)
-        return given_frames.sample_given(
+        x = given_frames.sample_given(
             self.denoiser(model, cond, k_cond),
-            given,
+            self.diffusion_target({**cond, "video": given}),
             mask[:, :, None, None, None],
             k_sample,
             method=method,
@@ -213,5 +229,6 @@ class GaussianStage(Stage, abc.ABC):
             eta=s.eta,
             gamma=s.gamma,
             schedule=self.schedule,
-            clip_x0=s.clip_x0,
+            clip_x0=self.clip_x0,
         )
+        return self.from_diffusion_target(x, cond)

@@ -7,6 +7,11 @@ concatenated to z_t on channels. Noise conditioning augmentation (Cascaded
 Diffusion Models): in training the conditioning clip is corrupted by the
 forward process at a random level and the network is told that level; at
 sampling a fixed level from config is used.
+
+With `sr.residual` the stage diffuses the residual between the target and its
+upsampled input (target - upsample(cond)) and adds the upsampled input back
+after sampling: an untrained network already returns the trivial baseline, and
+training only has to learn what the upsampler gets wrong.
 """
 
 from __future__ import annotations
@@ -127,6 +132,27 @@ class SuperResolutionStage(GaussianStage):
     @abc.abstractmethod
     def upsample(self, cond: jax.Array) -> jax.Array:
         """Put the conditioning clip [B, *input_shape] on the target grid [B, *output_shape]."""
+
+    @property
+    def residual(self) -> bool:
+        """config.sr.residual (False for stages trained before the key existed)."""
+        return bool(self.config.sr.get("residual", False))
+
+    def diffusion_target(self, batch: Batch) -> jax.Array:
+        if not self.residual:
+            return batch["video"]
+        return batch["video"] - self.upsample(batch["cond"].astype(jnp.float32))
+
+    def from_diffusion_target(self, x: jax.Array, cond: Batch) -> jax.Array:
+        if not self.residual:
+            return x
+        return x + self.upsample(cond["cond"].astype(jnp.float32))
+
+    @property
+    def clip_x0(self) -> bool | float:
+        # A residual between two clips in [-1, 1] lies in [-2, 2].
+        clip = self.config.sample.clip_x0
+        return 2.0 * (1.0 if clip is True else clip) if self.residual and clip else clip
 
     def conditioning(self, batch: Batch, key: jax.Array, *, train: bool):
         sr = self.config.sr
