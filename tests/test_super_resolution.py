@@ -104,3 +104,22 @@ def test_residual_sr_diffuses_what_the_upsampler_gets_wrong(name):
     sample = stage.sample(zero_residual, jax.random.key(0), cond)
     np.testing.assert_allclose(sample, upsampled, atol=1e-5)
     assert stage.clip_x0 == 2.0  # a residual of two clips in [-1, 1] lies in [-2, 2]
+
+
+def test_class_conditional_sr_stage_samples_with_classifier_free_guidance():
+    """Guidance runs the conditional and null-label halves in one [2B] batch; the upsampled
+    clip and its augmentation level go to both halves (they were [B]: a shape error)."""
+    overrides = {"model.num_classes": 10, "diffusion.label_dropout": 0.1}
+    config = config_checks.validate(tiny_config("temporal_sr", "unused", **overrides))
+    config.sample.guidance_scale = 2.0
+    stage = build_stage(config)
+    whole = stage.eval_batch(_clips(), np.random.default_rng(0))
+    tx = make_optimizer(config.train)
+    params = jax.eval_shape(lambda key: init_state(stage, tx, key), jax.random.key(0))["params"]
+    graphdef = model_graphdef(stage)
+    videos = jax.eval_shape(
+        lambda p, c: stage.sample(merge_model(graphdef, p), jax.random.key(2), c),
+        params,
+        stage.cond_from_batch(whole),
+    )
+    assert videos.shape == (2, *stage.output_shape)

@@ -176,7 +176,14 @@ class GaussianStage(Stage, abc.ABC):
         label = self._labels(cond)
 
         def denoise(z, logsnr, label):
-            out = self._network(model, z, logsnr, cond_channels, aug_logsnr, label)
+            channels, aug = cond_channels, aug_logsnr
+            if channels is not None and z.shape[0] != channels.shape[0]:
+                # Classifier-free guidance runs both halves in one [2B] batch: the
+                # conditioning clip (and its augmentation level) is the same for both.
+                reps = z.shape[0] // channels.shape[0]
+                channels = jnp.concatenate([channels] * reps)
+                aug = None if aug is None else jnp.concatenate([aug] * reps)
+            out = self._network(model, z, logsnr, channels, aug, label)
             return out.astype(jnp.float32)
 
         w = self.config.sample.guidance_scale
