@@ -68,7 +68,7 @@ def _default(config):
 
 
 def _quick(config):
-    for name, steps in (("keyframes", 64), ("temporal_sr", 32), ("spatial_sr", 32)):
+    for name, steps in (("keyframes", 64), ("temporal_sr", 32), ("spatial_sr", 16)):
         config.stages[name].update(workdir=f"results/quickstart/{name}", steps=steps)
 
 

@@ -53,7 +53,12 @@ HASHED_UNLESS_DEFAULT = {"data.image_pool": 0, "sr.crop_frames": 0, "sr.residual
 # windows, for more steps): every seed of an experiment must train the same stage.
 PINNED = {
     ("quick", "temporal_sr"): {"sr.crop_frames": 0, "train.steps": 800},
-    ("quick", "spatial_sr"): {"sr.crop_frames": 0, "train.steps": 800},
+    ("quick", "spatial_sr"): {
+        "sr.crop_frames": 0,
+        "sr.residual": False,
+        "train.steps": 800,
+        "sample.steps": 32,
+    },
 }
 
 
