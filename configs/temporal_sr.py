@@ -66,8 +66,13 @@ def _quick(config):
     # 8-frame windows (2 input frames) at 1200 steps: 3/4 of the FLOPs of 800 steps on whole
     # 16-frame clips, and better (32 held-out clips: 20.52 vs 20.38 dB, linear interp. 19.75).
     config.sr.crop_frames = 8
-    config.model.update(base_channels=32, channel_mults=(1, 2), num_res_blocks=1)
-    config.sample.steps = 32
+    # Class-conditional, as Imagen Video conditions every stage on the text: told the first
+    # digit's class and sampled with guidance w = 2, the stage keeps the digit it is given
+    # (real keyframes of 64 held-out clips: identity 0.81 vs 0.60 unconditional; the
+    # quickstart's cascade 0.71 vs 0.46, label match 0.83 vs 0.48).
+    config.model.update(base_channels=32, channel_mults=(1, 2), num_res_blocks=1, num_classes=10)
+    config.diffusion.label_dropout = 0.1
+    config.sample.update(steps=32, guidance_scale=2.0)
     configs.quick_training(config.train, steps=1200, learning_rate=1e-3)
 
 

@@ -52,13 +52,14 @@ HASHED_UNLESS_DEFAULT = {"data.image_pool": 0, "sr.crop_frames": 0, "sr.residual
 # preset has since moved on for the quickstart (both SR `quick` presets now train on frame
 # windows, for more steps): every seed of an experiment must train the same stage.
 PINNED = {
-    ("quick", "temporal_sr"): {"sr.crop_frames": 0, "train.steps": 800},
-    ("quick", "spatial_sr"): {
+    ("quick", "temporal_sr"): {
         "sr.crop_frames": 0,
-        "sr.residual": False,
         "train.steps": 800,
-        "sample.steps": 32,
+        "model.num_classes": 0,
+        "diffusion.label_dropout": 0.0,
+        "sample.guidance_scale": 0.0,
     },
+    ("quick", "spatial_sr"): {"sr.crop_frames": 0, "train.steps": 800},
 }
 
 

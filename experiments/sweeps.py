@@ -10,9 +10,8 @@ import ml_collections
 
 from experiments.budget import CASCADE
 
-# Sampling steps at each stage preset: cascade.py:quick's as the committed runs sampled them
-# (the quickstart's residual spatial SR stage has since moved to 16; the experiments' is not
-# residual and keeps 32, see common.PINNED).
+# Sampling steps: the presets' (cascade.py:quick for the cascade at `quick`; its temporal
+# SR stage's guidance is the quickstart's alone: the experiments' stage is unconditional).
 SAMPLE_STEPS = {
     "tiny": {"keyframes": 8, "temporal_sr": 8, "spatial_sr": 8, "latent_dit": 8},
     "quick": {"keyframes": 64, "temporal_sr": 32, "spatial_sr": 32, "latent_dit": 32},

@@ -290,3 +290,19 @@ def test_ddim_eta1_equals_ddpm_gamma0_and_shapes():
     assert c.shape == shape and float(jnp.max(jnp.abs(c))) <= 1.0
     with pytest.raises(ValueError, match="allowed.*ddpm.*ddim"):
         samplers.sample(fn, shape, key, steps=2, sampler="euler")
+
+
+def test_x0_clipped_to_per_element_bounds_keeps_eps_and_v_consistent_with_z():
+    """clip_x0=(lo, hi) arrays (a residual's bounds): x^ inside them, and eps, v recomputed
+    so that z = alpha x^ + sigma eps still holds."""
+    rng = np.random.default_rng(0)
+    z = jnp.asarray(rng.normal(size=(2, 3, 4)))
+    out = jnp.asarray(3 * rng.normal(size=(2, 3, 4)))
+    lo = jnp.asarray(rng.uniform(-2, 0, size=(2, 3, 4)))
+    hi = lo + 1.0
+    logsnr = jnp.array([0.5, -1.0])
+    p = gaussian.predictions(out, z, logsnr=logsnr, parametrization="x0", clip_x0=(lo, hi))
+    np.testing.assert_allclose(p["x0"], np.clip(out, lo, hi), atol=1e-6)
+    alpha, sigma = gaussian.alpha_sigma(gaussian.bcast(logsnr, z))
+    np.testing.assert_allclose(alpha * p["x0"] + sigma * p["eps"], z, atol=1e-5)
+    np.testing.assert_allclose(p["v"], alpha * p["eps"] - sigma * p["x0"], atol=1e-5)

@@ -79,7 +79,7 @@ def predictions(
     *,
     logsnr: jax.Array,
     parametrization: str,
-    clip_x0: float | bool | None = None,
+    clip_x0: float | bool | tuple[jax.Array, jax.Array] | None = None,
 ) -> dict[str, jax.Array]:
     """All three views {"x0", "eps", "v"} of a network output in the given parametrization.
 
@@ -88,7 +88,8 @@ def predictions(
       from x0:  eps = (z - alpha x0) / sigma
       from v:   x0 = alpha z - sigma v,  eps = sigma z + alpha v
       and always v = alpha eps - sigma x0.
-    clip_x0: None/False (no clipping), True (clip to [-1, 1]) or a float c (clip to [-c, c]);
+    clip_x0: None/False (no clipping), True (clip to [-1, 1]), a float c (clip to [-c, c]) or
+    a pair (lo, hi) of arrays broadcastable to x0 (a residual's bounds: `SuperResolutionStage`);
     when clipping, eps and v are recomputed from the clipped x0 so all three stay consistent
     with z (what the samplers need). All arrays [B, ...]; logsnr [B] or scalar.
     """
@@ -104,8 +105,11 @@ def predictions(
         x0 = alpha * z - sigma * model_out
         eps = sigma * z + alpha * model_out
     if clip_x0 is not None and clip_x0 is not False:
-        c = 1.0 if clip_x0 is True else float(clip_x0)
-        x0 = jnp.clip(x0, -c, c)
+        if isinstance(clip_x0, tuple):
+            x0 = jnp.clip(x0, *clip_x0)
+        else:
+            c = 1.0 if clip_x0 is True else float(clip_x0)
+            x0 = jnp.clip(x0, -c, c)
         eps = (z - alpha * x0) / sigma
     v = alpha * eps - sigma * x0
     if parametrization == "v" and (clip_x0 is None or clip_x0 is False):

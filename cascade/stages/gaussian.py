@@ -100,9 +100,9 @@ class GaussianStage(Stage, abc.ABC):
         """The inverse of `diffusion_target`: samples x [B,T,H,W,C] -> videos."""
         return x
 
-    @property
-    def clip_x0(self) -> bool | float:
-        """The sampler's x^ clipping (config.sample.clip_x0) in the diffused space."""
+    def x0_clip(self, cond: Batch) -> bool | float | tuple[jax.Array, jax.Array]:
+        """The sampler's x^ clipping (config.sample.clip_x0) in the diffused space, for
+        sampling given `cond` (see `gaussian.predictions`)."""
         return self.config.sample.clip_x0
 
     def _network(self, model, z, logsnr, cond, aug_logsnr, label, **kwargs):
@@ -212,7 +212,7 @@ class GaussianStage(Stage, abc.ABC):
             gamma=s.gamma,
             schedule=self.schedule,
             parametrization=self.config.diffusion.parametrization,
-            clip_x0=self.clip_x0,
+            clip_x0=self.x0_clip(cond),
         )
         return self.from_diffusion_target(x, cond)
 
@@ -236,6 +236,6 @@ class GaussianStage(Stage, abc.ABC):
             eta=s.eta,
             gamma=s.gamma,
             schedule=self.schedule,
-            clip_x0=self.clip_x0,
+            clip_x0=self.x0_clip(cond),
         )
         return self.from_diffusion_target(x, cond)
