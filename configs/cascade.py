@@ -24,8 +24,9 @@ def stage_sampling(
 ) -> ml_collections.ConfigDict:
     """One stage's sampling settings. Only a stage that can be class-conditional (keyframes,
     temporal SR) has `guidance_scale` (refused above 0 for an unconditional stage), only a
-    super-resolution stage `aug_t`: a key a stage would ignore is not there to be set. checkpoint_step: 0 samples the newest checkpoint; a step kept along
-    training (the stage's train.keep_steps) samples that one."""
+    super-resolution stage `aug_t`: a key a stage would ignore is not there to be set.
+    checkpoint_step: 0 samples the newest checkpoint; a step kept along training (the
+    stage's train.keep_steps) samples that one."""
     section = {
         "workdir": workdir,
         "checkpoint_step": 0,
