@@ -53,6 +53,9 @@ def stage_config(name: str, data_dir: Path, steps: int | None):
 
     config = configs.load(f"{name}:quick")
     config.data.data_dir = str(data_dir)
+    # No end-of-training preview: the cascade's videos show every stage's output (its
+    # stages.gif; TensorBoard's samples/<stage> images), and previews cost ~40 s of CPU.
+    config.train.num_samples = 0
     if steps is not None:
         config.train.steps = steps
         config.train.checkpoint_every = min(config.train.checkpoint_every, steps)
@@ -158,7 +161,8 @@ def run(out: Path, *, steps: int | None, num_videos: int, fvd_videos: int) -> di
             bar.update()
             report["seconds"]["cascade_evaluation"] = time.perf_counter() - tick
         json_io.write_json(out / "metrics.json", report)
-        log_evaluation(out, report)  # out/logs: `tensorboard --logdir OUT` shows them as eval/...
+        # out/logs: `tensorboard --logdir OUT` shows them as eval/... and each stage's videos
+        log_evaluation(out, report, videos={k: v[:8] for k, v in outputs.items()})
     return report
 
 
@@ -171,7 +175,7 @@ def summary(report: dict, out: Path, total_seconds: float) -> str:
     rows = [(step.replace("_", " "), minutes(s)) for step, s in report["seconds"].items()]
     rows.append(("total", minutes(total_seconds)))
     spent = report["training_time_spent"]
-    parts = ("first_step_with_compile", "input_pipeline", "train_steps", "checkpoints", "samples")
+    parts = ("first_step_with_compile", "input_pipeline", "train_steps", "checkpoints")
     train_rows = []
     for name in STAGES:
         if name in spent:  # "other": building the model and data, restoring, the final write
@@ -231,7 +235,6 @@ def summary(report: dict, out: Path, total_seconds: float) -> str:
                     "input",
                     "steps",
                     "ckpt",
-                    "samples",
                     "other",
                     "SR scores",
                 ),

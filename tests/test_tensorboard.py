@@ -56,7 +56,12 @@ def test_metrics_log_events_load_in_tensorboard(tmp_path):
     log.close()
     # NaN (an undefined FVD) and strings are not plotted.
     assert logged == {"eval/fvd/kvd": 1.5, "eval/digits/label_match": 0.25}
-    log_evaluation(tmp_path / "eval", {"psnr": np.float32(20.5), "config": {"seed": 3}}, 7)
+    log_evaluation(
+        tmp_path / "eval",
+        {"psnr": np.float32(20.5), "config": {"seed": 3}},
+        7,
+        videos={"keyframes": videos[:, :2], "final": videos},
+    )
 
     events = load_events(tmp_path / "logs")
     tags = events.Tags()
@@ -78,6 +83,13 @@ def test_metrics_log_events_load_in_tensorboard(tmp_path):
     evaluation = load_events(tmp_path / "eval" / "logs")
     assert evaluation.Tags()["scalars"] == ["eval/psnr"]  # config entries are settings
     assert evaluation.Scalars("eval/psnr")[0].step == 7
+    # A cascade's videos per stage (the quickstart logs its outputs this way).
+    images = evaluation.Tags()["images"]
+    assert set(images) == {
+        f"{kind}/{name}" for kind in ("samples", "samples_video") for name in ("keyframes", "final")
+    }
+    assert evaluation.Images("samples/keyframes")[0].width == 2 * 5  # its 2 frames
+    assert evaluation.Images("samples_video/final")[0].encoded_image_string.startswith(GIF_MAGIC)
 
 
 def test_tensorboard_command_is_installed():

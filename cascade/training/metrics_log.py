@@ -129,11 +129,21 @@ def gif_bytes(frames: np.ndarray, *, fps: float, scale: int = 1) -> tuple[bytes,
     return buffer.getvalue(), frames.shape[1], frames.shape[2]
 
 
-def log_evaluation(out_dir: str | Path, metrics: Mapping[str, Any], step: int = 0) -> None:
+def log_evaluation(
+    out_dir: str | Path,
+    metrics: Mapping[str, Any],
+    step: int = 0,
+    videos: Mapping[str, Any] | None = None,
+) -> None:
     """Evaluation metrics into `out_dir/logs` (beside the metrics.json written there), so
-    `tensorboard --logdir` over a results folder shows them next to the training curves."""
+    `tensorboard --logdir` over a results folder shows them next to the training curves;
+    `videos` ({name: [N,T,H,W,C] in [-1,1]}, e.g. a cascade's output per stage) as the images
+    `samples/<name>` and `samples_video/<name>`."""
     log = MetricsLog(out_dir)
     try:  # a run's `config` entry holds settings, not measurements
         log.evaluation({k: v for k, v in metrics.items() if k != "config"}, step)
+        for name, v in (videos or {}).items():
+            log.video_grid(f"samples/{name}", v, step)
+            log.video(f"samples_video/{name}", v, step)
     finally:
         log.close()
