@@ -1,6 +1,7 @@
 """Long videos, 8x the trained length: causal DiT rollout vs bidirectional DiT vs the cascade.
 
     python -m experiments.long_video --preset=cpu [--train_seeds=3] [--seeds=N] [--out=...]
+        [--datasets=bouncing_shapes,moving_digits]
 
 For moving_digits and bouncing_shapes and each training seed, the models are trained (or
 reused: workdirs are named by config hash) on clips of T frames (the same T, resolution and
@@ -27,7 +28,9 @@ excluded) and XLA FLOPs per generated frame. Each metric is averaged over clips,
 training seeds (± their std); each method's whole-clip metrics are compared with the
 bidirectional DiT's by a 95% hierarchical bootstrap (training seeds, then clips; paired:
 every method continues the same clips). Each (data set, training seed) is a run of its own
-under OUT/runs/ (`runs.RunStore`), read back on a rerun. Writes
+under OUT/runs/ (`runs.RunStore`), read back on a rerun; --datasets picks the data sets
+(each can run as its own command into the same OUT, and a later call with both reads every
+finished run back). Writes
 experiments/results/long_video/<preset>/results.{md,csv,json}, differences.csv,
 metrics_vs_frame.png and side_by_side_<dataset>.{gif,mp4} (`experiments.long_video_report`),
 with the commit, CPU model, seeds and wall time.
@@ -284,10 +287,11 @@ def run(
     train_seeds: int | None = None,
     data_dir: str | Path = "results/data",
     workdirs: str | Path = "results/workdirs",
+    datasets: tuple[str, ...] = DATASETS,
 ) -> dict[str, Any]:
-    """Train, generate, measure both data sets at `train_seeds` training seeds (default: the
-    preset's) and `seeds` sampling seeds each; write the outputs; returns results.json's
-    content (plus the markdown)."""
+    """Train, generate, measure `datasets` (default both) at `train_seeds` training seeds
+    (default: the preset's) and `seeds` sampling seeds each; write the outputs; returns
+    results.json's content (plus the markdown)."""
     from cascade.evaluation.fvd import FeatureCache
 
     start = time.perf_counter()
@@ -299,6 +303,7 @@ def run(
     datasets = [
         run_dataset(d, preset, train_seeds, seeds, data_dir, workdirs, cache, store)
         for d in DATASETS
+        if d in datasets  # in DATASETS' order, whatever order they were asked in
     ]
     result = {
         "experiment": NAME,
@@ -348,6 +353,12 @@ def define_flags() -> flags.FlagValues:
         lower_bound=1,
         flag_values=fv,
     )
+    flags.DEFINE_list(
+        "datasets",
+        list(DATASETS),
+        f"Data sets to run and report, comma-separated (of {', '.join(DATASETS)}).",
+        flag_values=fv,
+    )
     return fv
 
 
@@ -358,6 +369,13 @@ def main(argv: list[str] | None = None) -> int:
     def body(args: cli.Args) -> None:
         fv = args.flags
         out = common.checked_out(fv, DEFAULT_OUT)
+        unknown = sorted(set(fv.datasets) - set(DATASETS))
+        if unknown or not fv.datasets:
+            raise cli.UsageError(
+                f"--datasets={','.join(fv.datasets)}: "
+                f"{'unknown ' + ', '.join(unknown) if unknown else 'none given'}; "
+                f"choose from {','.join(DATASETS)}"
+            )
         result = run(
             out,
             preset=fv.preset,
@@ -365,6 +383,7 @@ def main(argv: list[str] | None = None) -> int:
             train_seeds=fv.train_seeds,
             data_dir=fv.data_dir,
             workdirs=fv.workdirs,
+            datasets=tuple(fv.datasets),
         )
         print(result["markdown"])
         print(f"Results in {out}")

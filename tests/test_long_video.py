@@ -82,7 +82,7 @@ def test_differences_say_which_method_is_better_beyond_the_noise():
 
 
 @pytest.mark.slow
-def test_tiny_run_through_main_writes_every_output(data_dir, tmp_path):
+def test_tiny_run_through_main_writes_every_output(data_dir, tmp_path, capsys):
     out, workdirs = tmp_path / "out", tmp_path / "workdirs"
     argv = ["long_video", "--preset=tiny", f"--out={out}", f"--data_dir={data_dir}"]
     assert lv.main([*argv, f"--workdirs={workdirs}"]) == 0
@@ -122,6 +122,14 @@ def test_tiny_run_through_main_writes_every_output(data_dir, tmp_path):
     again = json.loads((out / "results.json").read_text())
     assert again["runs"]["computed"] == [] and len(again["runs"]["reused"]) == 2
     assert list(csv.DictReader((out / "results.csv").open())) == rows
+    # One data set on its own: its finished run is read back, the report covers only it.
+    assert lv.main([*argv, f"--workdirs={workdirs}", "--datasets=bouncing_shapes"]) == 0
+    alone = json.loads((out / "results.json").read_text())
+    assert [d["dataset"] for d in alone["datasets"]] == ["bouncing_shapes"]
+    assert alone["runs"]["computed"] == [] and len(alone["runs"]["reused"]) == 1
+    capsys.readouterr()
+    assert lv.main([*argv, f"--workdirs={workdirs}", "--datasets=bouncing_shapes,kinetics"]) == 2
+    assert "unknown kinetics; choose from bouncing_shapes,moving_digits" in capsys.readouterr().err
 
     # The rollout continuing given latents equals the unconditioned rollout when the given
     # chunk is the one it would have drawn itself (same keys: same context noise).
