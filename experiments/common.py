@@ -170,6 +170,12 @@ def train_stage(
 TRAINED = "trained.json"  # marker of a finished stage in its workdir
 
 
+def trained_seconds(workdir: str | Path) -> float:
+    """Wall seconds of the `train_stage` call that finished the stage in `workdir` (recorded
+    in its marker; also when this call found it trained and returned 0)."""
+    return float(json.loads((Path(workdir) / TRAINED).read_text())["seconds"])
+
+
 def distill_config(
     teacher: str | Path,
     start_steps: int,

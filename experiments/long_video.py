@@ -104,6 +104,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 DEFAULT_OUT = f"experiments/results/{NAME}"
+# Bumped when the measurement changes, so runs measured before are measured again (2: the
+# whole-clip metrics on the generated frames only, empty_scene, violations of an empty clip
+# undefined).
+METRICS_VERSION = 2
 
 
 LABELS = {"video_vae": "lv_vae", "latent_dit": "lv_dit", "causal_dit": "lv_causal"}
@@ -206,6 +210,7 @@ def measure_train_seed(
             real,
             dataset=dataset,
             window=p["frames"],
+            given=lengths.given,
             labels=None if labels is None else np.tile(labels, seeds),
             fvd_videos=p["fvd_videos"],
             cache=fvd_cache,
@@ -225,7 +230,7 @@ def measure_train_seed(
         "lengths": {"frames": lengths.frames, "latents": lengths.latents, "chunk": lengths.chunk},
         "workdirs": {name: str(m[1]) for name, m in models.items()},
         "train_steps": {name: int(m[0].train.steps) for name, m in models.items()},
-        "train_seconds": {name: m[2] for name, m in models.items()},
+        "train_seconds": {name: common.trained_seconds(m[1]) for name, m in models.items()},
         "methods": methods,
     }
 
@@ -329,6 +334,7 @@ def fingerprint(preset: str) -> str:
     bootstrap), the methods and lengths, and the stage presets the models start from."""
     settings = {k: v for k, v in PRESETS[preset].items() if k not in ("train_seeds", "bootstrap")}
     exp = {"preset": settings, "methods": METHODS, "length": LENGTH, "w_r": W_R}
+    exp["metrics_version"] = METRICS_VERSION
     base = PRESETS[preset]["base"]
     stages = ("video_vae", "latent_dit", "causal_dit", "keyframes")
     hashes = {s: common.config_hash(common.stage_config(s, base, "fingerprint")) for s in stages}

@@ -8,8 +8,14 @@ Metrics per data set (per clip, then averaged over clips, NaN-aware):
   moving_digits    identity (identity stability: frames a tracked digit keeps its class),
                    cv_residual (px, constant-velocity motion residual), count_drift (|digits
                    read - digits in the real clip|)
-  both             fvd: Kinetics-I3D FVD of the window across clips vs real windows of the
+  both             empty_scene (1 where no object / digit is found at all; the violation counts
+                   of such a clip are undefined, NaN, not 0: an empty scene violates nothing);
+                   fvd: Kinetics-I3D FVD of the window across clips vs real windows of the
                    same length (2 x as many real windows as clips), when enabled and >= 9 frames.
+
+Windows tile the whole clip, given frames included (window 0 holds the seam between the given
+and the generated frames); the whole-clip content metrics are taken on the generated frames
+only, so the real given frames cannot stand in for objects a method lost after them.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from cascade.evaluation.aggregate import finite_mean
+from experiments.content import NEEDS_AN_OBJECT
 
 METRICS = {
     "bouncing_shapes": (
@@ -27,8 +34,9 @@ METRICS = {
         "gravity_error",
         "count_drift",
         "identity",
+        "empty_scene",
     ),
-    "moving_digits": ("identity", "cv_residual", "count_drift"),
+    "moving_digits": ("identity", "cv_residual", "count_drift", "empty_scene"),
 }
 
 
@@ -40,10 +48,12 @@ def per_clip_content(
     `videos` continues real clip i mod M)."""
     per_clip = _per_clip(videos, dataset, labels)
     ref_count = np.resize(reference["count"], len(videos))
-    out = {"count_drift": np.abs(per_clip["count"] - ref_count)}
+    empty = per_clip["count"] == 0
+    out = {"count_drift": np.abs(per_clip["count"] - ref_count), "empty_scene": empty * 1.0}
     for key in METRICS[dataset]:
-        if key != "count_drift":
-            out[key] = np.asarray(per_clip[key], np.float64)
+        if key not in out:
+            values = np.asarray(per_clip[key], np.float64)
+            out[key] = np.where(empty, np.nan, values) if key in NEEDS_AN_OBJECT else values
     return out
 
 
@@ -77,12 +87,14 @@ def long_video_metrics(
     *,
     dataset: str,
     window: int,
+    given: int = 0,
     labels: np.ndarray | None = None,
     fvd_videos: int = 0,
     cache: Any = None,
 ) -> dict[str, Any]:
     """Content metrics and FVD of long clips video [N, F, H, W, C] (F a multiple of `window`)
-    against real clips [M, R, H, W, C] (R >= window), per window of `window` frames and whole.
+    against real clips [M, R, H, W, C] (R >= window), per window of `window` frames and whole
+    (content metrics: frames given.. F, the generated ones; FVD: every window pooled).
 
     Returns {"starts": [F // window window start frames], "windows": {metric: [values per
     window]}, "whole": {metric: value over whole clips}, "fvd_reason": why FVD is missing or
@@ -102,7 +114,7 @@ def long_video_metrics(
         for key, values in scores.items():
             windows[key].append(finite_mean(values))
             clips_per_window[key].append(values)
-    clips_whole = per_clip_content(video, reference, dataset, labels)
+    clips_whole = per_clip_content(video[:, given:], reference, dataset, labels)
     whole = {key: finite_mean(values) for key, values in clips_whole.items()}
     n = min(fvd_videos, len(video))
     reason = None

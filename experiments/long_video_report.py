@@ -23,6 +23,7 @@ LABELS = {
     "count_drift": "count drift",
     "identity": "identity",
     "cv_residual": "motion residual px",
+    "empty_scene": "empty clips",
     "fvd": "FVD",
 }
 METRIC_COLUMNS = [
@@ -32,6 +33,7 @@ METRIC_COLUMNS = [
     "count_drift",
     "identity",
     "cv_residual",
+    "empty_scene",
     "fvd",
 ]
 CSV_COLUMNS = [
@@ -160,9 +162,13 @@ def markdown(result: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         "causal_dit: KV-cache rollout, the given latent frames put in the cache as context; "
         "latent_dit: bidirectional DiT extended window by window by replacement of the given "
         f"latent frames; cascade: keyframe stage extended with reconstruction guidance "
-        f"(w_r = {result['w_r']:g}). Metrics: NaN-aware means over clips; gravity error "
+        f"(w_r = {result['w_r']:g}). Metrics: NaN-aware means over clips; whole clips: the "
+        "generated frames only (FVD: every window pooled), windows: T-frame windows from "
+        "frame 0 (the first holds the given frames); gravity error "
         "relative to the builder's g; count drift = |objects (digits) seen in the window - "
-        "in the real clip|; identity = shape constancy (shapes) or digit identity stability "
+        "in the real clip|; empty clips: fraction of clips in which no object (digit) is "
+        "found, whose teleports and permanence violations are undefined (not 0); identity = "
+        "shape constancy (shapes) or digit identity stability "
         "(digits); FVD: Kinetics I3D on T-frame windows vs real T-frame windows. Cost per "
         "generated frame: wall seconds of warm sampling (compilation excluded, VAE encode and "
         "decode included for the DiTs) and loop-aware XLA FLOPs.",

@@ -70,8 +70,8 @@ def differences(
     """Each method's whole-clip content metrics minus the bidirectional DiT's: the difference
     of NaN-aware means pooled over training seeds, its 95% hierarchical-bootstrap interval
     (training seeds, then clips; paired), and which is better ('inconclusive' when the
-    interval contains 0). `per_seed`: one run's arrays per training seed
-    ('<method>__whole__<metric>' [clips])."""
+    interval contains 0, 'undefined' when a side has no finite value). `per_seed`: one run's
+    arrays per training seed ('<method>__whole__<metric>' [clips])."""
     rows = []
     for method in methods:
         if method == REFERENCE:
@@ -82,6 +82,10 @@ def differences(
             diff = stats.bootstrap_difference(ref, ours, finite_mean, samples=samples)
             better = +1 if metric in HIGHER_IS_BETTER else -1
             observed = stats.verdict(diff["low"], diff["high"], better)
+            names = {"agrees": f"{method} better", "disagrees": f"{REFERENCE} better"}
+            verdict = names.get(observed, "inconclusive")
+            if not np.isfinite(diff["value"]):  # e.g. violations where no clip has an object
+                verdict = "undefined"
             rows.append(
                 {
                     "dataset": dataset,
@@ -91,10 +95,7 @@ def differences(
                     "difference": diff["value"],
                     "low": diff["low"],
                     "high": diff["high"],
-                    "verdict": {
-                        "agrees": f"{method} better",
-                        "disagrees": f"{REFERENCE} better",
-                    }.get(observed, "inconclusive"),
+                    "verdict": verdict,
                 }
             )
     return rows

@@ -57,6 +57,34 @@ def test_window_fvd_scores_each_window_and_all_windows_pooled():
     )
 
 
+def test_whole_clip_metrics_score_the_generated_frames_and_empty_scenes_violate_nothing():
+    from cascade.data.builders import bouncing_shapes as bs
+
+    clips = bs.render_chunk([np.random.default_rng(s) for s in range(4)], 40, 32)
+    real = np.stack([c["video"] for c in clips]).astype(np.float32) / 127.5 - 1.0
+    shapes = np.full(bs.MAX_OBJECTS, -1)  # the scene with no object: background and occluder
+    empty = bs.render(np.zeros((40, bs.MAX_OBJECTS, 2)), shapes, shapes, 32)[0] / 127.5 - 1.0
+    faded = real.copy()
+    faded[:, 5:] = empty[5:]  # a continuation that loses every object after 5 given frames
+
+    def scores(video):
+        return long_video_metrics(video, real, dataset="bouncing_shapes", window=10, given=5)
+
+    kept, lost = scores(real), scores(faded)
+    counts = kept["per_clip"]["whole"]
+    assert np.all(counts["empty_scene"] == 0) and np.all(counts["count_drift"] == 0)
+    assert kept["whole"]["teleports"] == 0  # the real clips continue without a jump
+    whole = lost["per_clip"]["whole"]  # the given frames' objects do not count as kept
+    assert np.all(whole["empty_scene"] == 1)
+    np.testing.assert_array_equal(
+        whole["count_drift"], lost["per_clip"]["windows"]["count_drift"][1]
+    )
+    assert np.all(whole["count_drift"] >= 1)  # every clip had at least one object to lose
+    for metric in ("teleports", "permanence_violations"):  # undefined, not a perfect 0
+        assert np.isnan(whole[metric]).all() and np.isnan(lost["windows"][metric][1])
+    assert lost["windows"]["empty_scene"] == [0, 1, 1, 1]
+
+
 def test_differences_say_which_method_is_better_beyond_the_noise():
     rng = np.random.default_rng(1)
     ref = [rng.normal(0.5, 0.05, 16) for _ in range(3)]  # per training seed, per clip
@@ -66,7 +94,12 @@ def test_differences_say_which_method_is_better_beyond_the_noise():
             {
                 **{f"{m}__whole__identity": x + shift.get(m, 0.0) for m in lv.METHODS},
                 **{f"{m}__whole__count_drift": 1.0 - x for m in lv.METHODS},
-                **{f"{m}__whole__cv_residual": x * 0 + 1.0 for m in lv.METHODS},
+                # the cascade's clips hold no digit to fit: undefined, not a difference
+                **{
+                    f"{m}__whole__cv_residual": x * 0 + (np.nan if m == "cascade" else 1.0)
+                    for m in lv.METHODS
+                },
+                **{f"{m}__whole__empty_scene": x * 0 for m in lv.METHODS},
             }
             for x in ref
         ]
@@ -75,6 +108,7 @@ def test_differences_say_which_method_is_better_beyond_the_noise():
     got = {(r["method"], r["metric"]): r["verdict"] for r in rows}
     assert got[("causal_dit", "identity")] == "causal_dit better"
     assert got[("cascade", "identity")] == "inconclusive"  # the same clips: difference 0
+    assert got[("cascade", "cv_residual")] == "undefined"
     rows = differences("moving_digits", lv.METHODS, arrays({"cascade": -0.2}), samples=200)
     assert {(r["method"], r["metric"]): r["verdict"] for r in rows}[
         ("cascade", "identity")
