@@ -374,7 +374,6 @@ def main(argv: list[str] | None = None) -> int:
 
     def body(args: cli.Args) -> None:
         fv = args.flags
-        out = common.checked_out(fv, DEFAULT_OUT)
         unknown = sorted(set(fv.datasets) - set(DATASETS))
         if unknown or not fv.datasets:
             raise cli.UsageError(
@@ -382,6 +381,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{'unknown ' + ', '.join(unknown) if unknown else 'none given'}; "
                 f"choose from {','.join(DATASETS)}"
             )
+        out = common.checked_out(fv, DEFAULT_OUT)
         result = run(
             out,
             preset=fv.preset,
