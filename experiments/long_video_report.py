@@ -219,7 +219,8 @@ def difference_cells(row: dict[str, Any]) -> dict[str, str]:
 
 
 def write_plot(path: Path, result: dict[str, Any]) -> None:
-    """One panel per data set and metric: the metric against the window start frame."""
+    """One panel per data set and metric: the metric against the window start frame, the mean
+    over training seeds (points) and, with several seeds, each seed (thin lines)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -233,10 +234,15 @@ def write_plot(path: Path, result: dict[str, Any]) -> None:
     for row, d in zip(axes, datasets, strict=True):
         keys = (*METRICS[d["dataset"]], "fvd")
         for ax, key in zip(row, keys, strict=False):
-            for r in d["results"]:
+            for i, r in enumerate(d["results"]):
                 m = r["metrics"]
-                values = [v if tables.finite(v) else np.nan for v in m["windows"][key]]
-                ax.plot(m["starts"], values, marker=".", label=r["method"])
+                seeds = [
+                    s["methods"][r["method"]]["metrics"]["windows"][key] for s in d["train_seeds"]
+                ]
+                for values in seeds if len(seeds) > 1 else []:
+                    ax.plot(m["starts"], _finite(values), color=f"C{i}", alpha=0.35, lw=0.7)
+                mean = _finite(m["windows"][key])
+                ax.plot(m["starts"], mean, color=f"C{i}", marker=".", label=r["method"])
             if not any(
                 tables.finite(v) for r in d["results"] for v in r["metrics"]["windows"][key]
             ):
@@ -251,6 +257,11 @@ def write_plot(path: Path, result: dict[str, Any]) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def _finite(values: list) -> list[float]:
+    """Plottable values: None and other non-finite entries as NaN (a gap in the line)."""
+    return [v if tables.finite(v) else np.nan for v in values]
 
 
 def write_side_by_side(stem: Path, d: dict[str, Any]) -> None:
