@@ -82,7 +82,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "train_seeds": 1,
         "bootstrap": 50,
     },
-    "cpu": {  # 80 min per training seed (load ~4) with a 500-step VAE; 3000 steps add ~10
+    "cpu": {  # ~20 min per data set and training seed, idle (training 8-14, measuring 7-8)
         "base": "quick",
         "data": {"num_train": 512, "num_test": 16, "frames": 32, "resolution": 16},
         "frames": 9,  # T: 3 latent frames, 2 given; 72 frames generated
