@@ -40,21 +40,14 @@ PHYSICS_ARRAYS = (
     "count_stability",
     "num_objects",
 )
-# Counts of what went wrong with the objects of a clip: undefined for a clip without one.
-NEEDS_AN_OBJECT = ("teleports", "permanence_violations", "color_changes", "count_stability")
 
 
 def _physics_arrays(videos: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
     del labels  # the physics metrics need no label: every object is scored
     from cascade.evaluation import physics
 
-    per_clip = physics.physics_metrics(videos)
-    out = {k: np.asarray(per_clip[k], np.float64) for k in PHYSICS_ARRAYS}
-    empty = out["num_objects"] == 0
-    for key in NEEDS_AN_OBJECT:
-        out[key] = np.where(empty, np.nan, out[key])
-    out["empty_scene"] = empty.astype(np.float64)
-    return out
+    per_clip = physics.physics_metrics(videos)  # NEEDS_AN_OBJECT: NaN in an empty scene
+    return {k: np.asarray(per_clip[k], np.float64) for k in (*PHYSICS_ARRAYS, "empty_scene")}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from cascade.evaluation.aggregate import finite_mean
-from experiments.content import NEEDS_AN_OBJECT
+from cascade.evaluation.physics_scoring import NEEDS_AN_OBJECT
 
 METRICS = {
     "bouncing_shapes": (

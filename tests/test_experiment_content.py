@@ -11,6 +11,7 @@ import pytest
 from cascade import configs
 from cascade.configs import ConfigError
 from cascade.data.builders import bouncing_shapes as bs
+from cascade.evaluation import physics_scoring
 from experiments import cascade_vs_single_stage as comparison
 from experiments import cascade_vs_single_stage_report as comparison_report
 from experiments import common, content, expconfig, lab, summary
@@ -58,7 +59,7 @@ def test_bouncing_shapes_videos_are_measured_with_the_physics_metrics(tmp_path):
     # A scene without objects has nothing to violate: undefined, not a perfect 0, and counted.
     empty = lab.Lab(exp).measure(np.full_like(videos, -1.0), np.zeros(3, np.int32))
     assert empty["empty_scene"].all() and (empty["num_objects"] == 0).all()
-    for key in content.NEEDS_AN_OBJECT:
+    for key in physics_scoring.NEEDS_AN_OBJECT:
         assert np.isnan(empty[key]).all(), key
     setting = {"ablation": "pipeline", "setting": "real", "view": "final", "runs": [(arrays, {})]}
     row = summary.setting_row(setting, None, exp)

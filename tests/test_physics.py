@@ -10,7 +10,7 @@ import pytest
 
 from cascade.data.builders import bouncing_shapes as bs
 from cascade.data.builders import moving_digits as md
-from cascade.evaluation import aggregate, digits, physics
+from cascade.evaluation import aggregate, digits, physics, physics_scoring
 
 RES, FRAMES, CLIPS = 64, 32, 12
 
@@ -92,6 +92,18 @@ def test_ground_truth_scores_near_perfect(clips, truth):
     assert (truth["count_stability"] == 1.0).all()
     want = np.array([c["states"]["present"].sum() for c in clips])
     np.testing.assert_array_equal(truth["num_objects"], want)
+    assert not truth["empty_scene"].any()
+
+
+def test_an_empty_scene_violates_nothing_rather_than_scoring_perfectly(clips):
+    video = clips[0]["video"].copy()
+    video[:] = bs.render(
+        np.zeros((FRAMES, bs.MAX_OBJECTS, 2)), *[np.full(bs.MAX_OBJECTS, -1)] * 2, RES
+    )[0]
+    empty = physics.physics_metrics(video[None])  # background and occluder, no object
+    assert empty["num_objects"][0] == 0 and empty["empty_scene"][0] == 1.0
+    for key in physics_scoring.NEEDS_AN_OBJECT:
+        assert np.isnan(empty[key][0]), key
 
 
 def test_tracks_match_ground_truth_positions(clips):

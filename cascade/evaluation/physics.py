@@ -151,7 +151,9 @@ def physics_metrics(
     Returns per-clip arrays [B]: ballistic_rmse (px, NaN when no fit), gravity_estimate
     (px/frame^2, NaN when no fit), teleports, permanence_violations, color_changes,
     shape_constancy (NaN when no clean frame), count_changes, count_stability,
-    num_objects. Average with `aggregate.summarize`.
+    num_objects, empty_scene (1.0 where no object is found; that clip's teleports,
+    permanence_violations, color_changes and count_stability are NaN: undefined, not a
+    perfect score). Average with `aggregate.summarize` (NaN-aware).
     """
     videos = to_rgb255(videos)
     if videos.ndim != 5 or videos.shape[-1] != 3:

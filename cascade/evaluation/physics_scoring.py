@@ -44,6 +44,11 @@ class Limits:
         return 1.25 * width / max(abs(vx), self.vx_min) + 2.0
 
 
+# Counts of what went wrong with the objects of a clip: undefined (NaN) for a clip in which the
+# tracker finds no object, which `empty_scene` counts instead.
+NEEDS_AN_OBJECT = ("teleports", "permanence_violations", "color_changes", "count_stability")
+
+
 def score_clip(obs: dict[str, np.ndarray], res: int) -> dict[str, Any]:
     """Scores of one clip from its observations ([T, P] arrays of `physics.observe`) at
     resolution `res`: the per-clip values `physics.physics_metrics` stacks into [B] arrays."""
@@ -63,7 +68,7 @@ def score_clip(obs: dict[str, np.ndarray], res: int) -> dict[str, Any]:
             constancy.append(np.mean(shapes == np.bincount(shapes).argmax()))
     alive = events["alive"] + obs["extra"].sum(1)
     count_changes = int((np.diff(alive) != 0).sum())
-    return {
+    scores = {
         "ballistic_rmse": float(np.sqrt(ss / dof)) if dof > 0 else np.nan,
         "gravity_estimate": gravity,
         "teleports": int(teleports),
@@ -73,7 +78,11 @@ def score_clip(obs: dict[str, np.ndarray], res: int) -> dict[str, Any]:
         "count_changes": count_changes,
         "count_stability": 1.0 - count_changes / max(t_len - 1, 1),
         "num_objects": int(events["objects"]),
+        "empty_scene": float(not events["objects"]),
     }
+    if not events["objects"]:  # an empty scene violates nothing: undefined, not a perfect 0
+        scores.update(dict.fromkeys(NEEDS_AN_OBJECT, np.nan))
+    return scores
 
 
 def _segments(obs: dict[str, np.ndarray], p: int, lim: Limits) -> list[np.ndarray]:
