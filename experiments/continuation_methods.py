@@ -298,9 +298,6 @@ def fingerprint(preset: str) -> str:
     bootstrap), the methods, and both data sets' stage configs."""
     settings = {k: v for k, v in PRESETS[preset].items() if k not in ("seeds", "bootstrap")}
     exp = {"preset": settings, "methods": METHODS, "extension": EXTENSION}
-    # 2: the physics violations of a clip without objects are undefined (not 0) and counted
-    # as empty_scene (`physics_scoring.score_clip`), so runs measured before are redone.
-    exp["metrics_version"] = 2
     stages = {d: common.config_hash(stage_config(d, preset, "fingerprint")) for d in DATASETS}
     return runs.fingerprint({**exp, "real_view_seed": REAL_VIEW_SEED}, stages)
 
