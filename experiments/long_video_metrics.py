@@ -25,7 +25,6 @@ from typing import Any
 import numpy as np
 
 from cascade.evaluation.aggregate import finite_mean
-from cascade.evaluation.physics_scoring import NEEDS_AN_OBJECT
 
 METRICS = {
     "bouncing_shapes": (
@@ -50,10 +49,9 @@ def per_clip_content(
     ref_count = np.resize(reference["count"], len(videos))
     empty = per_clip["count"] == 0
     out = {"count_drift": np.abs(per_clip["count"] - ref_count), "empty_scene": empty * 1.0}
-    for key in METRICS[dataset]:
+    for key in METRICS[dataset]:  # violations are NaN in an empty scene (`physics_scoring`)
         if key not in out:
-            values = np.asarray(per_clip[key], np.float64)
-            out[key] = np.where(empty, np.nan, values) if key in NEEDS_AN_OBJECT else values
+            out[key] = np.asarray(per_clip[key], np.float64)
     return out
 
 
