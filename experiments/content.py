@@ -39,6 +39,7 @@ PHYSICS_ARRAYS = (
     "shape_constancy",
     "count_stability",
     "num_objects",
+    "empty_scene",  # and NEEDS_AN_OBJECT NaN in such a clip (`physics_scoring.score_clip`)
 )
 
 
@@ -46,8 +47,8 @@ def _physics_arrays(videos: np.ndarray, labels: np.ndarray) -> dict[str, np.ndar
     del labels  # the physics metrics need no label: every object is scored
     from cascade.evaluation import physics
 
-    per_clip = physics.physics_metrics(videos)  # NEEDS_AN_OBJECT: NaN in an empty scene
-    return {k: np.asarray(per_clip[k], np.float64) for k in (*PHYSICS_ARRAYS, "empty_scene")}
+    per_clip = physics.physics_metrics(videos)
+    return {k: np.asarray(per_clip[k], np.float64) for k in PHYSICS_ARRAYS}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -58,6 +58,7 @@ from experiments.long_video_generation import (  # noqa: E402
     given_clips,
 )
 from experiments.long_video_metrics import generation_flops, long_video_metrics  # noqa: E402
+from experiments.long_video_models import model_configs, train_models  # noqa: E402
 from experiments.long_video_report import write_outputs  # noqa: E402
 from experiments.long_video_summary import differences, summarize_method  # noqa: E402
 from experiments.tables import environment  # noqa: E402
@@ -110,59 +111,6 @@ DEFAULT_OUT = f"experiments/results/{NAME}"
 METRICS_VERSION = 2
 
 
-LABELS = {"video_vae": "lv_vae", "latent_dit": "lv_dit", "causal_dit": "lv_causal"}
-LABELS["keyframes"] = "lv_keyframes"  # workdir label of each model (+ _<dataset>-<hash>)
-
-
-def model_configs(
-    dataset: str, preset: str, data_dir, workdirs, train_seed: int = 0
-) -> dict[str, Any]:
-    """The configs of the VAE, both DiTs and the keyframe stage on `dataset` at
-    `train_seed` (names: video_vae, latent_dit, causal_dit, keyframes; the DiTs read the
-    VAE's workdir under `workdirs`, named by its hash: nothing is trained here)."""
-    p = PRESETS[preset]
-    rgb = dataset == "bouncing_shapes"
-    view = {"view.frames": p["frames"], "view.resolution": p["resolution"], "view.frame_stride": 1}
-    view["view.channels"] = 3 if rgb else 1
-    base = {"seed": train_seed, "data.name": dataset, "train.batch_size": p["batch_size"]}
-
-    def config(name: str, overrides: dict[str, Any]):
-        c = common.stage_config(name, p["base"], data_dir, {**base, **overrides}, p["data"])
-        common.set_steps(c, p["train_steps"][name])
-        return c
-
-    configs = {}
-    vae = {**view, **_model(p["models"]["video_vae"]), "model.in_channels": view["view.channels"]}
-    configs["video_vae"] = config("video_vae", vae)
-    vae_workdir = common.workdir_for(workdirs, f"lv_vae_{dataset}", configs["video_vae"])
-    dit = {**view, **_model(p["models"]["latent_dit"]), "vae.workdir": str(vae_workdir)}
-    dit["sample.steps"] = p["sample_steps"]["dit"]
-    if rgb:  # unconditional: no labels to drop
-        dit.update({"model.num_classes": 0, "flow.label_dropout": 0.0})
-    configs["latent_dit"] = config("latent_dit", dit)
-    configs["causal_dit"] = config("causal_dit", dit)
-    kf = {**view, **_model(p["models"]["keyframes"]), "model.image_size": p["resolution"]}
-    kf["sample.steps"] = p["sample_steps"]["keyframes"]
-    if rgb:
-        kf.update({"model.in_channels": 3, "model.out_channels": 3, "model.num_classes": 0})
-        kf["diffusion.label_dropout"] = 0.0
-    configs["keyframes"] = config("keyframes", kf)
-    return configs
-
-
-def train_models(dataset: str, configs: dict[str, Any], workdirs) -> dict[str, Any]:
-    """Train (or reuse) every model of `model_configs`, the VAE first; returns {name: (config,
-    workdir, train seconds)}."""
-    return {
-        name: (config, *common.train_stage(config, workdirs, f"{LABELS[name]}_{dataset}"))
-        for name, config in configs.items()
-    }
-
-
-def _model(fields: dict[str, Any]) -> dict[str, Any]:
-    return {f"model.{k}": v for k, v in fields.items()}
-
-
 def measure_train_seed(
     dataset: str, train_seed: int, preset: str, seeds: int, data_dir, workdirs, fvd_cache
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -180,7 +128,7 @@ def measure_train_seed(
 
     p = PRESETS[preset]
     models = train_models(
-        dataset, model_configs(dataset, preset, data_dir, workdirs, train_seed), workdirs
+        dataset, model_configs(dataset, p, data_dir, workdirs, train_seed), workdirs
     )
     trained = {
         "cascade": load_trained(models["keyframes"][1], models["keyframes"][0]),
@@ -255,7 +203,7 @@ def run_dataset(
     ]
     first_info = per_seed[0][1]
     lengths = Lengths(**first_info["lengths"])
-    kf_config = model_configs(dataset, preset, data_dir, workdirs)["keyframes"]
+    kf_config = model_configs(dataset, PRESETS[preset], data_dir, workdirs)["keyframes"]
     real, first, _ = given_clips(dataset, kf_config, lengths, PRESETS[preset]["clips"])
     results = [
         summarize_method(
